@@ -1,0 +1,135 @@
+"""Memcached nodes: parsing ``host:port`` and ``[v6]:port``, de-duplicating, sorting."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .exceptions import ConfigurationError
+
+__all__ = ["DEFAULT_PORT", "Node", "parse_node", "parse_port", "unique_sorted"]
+
+DEFAULT_PORT = 11211
+
+# RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One memcached server: its name, port and, when known, its IP address.
+
+    ``tls`` is true when the node accepts only TLS connections (ElastiCache with
+    in-transit encryption, serverless caches).
+    """
+
+    host: str
+    port: int = DEFAULT_PORT
+    ip: str | None = None
+    tls: bool = False
+
+    @property
+    def location(self) -> str:
+        """Return the address a client connects to: ``"host:port"`` or ``"[v6]:port"``.
+
+        The IP is used when known, so a client skips DNS; TLS nodes are always
+        addressed by host name, because the certificate names the host.
+        """
+        address = self.host if self.tls or not self.ip else self.ip
+        if ":" in address:
+            return f"[{address}]:{self.port}"
+        return f"{address}:{self.port}"
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the node as plain JSON-ready data (snapshots, ``--json`` output)."""
+        data: dict[str, object] = {"host": self.host, "port": self.port}
+        if self.ip:
+            data["ip"] = self.ip
+        if self.tls:
+            data["tls"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> Node:
+        """Build a node from :meth:`as_dict` output; raise ``ValueError`` on anything else."""
+        if not isinstance(data, dict):
+            raise ValueError(f"node must be an object, not {type(data).__name__}")
+        host, port, ip, tls = data.get("host"), data.get("port"), data.get("ip"), data.get("tls")
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"node host must be a non-empty string, not {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"node port must be an integer in 1..65535, not {port!r}")
+        if ip is not None and not isinstance(ip, str):
+            raise ValueError(f"node ip must be a string, not {ip!r}")
+        if tls is not None and not isinstance(tls, bool):
+            raise ValueError(f"node tls must be true or false, not {tls!r}")
+        return cls(host, port, ip or None, bool(tls))
+
+
+def parse_port(text: str, *, where: str = "") -> int:
+    """Return *text* as a TCP port, or raise ConfigurationError naming it."""
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
+        prefix = f"{where}: " if where else ""
+        raise ConfigurationError(f"{prefix}invalid port {text!r}: expected an integer 1..65535")
+    return int(text)
+
+
+def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") -> Node:
+    """Parse ``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` into a :class:`Node`.
+
+    *where* names the setting or URL the text came from, for the error message.
+    """
+    prefix = f"{where}: " if where else ""
+    value = text.strip()
+    port = default_port
+    if value.startswith("["):
+        end = value.find("]")
+        if end == -1:
+            raise ConfigurationError(f"{prefix}invalid node {text!r}: missing ']'")
+        host, rest = value[1:end], value[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigurationError(f"{prefix}invalid node {text!r}: expected ':' after ']'")
+            port = parse_port(rest[1:], where=where)
+        if not _is_ipv6(host):
+            raise ConfigurationError(
+                f"{prefix}invalid node {text!r}: {host!r} is not an IPv6 address"
+            )
+        return Node(host, port)
+    if value.count(":") > 1:
+        if _is_ipv6(value):
+            return Node(value, port)
+        raise ConfigurationError(
+            f"{prefix}invalid node {text!r}: write IPv6 addresses in brackets, as [::1]:11211"
+        )
+    host, sep, port_text = value.partition(":")
+    if sep:
+        port = parse_port(port_text, where=where)
+    if not host or not _HOSTNAME.fullmatch(host):
+        raise ConfigurationError(
+            f"{prefix}invalid node {text!r}: {host!r} is not a host name or IP"
+        )
+    return Node(host.lower(), port)
+
+
+def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:
+    """Return *nodes* without duplicates, in one stable order.
+
+    Every process must list the servers in the same order so that clients whose
+    hashing depends on it (modula) send a key to the same server everywhere.
+    """
+    return tuple(sorted(set(nodes), key=_sort_key))
+
+
+def _sort_key(node: Node) -> tuple[str, int, str, bool]:
+    return (node.host, node.port, node.ip or "", node.tls)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,245 @@
+"""memcached(): one Django ``CACHES`` entry for the nodes of a source."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from copy import deepcopy
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypedDict, cast
+
+from .exceptions import ConfigurationError, ResolutionError
+from .resolve import Resolution, resolve
+from .sources import Source, parse_source
+from .tls import TLSConfig
+
+__all__ = ["BACKENDS", "CacheConfig", "Entry", "client_defaults", "entries", "memcached"]
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["pylibmc", "pymemcache"]
+OnFailure = Literal["raise", "locmem", "dummy"]
+
+
+class CacheConfig(TypedDict, total=False):
+    """One entry of Django's ``CACHES`` setting, as :func:`memcached` returns it."""
+
+    BACKEND: str
+    LOCATION: list[str] | str
+    OPTIONS: dict[str, Any]
+    TIMEOUT: float | None
+    KEY_PREFIX: str
+    VERSION: int
+    KEY_FUNCTION: str | Callable[..., str]
+
+
+# Django's own backends; refresh=N swaps in the subclasses of cache_settings.backends.
+BACKENDS: dict[str, str] = {
+    "pylibmc": "django.core.cache.backends.memcached.PyLibMCCache",
+    "pymemcache": "django.core.cache.backends.memcached.PyMemcacheCache",
+}
+# refresh=N: the subclasses that follow the source's changes at run time.
+REFRESHING_BACKENDS: dict[str, str] = {
+    "pylibmc": "cache_settings.backends.PyLibMCCache",
+    "pymemcache": "cache_settings.backends.PyMemcacheCache",
+}
+_FALLBACKS: dict[str, str] = {
+    "locmem": "django.core.cache.backends.locmem.LocMemCache",
+    "dummy": "django.core.cache.backends.dummy.DummyCache",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What one ``memcached()`` call asked for and got; the CLI re-resolves these."""
+
+    source: Source
+    snapshot: str | None
+    attempts: int
+    deadline: float
+    max_age: float | None
+    min_nodes: int
+    backend: str
+    resolution: Resolution | None
+
+
+_entries: list[Entry] = []
+
+
+def entries() -> list[Entry]:
+    """Return every entry made by :func:`memcached` in this process, oldest first."""
+    return list(_entries)
+
+
+def client_defaults(backend: str) -> dict[str, Any]:
+    """Return the OPTIONS every entry starts from, before the user's ``options``.
+
+    pylibmc: the text protocol (libmemcached 1.0.18's binary mode breaks Django's
+    ``incr``/``decr`` on missing keys, ``touch`` and zero timeouts) and ketama
+    consistent hashing, so that adding one node to ten moves about a tenth of the
+    keys. pymemcache: Django already uses its ``HashClient``, whose rendezvous
+    hashing is consistent.
+    """
+    if backend == "pylibmc":
+        return {"binary": False, "behaviors": {"ketama": True}}
+    return {}
+
+
+def memcached(
+    source: str | Source,
+    *,
+    backend: Backend | None = None,
+    snapshot: str | os.PathLike[str] | None = None,
+    attempts: int = 3,
+    deadline: float = 5.0,
+    max_age: float | None = None,
+    min_nodes: int = 1,
+    on_failure: OnFailure = "raise",
+    refresh: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    **django_keys: Any,
+) -> CacheConfig:
+    """Return one CACHES entry for the memcached nodes of *source*.
+
+    *source* is a URL (``consul:///memcached?tag=prod``, ``elasticache://…``,
+    ``elasticache-api://…``, ``memcached://h1,h2``) or a Source object. The nodes
+    are resolved now, as :func:`cache_settings.resolve` does, with *attempts*,
+    *deadline* (seconds), *snapshot*, *max_age* (seconds) and *min_nodes*.
+
+    Args:
+        backend: ``"pylibmc"`` (the default) or ``"pymemcache"`` (the default,
+            and the only choice, when the nodes speak TLS).
+        on_failure: ``"raise"`` raises :class:`ResolutionError`; ``"locmem"`` and
+            ``"dummy"`` log the error and return a working local cache instead.
+        refresh: seconds; selects a refreshing backend
+            (:mod:`cache_settings.backends`) that follows the source's changes at run
+            time: Consul by blocking queries, other sources polled every *refresh*
+            seconds ± 10 %.
+        options: the entry's ``OPTIONS``; each key overrides our defaults, and a
+            ``behaviors`` dict is merged key by key.
+        django_keys: ``timeout``, ``key_prefix``, ``version``, ``key_function``.
+    """
+    src = parse_source(source)
+    if refresh is not None and (
+        isinstance(refresh, bool) or not isinstance(refresh, int | float) or not refresh > 0
+    ):
+        raise ConfigurationError(
+            f"refresh must be a positive number of seconds or None, not {refresh!r}"
+        )
+    django = _django_keys(django_keys)
+    if on_failure not in ("raise", "locmem", "dummy"):
+        raise ConfigurationError(
+            f"on_failure must be 'raise', 'locmem' or 'dummy', not {on_failure!r}"
+        )
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
+    tls: TLSConfig | None = getattr(src, "tls", None)
+    chosen = _choose_backend(src, backend, tls)
+    record = Entry(
+        src,
+        os.fspath(snapshot) if snapshot is not None else None,
+        attempts,
+        deadline,
+        max_age,
+        min_nodes,
+        chosen,
+        None,
+    )
+    try:
+        resolution = resolve(
+            src,
+            attempts=attempts,
+            deadline=deadline,
+            snapshot=snapshot,
+            max_age=max_age,
+            min_nodes=min_nodes,
+        )
+    except ResolutionError as exc:
+        _entries.append(record)
+        if on_failure == "raise":
+            raise
+        logger.error("%s: using a %s cache instead of memcached: %s", src.url, on_failure, exc)
+        fallback: CacheConfig = {
+            "BACKEND": _FALLBACKS[on_failure],
+            "LOCATION": f"cache_settings:{src.url}",
+        }
+        fallback.update(django)
+        return fallback
+
+    _entries.append(replace(record, resolution=resolution))
+    if tls is None and any(node.tls for node in resolution.nodes):
+        # A serverless cache: the source learnt only now that its endpoint speaks TLS.
+        tls = getattr(src, "tls_config", None) or TLSConfig()
+        chosen = _choose_backend(src, backend, tls)
+    entry_options = _merge_options(client_defaults(chosen), options or {})
+    if tls is not None:
+        entry_options.setdefault("tls_context", tls.context())
+    entry: CacheConfig = {
+        "BACKEND": BACKENDS[chosen],
+        "LOCATION": resolution.locations,
+        "OPTIONS": entry_options,
+    }
+    if refresh is not None:
+        # Read by cache_settings.backends, which removes it before Django's backend sees
+        # OPTIONS; the watcher starts from this settings-time answer.
+        entry["BACKEND"] = REFRESHING_BACKENDS[chosen]
+        entry_options["cache_settings"] = {
+            "source": src,
+            "refresh": float(refresh),
+            "min_nodes": min_nodes,
+            "snapshot": record.snapshot,
+            "deadline": deadline,
+            "attempts": attempts,
+            "nodes": resolution.nodes,
+            "version": resolution.version,
+        }
+    entry.update(django)
+    return entry
+
+
+def _choose_backend(source: Source, backend: str | None, tls: TLSConfig | None) -> str:
+    implied: str | None = getattr(source, "backend", None)
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigurationError(f"backend must be 'pylibmc' or 'pymemcache', not {backend!r}")
+    if backend is not None and implied is not None and backend != implied:
+        raise ConfigurationError(
+            f"{source.url}: the URL asks for {implied} but backend={backend!r}; drop one of them"
+        )
+    chosen = backend or implied
+    if tls is not None:
+        if chosen == "pylibmc":
+            raise ConfigurationError(
+                f"{source.url}: pylibmc cannot speak TLS (libmemcached has no TLS); "
+                'use backend="pymemcache"'
+            )
+        return "pymemcache"
+    return chosen or "pylibmc"
+
+
+_DJANGO_KEYS = {
+    "timeout": "TIMEOUT",
+    "key_prefix": "KEY_PREFIX",
+    "version": "VERSION",
+    "key_function": "KEY_FUNCTION",
+}
+
+
+def _django_keys(given: Mapping[str, Any]) -> CacheConfig:
+    unknown = sorted(set(given) - set(_DJANGO_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"memcached() got unknown argument(s) {', '.join(unknown)}; "
+            f"Django keys are written in lower case: {', '.join(_DJANGO_KEYS)}"
+        )
+    return cast(CacheConfig, {_DJANGO_KEYS[key]: value for key, value in given.items()})
+
+
+def _merge_options(defaults: dict[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    merged = deepcopy(defaults)
+    for key, value in options.items():
+        if key == "behaviors" and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged

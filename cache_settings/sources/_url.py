@@ -1,0 +1,102 @@
+"""Query-string reading shared by the sources: unknown or repeated keys are errors."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from urllib.parse import SplitResult, parse_qsl, unquote
+
+from ..exceptions import ConfigurationError
+from ..tls import TLSConfig
+
+__all__ = ["Query", "redact"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Query:
+    """The query string of a source URL, checked against the keys a scheme accepts."""
+
+    def __init__(
+        self, url: SplitResult, allowed: Collection[str], *, repeatable: Collection[str] = ()
+    ):
+        self.where = redact(url)
+        self._values: dict[str, list[str]] = {}
+        try:
+            pairs = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.where}: malformed query string ({exc})") from exc
+        for key, value in pairs:
+            if key not in allowed:
+                raise ConfigurationError(
+                    f"{self.where}: unknown option {key!r}; "
+                    f"{url.scheme}:// accepts {', '.join(sorted(allowed)) or 'no options'}"
+                )
+            if key in self._values and key not in repeatable:
+                raise ConfigurationError(f"{self.where}: option {key!r} given more than once")
+            self._values.setdefault(key, []).append(value)
+
+    def all(self, key: str) -> tuple[str, ...]:
+        """Return every value of *key*, in URL order."""
+        return tuple(self._values.get(key, ()))
+
+    def get(self, key: str) -> str | None:
+        """Return the value of *key*, or None when absent."""
+        values = self._values.get(key)
+        return values[0] if values else None
+
+    def flag(self, key: str, default: bool | None = None) -> bool | None:
+        """Return *key* as a boolean (true/false, 1/0, yes/no, on/off)."""
+        value = self.get(key)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ConfigurationError(f"{self.where}: option {key}={value!r} must be true or false")
+
+    def number(self, key: str, default: float | None = None) -> float | None:
+        """Return *key* as a float, or *default* when absent."""
+        value = self.get(key)
+        if value is None:
+            return default
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"{self.where}: option {key}={value!r} must be a number"
+            ) from None
+
+    def tls(self) -> TLSConfig | None:
+        """Return the TLS settings of ``tls=true&ca=…&cert=…&key=…``, or None without TLS."""
+        ca, cert, key = self.get("ca"), self.get("cert"), self.get("key")
+        if not self.flag("tls", default=bool(ca or cert)):
+            if ca or cert or key:
+                raise ConfigurationError(f"{self.where}: ca=, cert= and key= need tls=true")
+            return None
+        if key and not cert:
+            raise ConfigurationError(f"{self.where}: key= needs cert= (the client certificate)")
+        return TLSConfig(ca=ca, cert=cert, key=key)
+
+    def choice(self, key: str, choices: Collection[str], default: str) -> str:
+        """Return *key*, which must be one of *choices*."""
+        value = self.get(key)
+        if value is None:
+            return default
+        if value not in choices:
+            raise ConfigurationError(
+                f"{self.where}: option {key}={value!r} must be one of {', '.join(sorted(choices))}"
+            )
+        return value
+
+
+def redact(url: SplitResult) -> str:
+    """Return *url* without user info (tokens, passwords) and without secret options."""
+    netloc = url.netloc.rpartition("@")[2]
+    query = "&".join(
+        part
+        for part in url.query.split("&")
+        if part and unquote(part.partition("=")[0]).lower() not in {"token", "password", "secret"}
+    )
+    return url._replace(netloc=netloc, query=query, fragment="").geturl()

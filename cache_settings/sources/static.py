@@ -1,0 +1,76 @@
+"""A fixed list of nodes: ``memcached://h1:11211,h2:11211`` (also ``pylibmc://``, ``pymemcache://``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+from urllib.parse import SplitResult, unquote, urlencode
+
+from ..exceptions import ConfigurationError
+from ..nodes import Node, parse_node, unique_sorted
+from ..tls import TLSConfig
+from ._url import Query
+
+__all__ = ["Static"]
+
+
+@dataclass(frozen=True, slots=True)
+class Static:
+    """Nodes written in the settings; resolving them never touches the network.
+
+    ``pylibmc://`` and ``pymemcache://`` also choose the client library, as
+    django-environ users expect; ``memcached://`` leaves the choice to ``memcached()``.
+    """
+
+    nodes: tuple[Node, ...]
+    backend: str | None = None
+    tls: TLSConfig | None = None
+
+    _BACKENDS: ClassVar[dict[str, str | None]] = {
+        "memcached": None,
+        "pylibmc": "pylibmc",
+        "pymemcache": "pymemcache",
+    }
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ConfigurationError("A static cache source needs at least one node")
+        nodes = unique_sorted(
+            Node(n.host, n.port, n.ip, tls=self.tls is not None) for n in self.nodes
+        )
+        object.__setattr__(self, "nodes", nodes)
+
+    @classmethod
+    def from_url(cls, url: SplitResult) -> Static:
+        """Build the source from ``scheme://host[:port][,host[:port]…][?tls=true&ca=…]``."""
+        scheme = url.scheme.lower()
+        query = Query(url, {"tls", "ca", "cert", "key"})
+        where = query.where
+        if url.path not in ("", "/"):
+            raise ConfigurationError(
+                f"{where}: unexpected path {url.path!r}; list nodes as {scheme}://host:port,host:port"
+            )
+        hosts = [part for part in unquote(url.netloc).split(",") if part.strip()]
+        if not hosts:
+            raise ConfigurationError(f"{where}: no nodes; write {scheme}://host:port,host:port")
+        nodes = tuple(parse_node(part, where=where) for part in hosts)
+        tls = query.tls()
+        if tls is not None and scheme == "pylibmc":
+            raise ConfigurationError(
+                f"{where}: pylibmc cannot speak TLS; use pymemcache://… for TLS nodes"
+            )
+        return cls(nodes, cls._BACKENDS[scheme], tls)
+
+    @property
+    def url(self) -> str:
+        """Return the canonical URL: the scheme, then the sorted nodes."""
+        scheme = self.backend or "memcached"
+        url = f"{scheme}://{','.join(node.location for node in self.nodes)}"
+        if self.tls is not None:
+            params = {"tls": "true", "ca": self.tls.ca, "cert": self.tls.cert, "key": self.tls.key}
+            url += "?" + urlencode({k: v for k, v in params.items() if v})
+        return url
+
+    def resolve(self, timeout: float) -> list[Node]:
+        """Return the configured nodes (no I/O, so *timeout* seconds is never reached)."""
+        return list(self.nodes)

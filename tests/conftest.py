@@ -1,0 +1,41 @@
+"""Session fixtures: real memcached daemons, network stand-ins, a TLS CA; a clean environment."""
+
+from __future__ import annotations
+
+import os
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        USE_TZ=True,
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+    )
+    django.setup()
+
+pytest_plugins = [
+    "tests.servers.tls",
+    "tests.servers.memcached",
+    "tests.servers.faults",
+    "tests.servers.consul",
+    "tests.servers.config_endpoint",
+    "tests.servers.elasticache_api",
+]
+
+# Real services are opt-in through their standard variables; the stand-in fixtures read
+# them at import time, before this fixture clears them for every test.
+_CLEARED_PREFIXES = ("CONSUL_", "AWS_", "CACHE_SETTINGS_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test without the caller's Consul, AWS and cache_settings variables."""
+    for name in list(os.environ):
+        if name.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(name)
+    # boto3 must never read the developer's ~/.aws files during a test.
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

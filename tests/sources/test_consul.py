@@ -1,0 +1,614 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from urllib3.exceptions import InsecureRequestWarning
+
+from cache_settings import ConfigurationError, Node, SourceError, parse_source
+from cache_settings.sources.consul import Consul, blocking_wait, parse_health_service
+from tests.servers.consul import ConsulAgent, parse_duration
+from tests.servers.tls import TLSFiles
+
+TOKEN = "b1gs3cr3t-0000-4c0c-a1b2-c3d4e5f60718"
+
+
+def entry(
+    address: str = "10.0.0.1",
+    port: Any = 11211,
+    *,
+    node_address: Any = "10.9.9.9",
+    tags: Any = (),
+    statuses: tuple[str, ...] = ("passing", "passing"),
+) -> dict[str, Any]:
+    """One ``/v1/health/service`` entry shaped as in the API docs."""
+    return {
+        "Node": {"ID": "40e4a748", "Node": "n1", "Address": node_address, "Datacenter": "dc1",
+                 "TaggedAddresses": {"lan": node_address}, "Meta": {}},
+        "Service": {"ID": "memcached-1", "Service": "memcached", "Tags": list(tags),
+                    "Address": address, "Port": port, "Meta": {}},
+        "Checks": [
+            {"Node": "n1", "CheckID": f"c{n}", "Name": "check", "Status": status,
+             "ServiceID": "" if n == 0 else "memcached-1", "ServiceName": "memcached"}
+            for n, status in enumerate(statuses)
+        ],
+    }  # fmt: skip
+
+
+# --- resolve against the agent ----------------------------------------------------------------
+
+
+def test_consul__passing_instances_only(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211, status="passing")
+    consul_agent.add("memcached", "10.0.0.2", 11211, status="critical")
+    consul_agent.add("memcached", "10.0.0.3", 11211, status="warning")
+    consul_agent.add("other", "10.0.0.4", 11211)
+
+    nodes = Consul("memcached", agent=consul_agent.address).resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211)]
+
+
+def test_consul__passing_false_returns_every_instance(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211, status="passing")
+    consul_agent.add("memcached", "10.0.0.2", 11211, status="critical")
+
+    nodes = Consul("memcached", agent=consul_agent.address, passing=False).resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211), Node("10.0.0.2", 11211)]
+
+
+def test_consul__failing_checks_filtered_even_when_agent_ignores_passing(
+    consul_agent: ConsulAgent,
+) -> None:
+    consul_agent.ignore_passing()
+    consul_agent.add("memcached", "10.0.0.1", 11211, status="passing")
+    consul_agent.add("memcached", "10.0.0.2", 11211, status="critical")
+
+    nodes = Consul("memcached", agent=consul_agent.address).resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211)]
+    assert consul_agent.health_requests("memcached")[-1].params("passing") == ["1"]
+
+
+def test_consul__every_tag_must_match(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211, tags=["prod", "eu", "extra"])
+    consul_agent.add("memcached", "10.0.0.2", 11211, tags=["prod"])
+    consul_agent.add("memcached", "10.0.0.3", 11211, tags=["eu"])
+
+    nodes = Consul("memcached", agent=consul_agent.address, tags=("prod", "eu")).resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211)]
+
+
+def test_consul__sends_every_tag_and_the_options(consul_agent: ConsulAgent) -> None:
+    consul_agent.needs_standin("recorded requests")
+    consul_agent.add("memcached", "10.0.0.1", 11211, tags=["prod", "eu"])
+    source = Consul(
+        "memcached", agent=consul_agent.address, tags=("prod", "eu"), dc="dc1", near="_agent",
+        namespace="team-a",
+    )  # fmt: skip
+
+    assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+
+    request = consul_agent.health_requests("memcached")[-1]
+    assert request.method == "GET"
+    assert sorted(request.params("tag")) == ["eu", "prod"]
+    assert request.params("dc") == ["dc1"]
+    assert request.params("near") == ["_agent"]
+    assert request.params("ns") == ["team-a"]
+    assert request.params("passing") == ["1"]
+    assert "index" not in dict(request.query)
+
+
+def test_consul__namespace_from_environment(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consul_agent.needs_standin("recorded requests")
+    monkeypatch.setenv("CONSUL_NAMESPACE", "team-b")
+
+    Consul("memcached", agent=consul_agent.address).resolve(timeout=1)
+
+    assert consul_agent.health_requests("memcached")[-1].params("ns") == ["team-b"]
+
+
+def test_consul__unknown_datacenter_is_a_source_error(consul_agent: ConsulAgent) -> None:
+    source = Consul("memcached", agent=consul_agent.address, dc="nowhere-dc")
+
+    with pytest.raises(SourceError, match="No path to datacenter") as info:
+        source.resolve(timeout=1)
+
+    assert info.value.source == source.url
+
+
+def test_consul__node_meta_filters(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211, node_meta={"rack": "r1", "az": "a"})
+    consul_agent.add("memcached", "10.0.0.2", 11211, node_meta={"rack": "r2", "az": "a"})
+
+    source = Consul("memcached", agent=consul_agent.address, node_meta=(("rack", "r1"),))
+
+    assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+
+
+def test_consul__empty_service_address_falls_back_to_node_address(
+    consul_agent: ConsulAgent,
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211, service_address="")
+    consul_agent.add("memcached", "10.0.0.2", 11212, service_address="10.1.1.2")
+
+    nodes = Consul("memcached", agent=consul_agent.address).resolve(timeout=1)
+    node_nodes = Consul("memcached", agent=consul_agent.address, address="node").resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211), Node("10.1.1.2", 11212)]
+    assert node_nodes == [Node("10.0.0.1", 11211), Node("10.0.0.2", 11212)]
+
+
+def test_consul__ipv6_addresses(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "2001:db8::1", 11211)
+
+    nodes = Consul("memcached", agent=consul_agent.address).resolve(timeout=1)
+
+    assert nodes == [Node("2001:db8::1", 11211)]
+    assert nodes[0].location == "[2001:db8::1]:11211"
+
+
+def test_consul__order_does_not_depend_on_the_agent(consul_agent: ConsulAgent) -> None:
+    consul_agent.shuffle()
+    for n in range(8):
+        consul_agent.add("memcached", f"10.0.0.{8 - n}", 11211)
+    source = Consul("memcached", agent=consul_agent.address)
+
+    answers = {tuple(source.resolve(timeout=1)) for _ in range(10)}
+
+    assert answers == {tuple(Node(f"10.0.0.{n}", 11211) for n in range(1, 9))}
+
+
+def test_consul__unknown_service_is_empty(consul_agent: ConsulAgent) -> None:
+    assert Consul("nothing-here", agent=consul_agent.address).resolve(timeout=1) == []
+
+
+# --- environment and token --------------------------------------------------------------------
+
+
+def test_consul__agent_and_token_from_environment(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consul_agent.require_token(TOKEN)
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", f"http://{consul_agent.address}")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", TOKEN)
+    source = Consul("memcached")
+
+    assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+    assert consul_agent.health_requests("memcached")[-1].headers["x-consul-token"] == TOKEN
+    assert TOKEN not in source.url
+    assert TOKEN not in repr(source)
+
+
+def test_consul__explicit_agent_and_token_win_over_environment(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consul_agent.require_token(TOKEN)
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "wrong-token")
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+
+    source = Consul("memcached", agent=consul_agent.address, token=TOKEN, tls=False)
+
+    assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+    assert consul_agent.health_requests("memcached")[-1].headers["x-consul-token"] == TOKEN
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_consul__forbidden_is_a_source_error_without_the_token(
+    consul_agent: ConsulAgent, token: str | None
+) -> None:
+    consul_agent.require_token(TOKEN)
+    source = Consul("memcached", agent=consul_agent.address, token=token)
+
+    with pytest.raises(SourceError, match="permission denied") as info:
+        source.resolve(timeout=1)
+
+    assert TOKEN not in str(info.value)
+    assert "wrong-token" not in str(info.value)
+    assert info.value.source == f"consul://{consul_agent.address}/memcached"
+
+
+def test_consul__unix_socket_address_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///var/run/consul.sock")
+
+    with pytest.raises(ConfigurationError, match="unix sockets are not supported"):
+        Consul("memcached").resolve(timeout=1)
+
+
+def test_consul__environment_is_read_when_asked_not_when_built(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_agent.address)
+
+    assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+
+
+# --- failures and deadlines -------------------------------------------------------------------
+
+
+def test_consul__refused_connection_is_a_source_error() -> None:
+    with pytest.raises(SourceError, match="ConnectionError"):
+        Consul("memcached", agent="127.0.0.1:1").resolve(timeout=1)
+
+
+def test_consul__hung_agent_fails_within_the_timeout(consul_agent: ConsulAgent) -> None:
+    consul_agent.pause()
+    source = Consul("memcached", agent=consul_agent.address)
+
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="Timeout"):
+        source.resolve(timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    assert 0.45 <= elapsed < 0.5 + 0.3
+
+
+def test_consul__hung_agent_bounds_a_watch_too(consul_agent: ConsulAgent) -> None:
+    consul_agent.pause()
+    source = Consul("memcached", agent=consul_agent.address)
+
+    started = time.monotonic()
+    with pytest.raises(SourceError):
+        source.watch(7, timeout=0.8)
+
+    assert time.monotonic() - started < 0.8 + 0.3
+
+
+def test_consul__no_time_left_is_a_source_error() -> None:
+    with pytest.raises(SourceError, match="no time left"):
+        Consul("memcached", agent="127.0.0.1:1").resolve(timeout=0)
+
+
+# --- watch (blocking queries) -----------------------------------------------------------------
+
+
+def test_consul__watch_without_index_answers_at_once(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached", agent=consul_agent.address)
+
+    started = time.monotonic()
+    index, nodes = source.watch(None, timeout=5)
+
+    assert time.monotonic() - started < 0.5
+    assert nodes == [Node("10.0.0.1", 11211)]
+    assert isinstance(index, int)
+    assert index >= 1
+
+
+@pytest.fixture
+def later() -> Iterator[list[threading.Timer]]:
+    """Timers to run a change from another thread; joined at the end of the test."""
+    timers: list[threading.Timer] = []
+    yield timers
+    for timer in timers:
+        timer.cancel()
+        timer.join()
+
+
+def test_consul__watch_with_index_returns_soon_after_a_change(
+    consul_agent: ConsulAgent, later: list[threading.Timer]
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached", agent=consul_agent.address)
+    index, _ = source.watch(None, timeout=5)
+    changed_at: list[float] = []
+
+    def change() -> None:
+        changed_at.append(time.monotonic())  # before: the reply may beat add()'s own reply
+        consul_agent.add("memcached", "10.0.0.2", 11211)
+
+    later.append(threading.Timer(0.7, change))
+    later[0].start()
+    started = time.monotonic()
+    new_index, nodes = source.watch(index, timeout=10)
+    returned = time.monotonic()
+
+    assert returned - started >= 0.6, "the query did not block"
+    assert changed_at
+    assert returned - changed_at[0] < 0.5
+    assert nodes == [Node("10.0.0.1", 11211), Node("10.0.0.2", 11211)]
+    assert new_index is not None
+    assert index is not None
+    assert new_index > index
+    if not consul_agent.real:
+        request = consul_agent.health_requests("memcached")[-1]
+        assert request.params("index") == [str(index)]
+        assert request.params("wait") == ["8s"]
+
+
+def test_consul__watch_without_change_returns_after_the_wait(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached", agent=consul_agent.address)
+    index, _ = source.watch(None, timeout=5)
+
+    started = time.monotonic()
+    new_index, nodes = source.watch(index, timeout=2)
+    elapsed = time.monotonic() - started
+
+    # timeout=2 allows wait=1s (plus Consul's wait/16 jitter and a margin).
+    assert 0.9 <= elapsed < 2
+    assert new_index == index
+    assert nodes == [Node("10.0.0.1", 11211)]
+
+
+def test_consul__watch_resets_an_index_that_went_backwards(consul_agent: ConsulAgent) -> None:
+    """API docs, "Blocking queries": an index lower than ours means start afresh (0)."""
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached", agent=consul_agent.address)
+
+    index, nodes = source.watch(10**9, timeout=1.5)
+
+    assert index == 0
+    assert nodes == [Node("10.0.0.1", 11211)]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "wait", "request_timeout"),
+    [
+        (0.5, 1, 0.5),
+        (1.0, 1, 1.0),
+        (2.0, 1, 1.5625),
+        (10.0, 8, 9.0),
+        (60.0, 56, 60.0),
+        (600.0, 564, 599.75),
+    ],
+)
+def test_blocking_wait__fits_wait_and_jitter_into_the_timeout(
+    timeout: float, wait: int, request_timeout: float
+) -> None:
+    assert blocking_wait(timeout)[0] == wait
+    assert blocking_wait(timeout)[1] == pytest.approx(request_timeout)
+    assert blocking_wait(timeout)[1] <= timeout
+
+
+# --- TLS to the agent -------------------------------------------------------------------------
+
+
+def test_consul__https_agent_with_ca(
+    consul_agent: ConsulAgent, consul_tls_address: str, tls_files: TLSFiles
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached", agent=f"https://{consul_tls_address}", ca=tls_files.ca)
+
+    assert source.resolve(timeout=2) == [Node("10.0.0.1", 11211)]
+    assert source.url == f"consul://{consul_tls_address}/memcached?tls=true&ca=" + (
+        tls_files.ca.replace("/", "%2F")
+    )
+
+
+def test_consul__https_agent_from_environment(
+    consul_agent: ConsulAgent,
+    consul_tls_address: str,
+    tls_files: TLSFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_tls_address)
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+    monkeypatch.setenv("CONSUL_CACERT", tls_files.ca)
+
+    assert Consul("memcached").resolve(timeout=2) == [Node("10.0.0.1", 11211)]
+
+
+def test_consul__https_agent_with_unknown_ca_is_a_source_error(
+    consul_agent: ConsulAgent, consul_tls_address: str, tls_files: TLSFiles
+) -> None:
+    source = Consul("memcached", agent=consul_tls_address, tls=True, ca=tls_files.other_ca)
+
+    with pytest.raises(SourceError, match="SSLError"):
+        source.resolve(timeout=2)
+
+
+def test_consul__https_agent_without_verification(
+    consul_agent: ConsulAgent, consul_tls_address: str
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul("memcached", agent=consul_tls_address, tls=True, verify=False)
+
+    # requests warns on every unverified request; the user asked for it with verify=false.
+    with pytest.warns(InsecureRequestWarning):
+        nodes = source.resolve(timeout=2)
+
+    assert nodes == [Node("10.0.0.1", 11211)]
+
+
+# --- parse_health_service ---------------------------------------------------------------------
+
+
+def test_parse_health_service__documented_reply() -> None:
+    entries = [
+        entry("10.0.0.2"),
+        entry("", node_address="10.0.0.1"),
+        entry("2001:DB8::5", 11300),
+        entry("cache-A.example", 11212),
+        entry("10.0.0.2"),  # the same instance twice
+        entry("10.0.0.9", statuses=("passing", "critical")),
+        entry("10.0.0.8", tags=["prod"]),
+    ]
+
+    nodes = parse_health_service(entries, source="consul:///memcached", address="service", tags=())
+
+    assert nodes == [
+        Node("10.0.0.1", 11211),
+        Node("10.0.0.2", 11211),
+        Node("10.0.0.8", 11211),
+        Node("2001:DB8::5", 11300),
+        Node("cache-a.example", 11212),
+    ]
+
+
+def test_parse_health_service__tags_and_passing() -> None:
+    entries = [entry("10.0.0.1", tags=["a", "b"]), entry("10.0.0.2", tags=["a"]),
+               entry("10.0.0.3", tags=["a", "b"], statuses=("warning",))]  # fmt: skip
+
+    strict = parse_health_service(entries, source="s", address="service", tags=("b", "a"))
+    loose = parse_health_service(entries, source="s", tags=("a",), passing=False)
+
+    assert strict == [Node("10.0.0.1", 11211)]
+    assert loose == [Node(f"10.0.0.{n}", 11211) for n in (1, 2, 3)]
+
+
+MALFORMED_REPLIES = [
+    pytest.param({"Node": {}}, "expected a list", id="object"),
+    pytest.param(None, "expected a list, got NoneType", id="null"),
+    pytest.param(["x"], "entry 0 is not an object", id="string-entry"),
+    pytest.param([{"Node": {"Address": "10.0.0.1"}}], "lacks a Node or Service", id="no-service"),
+    pytest.param([entry(port=None)], "Service.Port", id="no-port"),
+    pytest.param([entry(port=0)], r"Service.Port \(0\)", id="port-zero"),
+    pytest.param([entry(port="11211")], "Service.Port", id="port-string"),
+    pytest.param([entry(port=True)], "Service.Port", id="port-bool"),
+    pytest.param([entry(port=70000)], "Service.Port", id="port-too-big"),
+    pytest.param([entry("", node_address="")], "no usable", id="no-address"),
+    pytest.param([entry("", node_address=None)], "no usable", id="null-address"),
+    pytest.param([entry("bad host!")], "unusable address 'bad host!'", id="bad-host"),
+    pytest.param([entry("1:2:3")], "unusable address", id="bad-ipv6"),
+    pytest.param([{**entry(), "Checks": "passing"}], "Checks that are not a list", id="checks"),
+    pytest.param([{**entry(), "Checks": [{"Name": "x"}]}], "without a Status", id="no-status"),
+    pytest.param(
+        [{**entry(), "Service": {**entry()["Service"], "Tags": "prod"}}], "Tags", id="tags-string"
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "message"), MALFORMED_REPLIES)
+def test_parse_health_service__malformed_replies_are_source_errors(
+    reply: object, message: str
+) -> None:
+    with pytest.raises(SourceError, match=message) as info:
+        parse_health_service(reply, source="consul:///memcached", address="service", tags=())
+
+    assert info.value.source == "consul:///memcached"
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected", "canonical"),
+    [
+        ("consul:///memcached", Consul("memcached"), "consul:///memcached"),
+        (
+            "consul://consul.service:8500/memcached?tag=prod&tag=eu&dc=dc2",
+            Consul("memcached", agent="consul.service:8500", tags=("prod", "eu"), dc="dc2"),
+            "consul://consul.service:8500/memcached?tag=eu&tag=prod&dc=dc2",
+        ),
+        (
+            "consul://[::1]:8500/memcached?near=_agent&node-meta=rack:r1&node-meta=az:a",
+            Consul(
+                "memcached",
+                agent="[::1]:8500",
+                near="_agent",
+                node_meta=(("rack", "r1"), ("az", "a")),
+            ),
+            "consul://[::1]:8500/memcached?node-meta=az%3Aa&node-meta=rack%3Ar1&near=_agent",
+        ),
+        (
+            "consul://agent/memcached?passing=false&ns=team&address=node&verify=false",
+            Consul(
+                "memcached",
+                agent="agent:8500",
+                passing=False,
+                namespace="team",
+                address="node",
+                verify=False,
+            ),
+            "consul://agent:8500/memcached?ns=team&passing=false&address=node&verify=false",
+        ),
+        (
+            "consul://agent:8501/memcached?tls=true&ca=/ca.pem&cert=/c.pem&key=/k.pem",
+            Consul(
+                "memcached", agent="agent:8501", tls=True, ca="/ca.pem", cert="/c.pem", key="/k.pem"
+            ),
+            "consul://agent:8501/memcached?tls=true&ca=%2Fca.pem&cert=%2Fc.pem&key=%2Fk.pem",
+        ),
+        (
+            f"consul://{TOKEN}@agent:8500/memcached",
+            Consul("memcached", agent="agent:8500", token=TOKEN),
+            "consul://agent:8500/memcached",
+        ),
+        (
+            f"consul:///memcached?token={TOKEN}",
+            Consul("memcached", token=TOKEN),
+            "consul:///memcached",
+        ),
+    ],
+)
+def test_consul_from_url__good_urls(url: str, expected: Consul, canonical: str) -> None:
+    source = parse_source(url)
+
+    assert source == expected
+    assert source.url == canonical
+    assert TOKEN not in source.url
+    assert TOKEN not in repr(source)
+    assert parse_source(source.url).url == canonical
+
+
+def test_consul_url__https_agent_is_written_as_tls() -> None:
+    assert Consul("memcached", agent="https://agent:8501").url == (
+        "consul://agent:8501/memcached?tls=true"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("consul://", "one service name"),
+        ("consul://agent:8500/", "one service name"),
+        ("consul://agent/a/b", "one service name"),
+        ("consul://agent:99999/memcached", "invalid port '99999'"),
+        ("consul://bad host/memcached", "not a host name"),
+        ("consul:///memcached?passing=maybe", "passing='maybe' must be true or false"),
+        ("consul:///memcached?tls=2", "tls='2' must be true or false"),
+        ("consul:///memcached?node-meta=rack", "node-meta='rack' must be key:value"),
+        ("consul:///memcached?dc=a&dc=b", "'dc' given more than once"),
+        ("consul:///memcached?wait=5s", "unknown option 'wait'"),
+        ("consul:///memcached?address=wan", "address='wan' must be one of node, service"),
+    ],
+)
+def test_consul_from_url__bad_urls_name_the_value(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        parse_source(url)
+
+
+def test_consul_from_url__errors_never_show_the_token() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Consul.from_url(urlsplit(f"consul://agent/memcached?token={TOKEN}&bogus=1"))
+
+    assert TOKEN not in str(info.value)
+
+
+@pytest.mark.parametrize("agent", ["unix:///tmp/consul.sock", "ftp://agent:21", "bad host:1"])
+def test_consul__bad_agent_is_a_configuration_error(agent: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Consul("memcached", agent=agent)
+
+
+# --- the stand-in's own parsing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10s", 10), ("500ms", 0.5), ("1m", 60), ("1m30s", 90), ("2h", 7200)]
+)
+def test_standin_parse_duration__go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "5 s", "1d"])
+def test_standin_parse_duration__rejects_invalid(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)

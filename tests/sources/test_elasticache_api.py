@@ -1,0 +1,643 @@
+"""ElastiCacheAPI: real boto3 against the ElastiCache Query API stand-in (and real AWS, opt-in)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from cache_settings.exceptions import ConfigurationError, SourceError
+from cache_settings.nodes import Node
+from cache_settings.sources import parse_source
+from cache_settings.sources.elasticache_api import (
+    ElastiCacheAPI,
+    nodes_from_clusters,
+    nodes_from_serverless,
+)
+from tests.servers.elasticache_api import CacheNode, ElastiCacheAPIServer
+
+# tests/conftest.py clears AWS_* for every test, so the opt-in real-AWS settings are
+# captured when this module is imported.
+_REAL_AWS = {
+    k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "CACHE_SETTINGS_AWS_CLUSTER"
+}
+
+SOURCE = "elasticache-api://mc"
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjEStandInSessionToken" + "Zz9" * 40
+
+
+@pytest.fixture
+def aws_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, elasticache_api: ElastiCacheAPIServer
+) -> ElastiCacheAPIServer:
+    """Credentials the stand-in accepts, and nothing else from the host's AWS setup."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "missing-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "missing-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in elasticache_api.credentials_env.items():
+        monkeypatch.setenv(name, value)
+    return elasticache_api
+
+
+def _source(api: ElastiCacheAPIServer, name: str = "mc", **kwargs: Any) -> ElastiCacheAPI:
+    return ElastiCacheAPI(name, region="us-east-1", endpoint_url=api.endpoint_url, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _assert_no_secret(
+    api: ElastiCacheAPIServer, error: BaseException, source: ElastiCacheAPI
+) -> None:
+    for text in (str(error), repr(error), source.url, repr(source)):
+        assert api.access_key not in text
+        assert api.secret_key not in text
+        assert SESSION_TOKEN not in text
+        assert "Zz9Zz9" not in text
+
+
+# --- provisioned clusters -------------------------------------------------------------------
+
+
+def test_elasticache_api__available_nodes_only(aws_env: ElastiCacheAPIServer) -> None:
+    aws_env.add_cluster(
+        "mc",
+        [
+            ("mc.abc123.0001.use1.cache.amazonaws.com", 11211, "available"),
+            ("mc.abc123.0002.use1.cache.amazonaws.com", 11211, "rebooting"),
+            ("mc.abc123.0003.use1.cache.amazonaws.com", 11211, "creating"),
+            ("mc.abc123.0004.use1.cache.amazonaws.com", 11211, "available"),
+            ("mc.abc123.0005.use1.cache.amazonaws.com", 11211, "deleting"),
+        ],
+        status="modifying",
+    )
+
+    nodes = _source(aws_env).resolve(timeout=5)
+
+    assert nodes == [
+        Node("mc.abc123.0001.use1.cache.amazonaws.com", 11211),
+        Node("mc.abc123.0004.use1.cache.amazonaws.com", 11211),
+    ]
+    assert [n.location for n in nodes] == [
+        "mc.abc123.0001.use1.cache.amazonaws.com:11211",
+        "mc.abc123.0004.use1.cache.amazonaws.com:11211",
+    ]
+
+
+def test_elasticache_api__node_order_does_not_matter(aws_env: ElastiCacheAPIServer) -> None:
+    listed = [
+        ("c.example", 11211),
+        ("a.example", 11213),
+        ("b.example", 11211),
+        ("a.example", 11212),
+    ]
+    aws_env.add_cluster("one", listed)
+    aws_env.add_cluster("two", reversed(listed))
+
+    first = _source(aws_env, "one").resolve(timeout=5)
+    second = _source(aws_env, "two").resolve(timeout=5)
+
+    assert first == second
+    assert [n.location for n in first] == [
+        "a.example:11212",
+        "a.example:11213",
+        "b.example:11211",
+        "c.example:11211",
+    ]
+
+
+def test_elasticache_api__sends_documented_query(aws_env: ElastiCacheAPIServer) -> None:
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+
+    _source(aws_env).resolve(timeout=5)
+
+    (request,) = aws_env.requests
+    assert request.action == "DescribeCacheClusters"
+    assert request.params == {
+        "Version": "2015-02-02",
+        "CacheClusterId": "mc",
+        "ShowCacheNodeInfo": "true",
+    }
+    assert request.region == "us-east-1"
+    assert "django-cache-settings" in request.user_agent
+
+
+def test_elasticache_api__no_available_node_raises_source_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.add_cluster("mc", [("a.example", 11211, "rebooting"), ("b.example", 11211, "creating")])
+
+    with pytest.raises(SourceError, match=r"cluster mc \(available\) has no available node") as err:
+        _source(aws_env).resolve(timeout=5)
+
+    assert "0001 rebooting" in str(err.value)
+
+
+@pytest.mark.parametrize("engine", ["redis", "valkey"])
+def test_elasticache_api__non_memcached_cluster_raises_source_error(
+    aws_env: ElastiCacheAPIServer, engine: str
+) -> None:
+    aws_env.add_cluster("mc", [("a.example", 6379)], engine=engine)
+
+    with pytest.raises(SourceError, match=f"cluster mc runs {engine}, not memcached"):
+        _source(aws_env).resolve(timeout=5)
+
+
+def test_elasticache_api__unknown_name_raises_source_error_naming_it(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    with pytest.raises(SourceError) as err:
+        _source(aws_env, "ghost").resolve(timeout=5)
+
+    assert err.value.reason == "no ElastiCache cluster or serverless cache named ghost in us-east-1"
+    assert (
+        err.value.source
+        == f"elasticache-api://ghost?endpoint_url={aws_env.endpoint_url}&region=us-east-1"
+    )
+    assert aws_env.actions() == ["DescribeCacheClusters", "DescribeServerlessCaches"]
+
+
+# --- serverless caches ----------------------------------------------------------------------
+
+
+def test_elasticache_api__serverless_fallback_yields_one_tls_node(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.add_serverless("sl", "sl-abc123.serverless.use1.cache.amazonaws.com", 11211)
+
+    nodes = _source(aws_env, "sl").resolve(timeout=5)
+
+    assert nodes == [Node("sl-abc123.serverless.use1.cache.amazonaws.com", 11211, tls=True)]
+    assert nodes[0].location == "sl-abc123.serverless.use1.cache.amazonaws.com:11211"
+    assert aws_env.actions() == ["DescribeCacheClusters", "DescribeServerlessCaches"]
+    assert aws_env.requests[1].params == {"Version": "2015-02-02", "ServerlessCacheName": "sl"}
+
+
+@pytest.mark.parametrize("status", ["creating", "modifying", "deleting", "create-failed"])
+def test_elasticache_api__serverless_not_available_raises_source_error(
+    aws_env: ElastiCacheAPIServer, status: str
+) -> None:
+    aws_env.add_serverless("sl", "sl.example", status=status)
+
+    with pytest.raises(SourceError, match=f"serverless cache sl is {status}$"):
+        _source(aws_env, "sl").resolve(timeout=5)
+
+
+def test_elasticache_api__serverless_valkey_raises_source_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.add_serverless("sl", "sl.example", 6379, engine="valkey")
+
+    with pytest.raises(SourceError, match="serverless cache sl runs valkey, not memcached"):
+        _source(aws_env, "sl").resolve(timeout=5)
+
+
+def test_elasticache_api__tls_config_uses_ca(tmp_path: Path) -> None:
+    source = ElastiCacheAPI("sl", ca=str(tmp_path / "ca.pem"))
+
+    assert source.tls_config.ca == str(tmp_path / "ca.pem")
+    assert ElastiCacheAPI("sl").tls_config.ca is None
+
+
+# --- API errors: named, never leaking a credential -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"), [("throttle", "Throttling"), ("access_denied", "AccessDenied")]
+)
+def test_elasticache_api__api_error_raises_source_error_without_secrets(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch, mode: str, code: str
+) -> None:
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    aws_env.fail(mode)
+    source = _source(aws_env)
+
+    with pytest.raises(SourceError, match=f"ElastiCache API error {code} for mc") as err:
+        source.resolve(timeout=5)
+
+    assert err.value.source == source.url
+    assert err.value.__cause__ is None
+    _assert_no_secret(aws_env, err.value, source)
+    assert aws_env.actions() == ["DescribeCacheClusters"], "botocore must not retry"
+
+
+def test_elasticache_api__access_denied_names_iam_permissions(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.fail("access_denied", actions=["DescribeServerlessCaches"])
+
+    with pytest.raises(SourceError, match="AccessDenied") as err:
+        _source(aws_env, "sl").resolve(timeout=5)
+
+    assert "elasticache:DescribeServerlessCaches" in str(err.value)
+    assert "elasticache:DescribeCacheClusters" in str(err.value)
+
+
+def test_elasticache_api__wrong_secret_raises_source_error_without_secrets(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SignatureDoesNotMatch replies echo the canonical request, session token included."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "Wrong/Secret+Key/0123456789abcdefABCDEFG")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    source = _source(aws_env)
+
+    with pytest.raises(SourceError, match="SignatureDoesNotMatch for mc") as err:
+        source.resolve(timeout=5)
+
+    _assert_no_secret(aws_env, err.value, source)
+    assert "Wrong/Secret" not in str(err.value)
+
+
+def test_elasticache_api__unknown_access_key_raises_source_error(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000001")
+
+    with pytest.raises(SourceError, match="InvalidClientTokenId for mc") as err:
+        _source(aws_env).resolve(timeout=5)
+
+    assert "AKIAUNKNOWNKEY000001" not in str(err.value)
+
+
+def test_elasticache_api__no_credentials_raises_source_error(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    with pytest.raises(SourceError, match="NoCredentialsError for mc"):
+        _source(aws_env).resolve(timeout=5)
+
+    assert aws_env.requests == []
+
+
+# --- boto3's standard configuration chain ---------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_ELASTICACHE", "AWS_ENDPOINT_URL"])
+def test_elasticache_api__standard_chain_supplies_endpoint_region_credentials(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, aws_env.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    source = parse_source(SOURCE)
+
+    nodes = source.resolve(timeout=5)
+
+    assert nodes == [Node("a.example", 11211)]
+    assert source.url == SOURCE
+    (request,) = aws_env.requests
+    assert (request.region, request.access_key) == ("eu-west-1", aws_env.access_key)
+
+
+def test_elasticache_api__url_options_win_over_environment(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ELASTICACHE", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    source = parse_source(f"{SOURCE}?region=ap-south-1&endpoint_url={aws_env.endpoint_url}")
+
+    nodes = source.resolve(timeout=5)
+
+    assert nodes == [Node("a.example", 11211)]
+    assert [r.region for r in aws_env.requests] == ["ap-south-1"]
+
+
+def test_elasticache_api__profile_from_shared_files(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config, credentials = tmp_path / "config", tmp_path / "credentials"
+    config.write_text(
+        f"[profile standin]\nregion = ap-southeast-2\nendpoint_url = {aws_env.endpoint_url}\n"
+    )
+    credentials.write_text(
+        f"[standin]\naws_access_key_id = {aws_env.access_key}\n"
+        f"aws_secret_access_key = {aws_env.secret_key}\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+
+    nodes = parse_source(f"{SOURCE}?profile=standin").resolve(timeout=5)
+
+    assert nodes == [Node("a.example", 11211)]
+    assert [r.region for r in aws_env.requests] == ["ap-southeast-2"]
+
+
+def test_elasticache_api__unknown_profile_raises_configuration_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    with pytest.raises(ConfigurationError, match="AWS profile 'nobody' is not in the AWS config"):
+        _source(aws_env, profile="nobody").resolve(timeout=5)
+
+
+def test_elasticache_api__no_region_raises_configuration_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"no AWS region; add \?region="):
+        ElastiCacheAPI("mc", endpoint_url=aws_env.endpoint_url).resolve(timeout=5)
+
+
+# --- time limits ----------------------------------------------------------------------------
+
+
+def test_elasticache_api__hung_endpoint_raises_within_timeout(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.fail("hang")
+    timeout = 1.0
+
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="ReadTimeoutError for mc"):
+        _source(aws_env).resolve(timeout=timeout)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < timeout * 1.2
+
+
+def test_elasticache_api__serverless_fallback_shares_the_timeout(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    """The second call gets only the time the first one left."""
+    aws_env.fail("hang", actions=["DescribeServerlessCaches"])
+    timeout = 1.0
+
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="ReadTimeoutError for sl"):
+        _source(aws_env, "sl").resolve(timeout=timeout)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < timeout * 1.2
+
+
+def test_elasticache_api__refused_connection_raises_source_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    source = ElastiCacheAPI(
+        "mc", region="us-east-1", endpoint_url=f"http://127.0.0.1:{_free_port()}"
+    )
+
+    with pytest.raises(SourceError, match="EndpointConnectionError for mc"):
+        source.resolve(timeout=2)
+
+
+def test_elasticache_api__no_time_left_raises_source_error(aws_env: ElastiCacheAPIServer) -> None:
+    with pytest.raises(SourceError, match="timed out"):
+        _source(aws_env).resolve(timeout=0)
+
+    assert aws_env.requests == []
+
+
+# --- end to end with real memcached ---------------------------------------------------------
+
+
+def test_elasticache_api__pylibmc_uses_resolved_nodes(
+    aws_env: ElastiCacheAPIServer, memcached_nodes: list[Any]
+) -> None:
+    import pylibmc
+
+    aws_env.add_cluster(
+        "mc",
+        [CacheNode("127.0.0.1", server.port) for server in memcached_nodes]
+        + [CacheNode("127.0.0.1", _free_port(), status="rebooting")],
+    )
+
+    nodes = _source(aws_env).resolve(timeout=5)
+
+    assert [n.location for n in nodes] == sorted(s.location for s in memcached_nodes)
+    client = pylibmc.Client([n.location for n in nodes], behaviors={"ketama": True})
+    try:
+        values = {f"key-{i}": f"value-{i}" for i in range(30)}
+        client.set_multi(values)
+        assert client.get_multi(list(values)) == values
+    finally:
+        client.disconnect_all()
+
+
+# --- URLs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected", "canonical"),
+    [
+        ("elasticache-api://mc", ElastiCacheAPI("mc"), "elasticache-api://mc"),
+        ("elasticache-api://MC-Prod", ElastiCacheAPI("mc-prod"), "elasticache-api://mc-prod"),
+        ("elasticache-api:///mc", ElastiCacheAPI("mc"), "elasticache-api://mc"),
+        (
+            "elasticache-api://mc?region=eu-west-1&profile=ops",
+            ElastiCacheAPI("mc", region="eu-west-1", profile="ops"),
+            "elasticache-api://mc?profile=ops&region=eu-west-1",
+        ),
+        (
+            "elasticache-api://mc?endpoint_url=http%3A%2F%2F127.0.0.1%3A4566&address=hostname",
+            ElastiCacheAPI("mc", endpoint_url="http://127.0.0.1:4566", address="hostname"),
+            "elasticache-api://mc?address=hostname&endpoint_url=http://127.0.0.1:4566",
+        ),
+        (
+            "elasticache-api://sl?ca=/etc/ssl/aws.pem&address=ip",
+            ElastiCacheAPI("sl", ca="/etc/ssl/aws.pem"),
+            "elasticache-api://sl?ca=/etc/ssl/aws.pem",
+        ),
+    ],
+)
+def test_elasticache_api__from_url(url: str, expected: ElastiCacheAPI, canonical: str) -> None:
+    source = parse_source(url)
+
+    assert source == expected
+    assert source.url == canonical
+    assert parse_source(source.url) == source
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "elasticache-api://mc?regoin=eu-west-1",
+            "unknown option 'regoin'; elasticache-api:// accepts address, ca, endpoint_url, "
+            "profile, region",
+        ),
+        ("elasticache-api://", "no name"),
+        ("elasticache-api://mc/extra", "unexpected path"),
+        ("elasticache-api://mc:11211", "invalid cluster or serverless cache name 'mc:11211'"),
+        ("elasticache-api://mc_1", "invalid cluster or serverless cache name"),
+        ("elasticache-api://mc?address=dns", "address='dns' must be one of hostname, ip"),
+        ("elasticache-api://mc?endpoint_url=localhost:4566", "endpoint_url must be an http"),
+        ("elasticache-api://mc?region=a&region=b", "option 'region' given more than once"),
+        (
+            "elasticache-api://AKIASTANDIN7EXAMPLE1:topsecretvalue@mc",
+            "credentials do not belong in the URL",
+        ),
+    ],
+)
+def test_elasticache_api__from_url_rejects(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("?", r"\?")) as err:
+        ElastiCacheAPI.from_url(urlsplit(url))
+
+    assert "topsecretvalue" not in str(err.value)
+    assert "AKIASTANDIN7EXAMPLE1" not in str(err.value)
+
+
+def test_elasticache_api__url_hides_endpoint_user_info() -> None:
+    source = ElastiCacheAPI("mc", endpoint_url="https://user:topsecretvalue@proxy.example:8443")
+
+    assert source.url == "elasticache-api://mc?endpoint_url=https://proxy.example:8443"
+
+
+def test_elasticache_api__import_does_not_import_boto3() -> None:
+    code = (
+        "import sys, cache_settings.sources.elasticache_api; "
+        "print('boto3' in sys.modules, 'botocore' in sys.modules)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert result.stdout.split() == ["False", "False"]
+
+
+# --- pure reply parsers ---------------------------------------------------------------------
+
+_NODE = {"CacheNodeId": "0001", "CacheNodeStatus": "available"}
+_ENDPOINT = {"Address": "a.example", "Port": 11211}
+
+
+def _cluster(**fields: Any) -> dict[str, Any]:
+    cluster = {
+        "CacheClusterId": "mc",
+        "Engine": "memcached",
+        "CacheClusterStatus": "available",
+        "CacheNodes": [{**_NODE, "Endpoint": _ENDPOINT}],
+    }
+    cluster.update(fields)
+    return {"CacheClusters": [cluster]}
+
+
+MALFORMED_CLUSTER_REPLIES = {
+    "no CacheClusters": {},
+    "empty CacheClusters": {"CacheClusters": []},
+    "CacheClusters not a list": {"CacheClusters": {"mc": {}}},
+    "cluster not a dict": {"CacheClusters": ["mc"]},
+    "no Engine": {"CacheClusters": [{"CacheClusterId": "mc", "CacheNodes": []}]},
+    "redis": _cluster(Engine="redis"),
+    "CacheNodes not a list": _cluster(CacheNodes={"0001": {}}),
+    "no CacheNodes (creating)": {
+        "CacheClusters": [{"CacheClusterId": "mc", "Engine": "memcached"}]
+    },
+    "node not a dict": _cluster(CacheNodes=["a.example:11211"]),
+    "node without status": _cluster(CacheNodes=[{"Endpoint": _ENDPOINT}]),
+    "available node without Endpoint": _cluster(CacheNodes=[_NODE]),
+    "Endpoint not a dict": _cluster(CacheNodes=[{**_NODE, "Endpoint": "a.example:11211"}]),
+    "Endpoint without Address": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Port": 11211}}]),
+    "empty Address": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Address": "", "Port": 1}}]),
+    "Endpoint without Port": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Address": "a"}}]),
+    "Port a string": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Address": "a", "Port": "1"}}]),
+    "Port a bool": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Address": "a", "Port": True}}]),
+    "Port 0": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Address": "a", "Port": 0}}]),
+    "Port too big": _cluster(CacheNodes=[{**_NODE, "Endpoint": {"Address": "a", "Port": 70000}}]),
+    "only rebooting nodes": _cluster(
+        CacheNodes=[{**_NODE, "CacheNodeStatus": "rebooting", "Endpoint": _ENDPOINT}]
+    ),
+}
+
+
+@pytest.mark.parametrize("reply", MALFORMED_CLUSTER_REPLIES.values(), ids=MALFORMED_CLUSTER_REPLIES)
+def test_nodes_from_clusters__malformed_reply_raises_source_error(reply: dict[str, Any]) -> None:
+    with pytest.raises(SourceError) as err:
+        nodes_from_clusters(reply, source=SOURCE)
+
+    assert err.value.source == SOURCE
+
+
+def test_nodes_from_clusters__deduplicates_and_sorts() -> None:
+    reply = _cluster(
+        CacheNodes=[
+            {**_NODE, "Endpoint": {"Address": "B.example", "Port": 11211}},
+            {**_NODE, "CacheNodeStatus": "creating"},
+            {**_NODE, "Endpoint": {"Address": "a.example", "Port": 11211}},
+            {**_NODE, "Endpoint": {"Address": "b.example", "Port": 11211}},
+        ]
+    )
+
+    assert nodes_from_clusters(reply, source=SOURCE) == [
+        Node("a.example", 11211),
+        Node("b.example", 11211),
+    ]
+
+
+def _serverless(**fields: Any) -> dict[str, Any]:
+    cache = {
+        "ServerlessCacheName": "sl",
+        "Engine": "memcached",
+        "Status": "available",
+        "Endpoint": _ENDPOINT,
+    }
+    cache.update(fields)
+    return {"ServerlessCaches": [cache]}
+
+
+MALFORMED_SERVERLESS_REPLIES = {
+    "no ServerlessCaches": {},
+    "empty ServerlessCaches": {"ServerlessCaches": []},
+    "two caches": {"ServerlessCaches": [_serverless(), _serverless()]},
+    "cache not a dict": {"ServerlessCaches": ["sl"]},
+    "no Engine": _serverless(Engine=None),
+    "redis": _serverless(Engine="redis"),
+    "no Status": _serverless(Status=None),
+    "creating": _serverless(Status="creating"),
+    "no Endpoint": _serverless(Endpoint=None),
+    "Endpoint without Port": _serverless(Endpoint={"Address": "sl.example"}),
+    "Port a string": _serverless(Endpoint={"Address": "sl.example", "Port": "11211"}),
+}
+
+
+@pytest.mark.parametrize(
+    "reply", MALFORMED_SERVERLESS_REPLIES.values(), ids=MALFORMED_SERVERLESS_REPLIES
+)
+def test_nodes_from_serverless__malformed_reply_raises_source_error(reply: dict[str, Any]) -> None:
+    with pytest.raises(SourceError) as err:
+        nodes_from_serverless(reply, source=SOURCE)
+
+    assert err.value.source == SOURCE
+
+
+def test_nodes_from_serverless__one_tls_node() -> None:
+    assert nodes_from_serverless(_serverless(), source=SOURCE) == [
+        Node("a.example", 11211, tls=True)
+    ]
+
+
+# --- real AWS (opt-in) ----------------------------------------------------------------------
+
+
+@pytest.mark.real_aws
+@pytest.mark.skipif(
+    not _REAL_AWS.get("CACHE_SETTINGS_AWS_CLUSTER"),
+    reason="set CACHE_SETTINGS_AWS_CLUSTER (and AWS credentials/region) to test against real AWS",
+)
+def test_elasticache_api__real_aws_lists_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in _REAL_AWS.items():
+        monkeypatch.setenv(name, value)
+    source = parse_source(f"elasticache-api://{_REAL_AWS['CACHE_SETTINGS_AWS_CLUSTER']}")
+
+    nodes = source.resolve(timeout=10)
+
+    assert nodes
+    assert all(n.host.endswith(".amazonaws.com") and 0 < n.port < 65536 for n in nodes)

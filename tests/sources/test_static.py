@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from cache_settings import ConfigurationError, Node, parse_source
+from cache_settings.sources.static import Static
+from cache_settings.tls import TLSConfig
+
+
+def test_static__parses_sorts_and_deduplicates_nodes() -> None:
+    source = parse_source("memcached://10.0.0.2:11211,10.0.0.1,10.0.0.2:11211,[::1]:11300")
+
+    assert isinstance(source, Static)
+    assert source.resolve(timeout=1) == [
+        Node("10.0.0.1", 11211),
+        Node("10.0.0.2", 11211),
+        Node("::1", 11300),
+    ]
+    assert source.url == "memcached://10.0.0.1:11211,10.0.0.2:11211,[::1]:11300"
+    assert source.backend is None
+
+
+@pytest.mark.parametrize(
+    ("scheme", "backend"), [("pylibmc", "pylibmc"), ("pymemcache", "pymemcache")]
+)
+def test_static__client_schemes_choose_the_backend(scheme: str, backend: str) -> None:
+    source = parse_source(f"{scheme}://cache-a:11211")
+
+    assert isinstance(source, Static)
+    assert source.backend == backend
+    assert source.url == f"{scheme}://cache-a:11211"
+
+
+def test_static__tls_marks_nodes_and_keeps_tls_settings() -> None:
+    source = parse_source("pymemcache://cache-a:11211?tls=true&ca=/etc/ca.pem")
+
+    assert isinstance(source, Static)
+    assert source.tls == TLSConfig(ca="/etc/ca.pem")
+    assert source.resolve(timeout=1) == [Node("cache-a", 11211, tls=True)]
+    assert source.url == "pymemcache://cache-a:11211?tls=true&ca=%2Fetc%2Fca.pem"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("memcached://", "no nodes"),
+        ("memcached://a:11211/path", "unexpected path"),
+        ("memcached://a:99999", "invalid port '99999'"),
+        ("memcached://a:11211?weight=2", "unknown option 'weight'"),
+        ("memcached://a?tls=maybe", "tls='maybe' must be true or false"),
+        ("memcached://a?ca=/x.pem&tls=false", "need tls=true"),
+        ("pylibmc://a?tls=true", "pylibmc cannot speak TLS"),
+        ("pymemcache://a?tls=true&key=/k.pem", "key= needs cert="),
+        ("redis://a:6379", "Unknown scheme 'redis://'. Known schemes: consul, elasticache"),
+        ("a:11211", "Unknown scheme 'a://'"),
+        ("localhost", "needs a scheme"),
+    ],
+)
+def test_parse_source__bad_urls_name_the_problem(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("?", r"\?").replace("(", r"\(")):
+        parse_source(url)
+
+
+def test_parse_source__returns_source_objects_unchanged() -> None:
+    source = Static((Node("a"),))
+
+    assert parse_source(source) is source
+
+
+def test_parse_source__rejects_other_types() -> None:
+    with pytest.raises(ConfigurationError, match="not int"):
+        parse_source(11211)  # type: ignore[arg-type]

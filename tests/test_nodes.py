@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from cache_settings import ConfigurationError, Node
+from cache_settings.nodes import parse_node, unique_sorted
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cache-1.internal:11212", Node("cache-1.internal", 11212)),
+        ("Cache-1.Internal", Node("cache-1.internal", 11211)),
+        ("10.0.0.7:11211", Node("10.0.0.7", 11211)),
+        ("10.0.0.7", Node("10.0.0.7", 11211)),
+        ("[2001:db8::7]:11300", Node("2001:db8::7", 11300)),
+        ("[::1]", Node("::1", 11211)),
+        ("2001:db8::7", Node("2001:db8::7", 11211)),
+        (" memcached_1 ", Node("memcached_1", 11211)),
+    ],
+)
+def test_parse_node__accepts_host_port_forms(text: str, expected: Node) -> None:
+    assert parse_node(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("host:0", "'0'"),
+        ("host:65536", "'65536'"),
+        ("host:http", "'http'"),
+        ("host:", "''"),
+        ("host:-1", "'-1'"),
+        (":11211", "''"),
+        ("bad host:11211", "'bad host'"),
+        ("-leading.example:11211", "'-leading.example'"),
+        ("[2001:db8::7:11211", "missing ']'"),
+        ("[not-v6]:11211", "'not-v6'"),
+        ("[::1]11211", "expected ':'"),
+        ("2001:db8::zz", "brackets"),
+        ("host:\uff11\uff12", "'\uff11\uff12'"),
+    ],
+)
+def test_parse_node__names_the_bad_value(text: str, named: str) -> None:
+    with pytest.raises(
+        ConfigurationError, match=f"LOCATION-X: .*{named}".replace("[", r"\[").replace("(", r"\(")
+    ):
+        parse_node(text, where="LOCATION-X")
+
+
+def test_node_location__prefers_ip_brackets_v6_and_uses_hostname_under_tls() -> None:
+    assert Node("a.example", 11211).location == "a.example:11211"
+    assert Node("a.example", 11211, ip="10.1.2.3").location == "10.1.2.3:11211"
+    assert Node("a.example", 11211, ip="2001:db8::1").location == "[2001:db8::1]:11211"
+    assert Node("a.example", 11211, ip="10.1.2.3", tls=True).location == "a.example:11211"
+
+
+def test_unique_sorted__removes_duplicates_and_ignores_input_order() -> None:
+    nodes = [Node("b", 1), Node("a", 2), Node("b", 1), Node("a", 1, ip="10.0.0.1"), Node("a", 1)]
+
+    result = unique_sorted(nodes)
+
+    assert result == (Node("a", 1), Node("a", 1, ip="10.0.0.1"), Node("a", 2), Node("b", 1))
+    assert unique_sorted(reversed(nodes)) == result
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        [],
+        {"port": 11211},
+        {"host": "", "port": 11211},
+        {"host": "a", "port": "11211"},
+        {"host": "a", "port": True},
+        {"host": "a", "port": 70000},
+        {"host": "a", "port": 1, "ip": 5},
+        {"host": "a", "port": 1, "tls": "yes"},
+    ],
+)
+def test_node_from_dict__rejects_malformed_data(data: object) -> None:
+    with pytest.raises(ValueError, match="node"):
+        Node.from_dict(data)
+
+
+def test_node_as_dict__round_trips() -> None:
+    for node in (Node("a", 1), Node("a", 2, ip="::1"), Node("a", 3, tls=True)):
+        assert Node.from_dict(node.as_dict()) == node

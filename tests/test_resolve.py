@@ -1,0 +1,230 @@
+"""resolve(): retries, deadline, min_nodes, snapshot fallback, offline mode."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cache_settings import ConfigurationError, Node, ResolutionError, SourceError, resolve
+from cache_settings.snapshot import read_snapshot, write_snapshot
+
+NODES = [Node("10.0.0.2", 11211), Node("10.0.0.1", 11211)]
+
+
+@dataclass
+class Scripted:
+    """A third-party source whose attempts follow a script: a node list or an error each."""
+
+    script: list[list[Node] | str]
+    url: str = "scripted://cluster"
+    calls: list[float] = field(default_factory=list)
+
+    def resolve(self, timeout: float) -> list[Node]:
+        self.calls.append(timeout)
+        step = self.script[min(len(self.calls), len(self.script)) - 1]
+        if isinstance(step, str):
+            raise SourceError(self.url, step)
+        return step
+
+
+@dataclass
+class Hanging:
+    """A source that uses up every second it is given, as a black-holed server does."""
+
+    url: str = "hanging://registry"
+    calls: list[float] = field(default_factory=list)
+
+    def resolve(self, timeout: float) -> list[Node]:
+        self.calls.append(timeout)
+        time.sleep(timeout)
+        raise SourceError(self.url, f"timed out after {timeout:.2f} s")
+
+
+def test_resolve__live_answer_is_sorted_and_written_to_the_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+
+    resolution = resolve(Scripted([NODES]), snapshot=snapshot)
+
+    assert resolution.origin == "live"
+    assert resolution.nodes == (Node("10.0.0.1", 11211), Node("10.0.0.2", 11211))
+    assert resolution.source == "scripted://cluster"
+    entry = read_snapshot(snapshot, "scripted://cluster")
+    assert entry is not None
+    assert entry.nodes == resolution.nodes
+
+
+def test_resolve__retries_until_an_attempt_succeeds() -> None:
+    source = Scripted(["connection refused", "connection refused", NODES])
+
+    resolution = resolve(source, attempts=3, deadline=5)
+
+    assert len(source.calls) == 3
+    assert resolution.origin == "live"
+    assert [str(e) for e in resolution.errors] == ["scripted://cluster: connection refused"] * 2
+
+
+def test_resolve__gives_up_after_attempts_and_names_every_cause() -> None:
+    source = Scripted(["refused", "reset", "timed out", NODES])
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(source, attempts=3)
+
+    assert len(source.calls) == 3
+    message = str(raised.value)
+    assert message.startswith("scripted://cluster: ")
+    assert "attempt 1: refused" in message
+    assert "attempt 3: timed out" in message
+    assert "no snapshot file configured" in message
+    assert len(raised.value.errors) == 3
+
+
+def test_resolve__each_attempt_gets_only_the_time_left() -> None:
+    source = Hanging()
+    started = time.monotonic()
+
+    with pytest.raises(ResolutionError):
+        resolve(source, attempts=10, deadline=1.0)
+
+    elapsed = time.monotonic() - started
+    assert elapsed <= 1.0 * 1.2, elapsed
+    assert source.calls[0] == pytest.approx(1.0, abs=0.05)
+    assert sum(source.calls) <= 1.0 + 0.01
+
+
+def test_resolve__deadline_falls_back_to_the_snapshot_in_time(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "hanging://registry", NODES, version=7)
+    started = time.monotonic()
+
+    resolution = resolve(Hanging(), deadline=2.0, snapshot=snapshot)
+
+    assert time.monotonic() - started <= 2.4
+    assert resolution.origin == "snapshot"
+    assert resolution.nodes == (Node("10.0.0.1", 11211), Node("10.0.0.2", 11211))
+    assert resolution.version == 7
+    assert len(resolution.errors) == 1
+
+
+def test_resolve__too_few_nodes_is_a_failure_never_an_empty_list(tmp_path: Path) -> None:
+    source = Scripted([[]])
+
+    with pytest.raises(ResolutionError, match="answered 0 node\\(s\\), fewer than min_nodes=1"):
+        resolve(source, attempts=2, snapshot=tmp_path / "nodes.json")
+
+    assert not (tmp_path / "nodes.json").exists()
+
+
+def test_resolve__min_nodes_falls_back_to_a_snapshot_that_has_enough(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "scripted://cluster", NODES)
+
+    resolution = resolve(Scripted([NODES[:1]]), attempts=1, min_nodes=2, snapshot=snapshot)
+
+    assert resolution.origin == "snapshot"
+    assert len(resolution.nodes) == 2
+
+
+def test_resolve__snapshot_with_too_few_nodes_is_not_trusted(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "scripted://cluster", NODES[:1])
+
+    with pytest.raises(ResolutionError, match="fewer than min_nodes=2"):
+        resolve(Scripted(["down"]), attempts=1, min_nodes=2, snapshot=snapshot)
+
+
+def test_resolve__snapshot_older_than_max_age_is_not_trusted(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "scripted://cluster", NODES, fetched_at=time.time() - 3600)
+
+    with pytest.raises(ResolutionError, match="no usable entry in snapshot"):
+        resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, max_age=60)
+
+    assert resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, max_age=7200).origin == (
+        "snapshot"
+    )
+
+
+def test_resolve__offline_mode_reads_the_snapshot_without_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "scripted://cluster", NODES)
+    monkeypatch.setenv("CACHE_SETTINGS_OFFLINE", "1")
+    source = Scripted([[Node("10.9.9.9")]])
+
+    resolution = resolve(source, snapshot=snapshot)
+
+    assert source.calls == []
+    assert resolution.origin == "snapshot"
+    with pytest.raises(ResolutionError, match="CACHE_SETTINGS_OFFLINE=1; no usable entry"):
+        resolve(Scripted([NODES], url="scripted://other"), snapshot=snapshot)
+
+
+def test_resolve__live_only_never_reads_the_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "scripted://cluster", NODES)
+
+    with pytest.raises(ResolutionError):
+        resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, live_only=True)
+
+
+def test_resolve__programming_errors_propagate_unretried() -> None:
+    calls: list[float] = []
+
+    @dataclass
+    class Broken:
+        url: str = "broken://x"
+
+        def resolve(self, timeout: float) -> list[Node]:
+            calls.append(timeout)
+            raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        resolve(Broken())
+    assert len(calls) == 1
+
+
+def test_resolve__logs_source_duration_and_fallback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    snapshot = tmp_path / "nodes.json"
+    caplog.set_level(logging.INFO, logger="cache_settings")
+
+    resolve(Scripted([NODES]), snapshot=snapshot)
+    resolve(Scripted(["refused"]), attempts=1, snapshot=snapshot)
+
+    messages = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("cache_settings")
+    ]
+    assert any(
+        level == logging.INFO and "scripted://cluster: resolved 2 node(s) in" in text
+        for level, text in messages
+    )
+    assert any(
+        level == logging.WARNING and "using 2 node(s) from snapshot" in text
+        for level, text in messages
+    )
+    assert json.loads(snapshot.read_text())  # still valid JSON after both calls
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attempts": 0}, "attempts must be a positive integer"),
+        ({"attempts": 1.5}, "attempts must be a positive integer"),
+        ({"deadline": 0}, "deadline must be a positive number"),
+        ({"deadline": "5"}, "deadline must be a positive number"),
+        ({"min_nodes": 0}, "min_nodes must be a positive integer"),
+        ({"max_age": -1}, "max_age must be a positive number"),
+    ],
+)
+def test_resolve__bad_arguments_are_configuration_errors(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        resolve(Scripted([NODES]), **kwargs)  # type: ignore[arg-type]

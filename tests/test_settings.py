@@ -1,0 +1,183 @@
+"""memcached(): the CACHES entry, and Django caches built from it over real memcached."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import CacheHandler
+from django.core.cache.backends.base import BaseCache
+
+from cache_settings import ConfigurationError, ResolutionError, SourceError, memcached
+from cache_settings.nodes import Node
+from cache_settings.settings import entries
+from cache_settings.snapshot import write_snapshot
+from tests.servers.memcached import MemcachedServer
+
+CLIENTS = ["pylibmc", "pymemcache"]
+
+
+@contextmanager
+def django_cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
+    handler = CacheHandler({"default": entry})
+    cache = handler["default"]
+    try:
+        yield cache
+    finally:
+        handler.close_all()
+
+
+def static_url(servers: list[MemcachedServer]) -> str:
+    return "memcached://" + ",".join(server.location for server in servers)
+
+
+@pytest.mark.parametrize("backend", CLIENTS)
+def test_memcached__entry_stores_and_reads_through_django(
+    backend: str, memcached_nodes: list[MemcachedServer]
+) -> None:
+    entry = memcached(static_url(memcached_nodes), backend=backend, key_prefix="site", timeout=60)  # type: ignore[arg-type]
+
+    django_class = "PyLibMCCache" if backend == "pylibmc" else "PyMemcacheCache"
+    assert entry["BACKEND"] == f"django.core.cache.backends.memcached.{django_class}"
+    assert entry["LOCATION"] == sorted(server.location for server in memcached_nodes)
+    assert entry["KEY_PREFIX"] == "site"
+    assert entry["TIMEOUT"] == 60
+    with django_cache(dict(entry)) as cache:
+        key = f"k-{uuid.uuid4().hex}"
+        cache.set(key, {"value": [1, 2, 3]})
+        assert cache.get(key) == {"value": [1, 2, 3]}
+        counter = f"{key}-n"
+        assert cache.add(counter, 1) is True
+        assert cache.incr(counter) == 2
+        assert cache.get(counter) == 2
+
+
+def test_memcached__pylibmc_defaults_to_text_protocol_and_ketama() -> None:
+    entry = memcached("memcached://10.0.0.1:11211")
+
+    assert entry["OPTIONS"]["binary"] is False
+    assert entry["OPTIONS"]["behaviors"]["ketama"] is True
+
+
+def test_memcached__options_override_defaults_and_merge_behaviors() -> None:
+    entry = memcached(
+        "memcached://10.0.0.1:11211",
+        options={"binary": True, "behaviors": {"ketama": False, "tcp_nodelay": True}},
+    )
+
+    assert entry["OPTIONS"]["binary"] is True
+    assert entry["OPTIONS"]["behaviors"]["ketama"] is False
+    assert entry["OPTIONS"]["behaviors"]["tcp_nodelay"] is True
+
+
+def test_memcached__url_scheme_chooses_the_client() -> None:
+    assert memcached("pymemcache://10.0.0.1")["BACKEND"].endswith("PyMemcacheCache")
+    assert memcached("pylibmc://10.0.0.1")["BACKEND"].endswith("PyLibMCCache")
+    assert memcached("memcached://10.0.0.1")["BACKEND"].endswith("PyLibMCCache")
+
+
+def test_memcached__tls_selects_pymemcache_with_a_verifying_context() -> None:
+    entry = memcached("memcached://cache.example:11211?tls=true")
+
+    assert entry["BACKEND"].endswith("PyMemcacheCache")
+    assert entry["LOCATION"] == ["cache.example:11211"]
+    context = entry["OPTIONS"]["tls_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+
+
+def test_memcached__tls_with_pylibmc_names_pymemcache() -> None:
+    with pytest.raises(ConfigurationError, match='pylibmc cannot speak TLS.*backend="pymemcache"'):
+        memcached("memcached://cache.example?tls=true", backend="pylibmc")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "python-memcached"}, "backend must be 'pylibmc' or 'pymemcache'"),
+        ({"on_failure": "ignore"}, "on_failure must be"),
+        ({"options": ["binary"]}, "options must be a dict"),
+        ({"TIMEOUT": 5}, "unknown argument\\(s\\) TIMEOUT; Django keys are written in lower case"),
+        ({"location": "x"}, "unknown argument\\(s\\) location"),
+    ],
+)
+def test_memcached__bad_arguments_name_the_problem(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        memcached("memcached://10.0.0.1", **kwargs)
+
+
+def test_memcached__backend_conflicting_with_url_scheme_is_an_error() -> None:
+    with pytest.raises(ConfigurationError, match="asks for pymemcache but backend='pylibmc'"):
+        memcached("pymemcache://10.0.0.1", backend="pylibmc")
+
+
+class Down:
+    url = "down://registry"
+
+    def resolve(self, timeout: float) -> list[Node]:
+        raise SourceError(self.url, "connection refused")
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "backend"),
+    [("locmem", "locmem.LocMemCache"), ("dummy", "dummy.DummyCache")],
+)
+def test_memcached__on_failure_gives_a_working_local_cache(
+    on_failure: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = memcached(Down(), on_failure=on_failure, attempts=1, key_prefix="p")  # type: ignore[arg-type]
+
+    assert entry["BACKEND"] == f"django.core.cache.backends.{backend}"
+    assert entry["KEY_PREFIX"] == "p"
+    assert "down://registry: using a" in caplog.text
+    with django_cache(dict(entry)) as cache:
+        cache.set("k", "v")
+
+
+def test_memcached__raises_by_default_and_never_returns_an_empty_location() -> None:
+    with pytest.raises(ResolutionError, match="down://registry"):
+        memcached(Down(), attempts=1)
+
+
+def test_memcached__snapshot_stands_in_for_a_failing_source(tmp_path: Path) -> None:
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, "down://registry", [Node("10.0.0.5", 11211)])
+
+    entry = memcached(Down(), snapshot=snapshot, attempts=1)
+
+    assert entry["LOCATION"] == ["10.0.0.5:11211"]
+    assert entries()[-1].resolution is not None
+    assert entries()[-1].resolution.origin == "snapshot"  # type: ignore[union-attr]
+
+
+def moved_fraction(
+    backend: str, before: list[MemcachedServer], after: list[MemcachedServer], keys: int = 2000
+) -> float:
+    """Store keys through *before*, read them through *after*: the misses are the moved keys."""
+    prefix = uuid.uuid4().hex
+    with django_cache(dict(memcached(static_url(before), backend=backend))) as cache:  # type: ignore[arg-type]
+        cache.set_many({f"{prefix}-{i}": i for i in range(keys)}, timeout=300)
+    with django_cache(dict(memcached(static_url(after), backend=backend))) as cache:  # type: ignore[arg-type]
+        found = cache.get_many([f"{prefix}-{i}" for i in range(keys)])
+    return 1 - len(found) / keys
+
+
+@pytest.mark.parametrize("backend", CLIENTS)
+def test_memcached__adding_an_eleventh_node_moves_few_keys(
+    backend: str, eleven_memcached_nodes: list[MemcachedServer]
+) -> None:
+    moved = moved_fraction(backend, eleven_memcached_nodes[:10], eleven_memcached_nodes)
+
+    # Consistent hashing moves about 1/11 (9 %) of the keys; modula hashing would move ~90 %.
+    assert 0.03 < moved <= 0.15, moved
+
+
+@pytest.fixture(scope="module")
+def eleven_memcached_nodes(memcached_factory: Any) -> list[MemcachedServer]:
+    return [memcached_factory() for _ in range(11)]
