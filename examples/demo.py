@@ -45,7 +45,8 @@ def main() -> int:
         agent.add("memcached", "10.255.0.2", 11211, tags=["staging"], node="staging")
         url = f"consul://{registry.address}/memcached?tag=prod"
         show("memcached daemons", [d.location for d in daemons])
-        show("settings.py", f'CACHES = {{"default": cache_settings.memcached("{url}", snapshot=...)}}')
+        call = f'cache_settings.memcached("{url}", snapshot=...)'
+        show("settings.py", f'CACHES = {{"default": {call}}}')
 
         entry = cache_settings.memcached(url, snapshot=snapshot, key_prefix="demo", timeout=300)
         show("resolved CACHES['default']", entry)
