@@ -12,6 +12,8 @@ import pytest
 
 from cache_settings import ConfigurationError, Node, ResolutionError, SourceError, resolve
 from cache_settings.snapshot import read_snapshot, write_snapshot
+from tests.servers.consul import ConsulAgent
+from tests.servers.faults import Faults
 
 NODES = [Node("10.0.0.2", 11211), Node("10.0.0.1", 11211)]
 
@@ -228,3 +230,99 @@ def test_resolve__bad_arguments_are_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         resolve(Scripted([NODES]), **kwargs)  # type: ignore[arg-type]
+
+
+# --- through the real Consul client, against the stand-in (or CONSUL_HTTP_ADDR) ---------------
+
+
+def test_resolve__consul_lists_passing_tagged_instances_in_a_stable_order(
+    consul_agent: ConsulAgent, tmp_path: Path
+) -> None:
+    consul_agent.add("memcached", "10.1.0.3", 11211, tags=["prod"])
+    consul_agent.add("memcached", "10.1.0.1", 11211, tags=["prod", "az-a"])
+    consul_agent.add("memcached", "10.1.9.9", 11211, tags=["prod"], status="critical")
+    consul_agent.add("memcached", "10.1.8.8", 11211, tags=["staging"])
+    consul_agent.add("memcached", "10.1.0.2", 11299, tags=["prod"], service_address="")
+    url = f"consul://{consul_agent.address}/memcached?tag=prod"
+
+    resolution = resolve(url, snapshot=tmp_path / "nodes.json")
+
+    assert resolution.locations == ["10.1.0.1:11211", "10.1.0.2:11299", "10.1.0.3:11211"]
+    assert resolution.origin == "live"
+    assert resolution.version is not None
+
+
+@pytest.mark.parametrize("with_snapshot", [True, False])
+def test_resolve__hung_consul_is_bounded_by_the_deadline(
+    consul_agent: ConsulAgent, tmp_path: Path, with_snapshot: bool
+) -> None:
+    consul_agent.add("memcached", "10.1.0.1", 11211)
+    url = f"consul://{consul_agent.address}/memcached"
+    snapshot = tmp_path / "nodes.json"
+    if with_snapshot:
+        resolve(url, snapshot=snapshot)
+    consul_agent.pause()
+    started = time.monotonic()
+
+    if with_snapshot:
+        resolution = resolve(url, deadline=2.0, snapshot=snapshot)
+        assert resolution.origin == "snapshot"
+        assert resolution.locations == ["10.1.0.1:11211"]
+    else:
+        with pytest.raises(ResolutionError, match=f"^consul://{consul_agent.address}/memcached: "):
+            resolve(url, deadline=2.0, snapshot=snapshot)
+
+    assert time.monotonic() - started <= 2.4
+
+
+def test_resolve__black_holed_consul_is_bounded_by_the_deadline(faults: Faults) -> None:
+    url = f"consul://{faults.blackhole()}/memcached"
+    started = time.monotonic()
+
+    with pytest.raises(ResolutionError, match="consul://127.0.0.1:"):
+        resolve(url, deadline=1.5)
+
+    assert time.monotonic() - started <= 1.5 * 1.2
+
+
+def test_resolve__consul_with_no_passing_node_never_gives_an_empty_list(
+    consul_agent: ConsulAgent, tmp_path: Path
+) -> None:
+    instance = consul_agent.add("memcached", "10.1.0.1", 11211)
+    url = f"consul://{consul_agent.address}/memcached"
+    snapshot = tmp_path / "nodes.json"
+    resolve(url, snapshot=snapshot)
+    consul_agent.set_status(instance, "critical")
+
+    assert resolve(url, snapshot=snapshot, attempts=1).locations == ["10.1.0.1:11211"]
+    with pytest.raises(ResolutionError, match="fewer than min_nodes=1"):
+        resolve(url, attempts=1)
+
+
+def test_resolve__consul_token_is_sent_and_never_written_or_logged(
+    consul_agent: ConsulAgent,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = "3f9d1c2e-token-never-printed"
+    state = consul_agent.needs_standin("token checks")
+    consul_agent.add("memcached", "10.1.0.1", 11211)
+    consul_agent.require_token(token)
+    caplog.set_level(logging.DEBUG)
+    snapshot = tmp_path / "nodes.json"
+    url = f"consul://{consul_agent.address}/memcached"
+
+    with pytest.raises(ResolutionError) as refused:
+        resolve(url, attempts=2, deadline=2)
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", token)
+    resolution = resolve(url, snapshot=snapshot)
+    state.hang = True
+    fallback = resolve(url, snapshot=snapshot, deadline=0.5)
+
+    assert resolution.origin == "live"
+    assert fallback.origin == "snapshot"
+    assert any(r.headers.get("x-consul-token") == token for r in consul_agent.requests)
+    for text in (str(refused.value), snapshot.read_text(), caplog.text, resolution.source):
+        assert token not in text
+    assert "permission denied by the agent" in str(refused.value)
