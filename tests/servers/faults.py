@@ -4,7 +4,7 @@ Each fault is a small real server on ``127.0.0.1:0`` served by daemon threads. T
 function-scoped ``faults`` fixture hands out a :class:`Faults` and closes everything it
 made at teardown::
 
-    def test_source__black_hole_costs_one_timeout(faults):
+    def test_source__black_hole_costs_one_timeout(faults, memcached_node):
         address = faults.blackhole()                          # "127.0.0.1:PORT"
         proxy = faults.proxy(memcached_node.location, cut_after=12)
         proxy.set(blackhole=True)                             # change the mode at run time
