@@ -10,8 +10,40 @@ from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from ..nodes import Node
+    from .config_endpoint import ConfigEndpoint
+    from .consul import Consul
+    from .elasticache_api import ElastiCacheAPI
+    from .static import Static
 
-__all__ = ["SCHEMES", "Source", "WatchableSource", "parse_source", "register"]
+__all__ = [
+    "SCHEMES",
+    "ConfigEndpoint",
+    "Consul",
+    "ElastiCacheAPI",
+    "Source",
+    "Static",
+    "WatchableSource",
+    "parse_source",
+    "register",
+]
+
+# The source classes are imported on first access (``cache_settings.sources.Consul``), so
+# that importing this package costs nothing for the sources a site does not use.
+_LAZY = {
+    "Consul": "consul",
+    "ConfigEndpoint": "config_endpoint",
+    "ElastiCacheAPI": "elasticache_api",
+    "Static": "static",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)
 
 
 @runtime_checkable
