@@ -1,0 +1,66 @@
+"""``manage.py cache_nodes resolve|show|check``: the ``cache-settings`` verbs for this site."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...cli import EXIT_OK, SettingsTargets, add_verbs, run, targets_from_entries
+from ...resolve import OFFLINE_VARIABLE, is_offline
+from ...settings import entries
+
+
+class Command(BaseCommand):
+    """Resolve, show or check the node lists of this site's ``memcached()`` entries."""
+
+    help = (
+        "Resolve (pre-deploy: live, writing the snapshots), show or check (live vs snapshot) "
+        "the memcached nodes of every cache_settings.memcached() entry in the settings. "
+        "Exit status 0 ok, 1 a source failed or a list differs, 2 bad usage."
+    )
+    # The verbs must run while the checks complain: `resolve` is how W001 gets fixed.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Add the verbs; Django's own ``--settings`` chooses the settings module."""
+        add_verbs(parser, with_settings=False)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Run the verb against the entries this process's settings import recorded."""
+        # Django's --settings already chose the settings; it is not the CLI's --settings.
+        given = {key: value for key, value in options.items() if key != "settings"}
+        namespace = argparse.Namespace(**{"url": None, "snapshot": None, "files": [], **given})
+        namespace.verbose = options.get("verbosity", 1) >= 2
+        if options["verb"] == "check" and not is_offline() and _rewritten():
+            self.stderr.write(
+                "Note: this process's settings import asked the sources and rewrote the "
+                f"snapshots it compares with; run with {OFFLINE_VARIABLE}=1, or use "
+                "`cache-settings check --settings ...`, to compare with the shipped snapshots."
+            )
+        status = run(
+            namespace,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            settings_targets=_recorded,
+        )
+        if status != EXIT_OK:
+            raise CommandError(
+                f"cache_nodes {options['verb']} failed (exit status {status})", returncode=status
+            )
+
+
+def _recorded(live: bool) -> SettingsTargets:
+    # Django imported the settings before this command ran; every memcached() call made
+    # then is recorded, whatever origin its answer had. The verbs resolve them again.
+    return SettingsTargets(tuple(targets_from_entries(entries())))
+
+
+def _rewritten() -> bool:
+    return any(
+        entry.snapshot is not None
+        and entry.resolution is not None
+        and entry.resolution.origin == "live"
+        for entry in entries()
+    )

@@ -1,0 +1,1 @@
+"""An example site whose CACHES come from cache_settings."""

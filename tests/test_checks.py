@@ -1,0 +1,215 @@
+"""System checks: one test per id, on real entries made by memcached() and real CACHES."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.core.checks import CheckMessage, run_checks
+from django.test import override_settings
+
+import cache_settings
+from cache_settings.apps import CacheSettingsConfig
+from cache_settings.checks import (
+    check_fallbacks,
+    check_locations,
+    check_refresh_backends,
+    check_snapshots,
+)
+from cache_settings.nodes import Node
+from cache_settings.snapshot import write_snapshot
+from tests.servers.faults import Faults
+
+ROOT = Path(__file__).resolve().parent.parent
+PYLIBMC = "django.core.cache.backends.memcached.PyLibMCCache"
+PYMEMCACHE = "django.core.cache.backends.memcached.PyMemcacheCache"
+
+
+def about(
+    check: Callable[..., list[CheckMessage]], obj: str, needle: str = ""
+) -> list[tuple[str, str]]:
+    """Return ``(id, msg)`` of *check*'s messages about *obj* whose text has *needle*.
+
+    Entries made by other tests in this process are checked too; they name other objects.
+    """
+    return [(m.id or "", m.msg) for m in check(None) if m.obj == obj and needle in m.msg]
+
+
+def test_w001__snapshot_file_missing(tmp_path: Path) -> None:
+    url = "memcached://10.31.0.1:11211"
+    snapshot = tmp_path / "nodes.json"
+    cache_settings.memcached(url, snapshot=snapshot)
+    snapshot.unlink()
+
+    found = about(check_snapshots, url, str(snapshot))
+
+    assert [id_ for id_, _ in found] == ["cache_settings.W001"]
+
+
+def test_w001__snapshot_file_malformed(tmp_path: Path) -> None:
+    url = "memcached://10.31.0.2:11211"
+    snapshot = tmp_path / "nodes.json"
+    cache_settings.memcached(url, snapshot=snapshot)
+    snapshot.write_text("{not json")
+
+    found = about(check_snapshots, url, str(snapshot))
+
+    assert [id_ for id_, _ in found] == ["cache_settings.W001"]
+    assert "not valid JSON" in found[0][1]
+
+
+def test_w001_w002__fresh_snapshot_is_silent(tmp_path: Path) -> None:
+    url = "memcached://10.31.0.3:11211"
+    snapshot = tmp_path / "nodes.json"
+    cache_settings.memcached(url, snapshot=snapshot, max_age=60)
+
+    assert about(check_snapshots, url, str(snapshot)) == []
+
+
+def test_w002__snapshot_older_than_max_age(tmp_path: Path) -> None:
+    url = "memcached://10.31.0.4:11211"
+    snapshot = tmp_path / "nodes.json"
+    cache_settings.memcached(url, snapshot=snapshot, max_age=60)
+    write_snapshot(snapshot, url, [Node("10.31.0.4")], fetched_at=time.time() - 3600)
+
+    found = about(check_snapshots, url, str(snapshot))
+
+    assert [id_ for id_, _ in found] == ["cache_settings.W002"]
+    assert "max_age=60" in found[0][1]
+
+
+def test_w003__entry_served_from_the_snapshot(faults: Faults, tmp_path: Path) -> None:
+    url = f"consul://{faults.refused()}/memcached"
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, url, [Node("10.32.0.1")])
+    entry = cache_settings.memcached(url, snapshot=snapshot, deadline=0.5)
+
+    found = about(check_fallbacks, url, str(snapshot))
+
+    assert entry["LOCATION"] == ["10.32.0.1:11211"]
+    assert [id_ for id_, _ in found] == ["cache_settings.W003"]
+
+
+def test_w003__offline_mode_is_silent(
+    faults: Faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"consul://{faults.refused()}/memcached"
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, url, [Node("10.32.0.2")])
+    monkeypatch.setenv("CACHE_SETTINGS_OFFLINE", "1")
+    cache_settings.memcached(url, snapshot=snapshot)
+
+    assert about(check_fallbacks, url) == []
+
+
+def test_w004__refresh_on_a_stock_backend() -> None:
+    caches = {
+        "stock": {
+            "BACKEND": PYMEMCACHE,
+            "LOCATION": ["10.33.0.1:11211"],
+            "OPTIONS": {"cache_settings": {"refresh": 30.0}},
+        },
+        "refreshing": {
+            "BACKEND": "cache_settings.backends.PyMemcacheCache",
+            "LOCATION": ["10.33.0.1:11211"],
+            "OPTIONS": {"cache_settings": {"refresh": 30.0}},
+        },
+    }
+
+    with override_settings(CACHES=caches):
+        messages = check_refresh_backends(None)
+
+    assert [(m.id, m.obj) for m in messages] == [("cache_settings.W004", "stock")]
+
+
+def test_w005__entry_fell_back_to_a_local_cache(faults: Faults) -> None:
+    url = f"consul://{faults.refused()}/memcached"
+
+    entry = cache_settings.memcached(url, on_failure="locmem", deadline=0.5)
+
+    assert entry["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert [id_ for id_, _ in about(check_fallbacks, url)] == ["cache_settings.W005"]
+
+
+def test_e001__unknown_scheme_in_a_memcached_location() -> None:
+    caches = {
+        "memcached": {"BACKEND": PYLIBMC, "LOCATION": "redis://cache:6379"},
+        "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                  "LOCATION": "redis://cache:6379"},
+    }  # fmt: skip
+
+    with override_settings(CACHES=caches):
+        messages = check_locations(None)
+
+    assert [(m.id, m.obj) for m in messages] == [("cache_settings.E001", "memcached")]
+    assert "'redis://'" in messages[0].msg
+
+
+def test_e002__source_url_as_a_stock_backend_location() -> None:
+    caches = {"default": {"BACKEND": PYLIBMC, "LOCATION": ["consul:///memcached?tag=prod"]}}
+
+    with override_settings(CACHES=caches):
+        messages = check_locations(None)
+
+    assert [(m.id, m.obj) for m in messages] == [("cache_settings.E002", "default")]
+
+
+def test_checks__plain_memcached_caches_are_silent() -> None:
+    caches = {"default": {"BACKEND": PYLIBMC, "LOCATION": ["10.34.0.1:11211"]}}
+
+    with override_settings(CACHES=caches):
+        messages = check_locations(None) + check_refresh_backends(None)
+
+    assert messages == []
+
+
+def test_checks__registered_under_the_caches_tag() -> None:
+    caches = {"default": {"BACKEND": PYLIBMC, "LOCATION": "bogus://x"}}
+
+    with override_settings(CACHES=caches):
+        ids = {m.id for m in run_checks(tags=["caches"])}
+
+    assert "cache_settings.E001" in ids
+
+
+def test_app_config__installed_app_registers_the_checks() -> None:
+    with override_settings(INSTALLED_APPS=["cache_settings"]):
+        config = apps.get_app_config("cache_settings")
+
+    assert isinstance(config, CacheSettingsConfig)
+    assert config.name == "cache_settings"
+
+
+def test_manage_py_check__reports_w003_when_the_source_is_down(
+    faults: Faults, tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "nodes.json"
+    down = f"consul://{faults.refused()}/memcached"
+    write_snapshot(snapshot, down, [Node("10.35.0.1")])
+    env: dict[str, Any] = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "CLI_SITE_CONSUL": down,
+        "CLI_SITE_STATIC": "memcached://10.35.0.9:11211",
+        "CLI_SITE_SNAPSHOT": str(snapshot),
+        "CLI_SITE_DEADLINE": "0.5",
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--settings", "tests.settings.cli_site"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr  # warnings do not fail `check`
+    assert f"{down}: (cache_settings.W003)" in done.stderr + done.stdout
+    assert json.loads(snapshot.read_text())["sources"][down]["nodes"] == [
+        {"host": "10.35.0.1", "port": 11211}
+    ]
