@@ -82,7 +82,8 @@ def resolve(
     """
     src = parse_source(source)
     _check_arguments(attempts=attempts, deadline=deadline, max_age=max_age, min_nodes=min_nodes)
-    if is_offline() and not live_only:
+    # A static list needs no network, so offline mode still reads it from the settings.
+    if is_offline() and not live_only and not getattr(src, "local", False):
         return _from_snapshot(src, snapshot, max_age, min_nodes, (), reason=f"{OFFLINE_VARIABLE}=1")
 
     started = time.monotonic()

@@ -326,3 +326,12 @@ def test_resolve__consul_token_is_sent_and_never_written_or_logged(
     for text in (str(refused.value), snapshot.read_text(), caplog.text, resolution.source):
         assert token not in text
     assert "permission denied by the agent" in str(refused.value)
+
+
+def test_resolve__offline_mode_still_reads_a_static_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_SETTINGS_OFFLINE", "1")
+
+    resolution = resolve("memcached://10.0.0.2,10.0.0.1")
+
+    assert resolution.origin == "live"
+    assert resolution.locations == ["10.0.0.1:11211", "10.0.0.2:11211"]

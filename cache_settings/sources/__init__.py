@@ -48,7 +48,14 @@ def __getattr__(name: str) -> object:
 
 @runtime_checkable
 class Source(Protocol):
-    """Where a list of memcached nodes comes from."""
+    """Where a list of memcached nodes comes from.
+
+    Optional attributes that ``memcached()`` and ``resolve()`` read when present:
+    ``backend`` (``"pylibmc"``/``"pymemcache"``: the URL chose the client), ``tls``
+    (a ``TLSConfig``: every node speaks TLS), ``tls_config`` (how to verify nodes that
+    turn out to need TLS, such as a serverless cache) and ``local`` (True: resolving does
+    no I/O, so it is allowed under ``CACHE_SETTINGS_OFFLINE``).
+    """
 
     @property
     def url(self) -> str:

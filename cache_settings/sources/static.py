@@ -26,6 +26,8 @@ class Static:
     backend: str | None = None
     tls: TLSConfig | None = None
 
+    local: ClassVar[bool] = True  # resolving does no I/O, so CACHE_SETTINGS_OFFLINE allows it
+
     _BACKENDS: ClassVar[dict[str, str | None]] = {
         "memcached": None,
         "pylibmc": "pylibmc",
