@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError, SnapshotError
 from .nodes import Node
 from .resolve import OFFLINE_VARIABLE, Resolution, resolve
-from .settings import Entry, entries
+from .settings import Entry, collecting, entries
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
 from .sources import Source, parse_source
 
@@ -112,44 +112,27 @@ def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
     return list(seen.values())
 
 
-def load_settings(module: str, *, live: bool) -> SettingsTargets:
+def load_settings(module: str) -> SettingsTargets:
     """Import the settings *module* and return the targets its ``memcached()`` calls record.
 
-    The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` first, so that a site whose
-    snapshots exist is read without contacting any source. When that import fails for want
-    of a snapshot (first deploy) and *live* is true, it is imported again with live sources,
-    which writes the snapshots it can. A :class:`ResolutionError` during import stops the
-    module there: the targets recorded so far are returned with the reason as a problem.
+    The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` and inside
+    :func:`cache_settings.settings.collecting`, so the import contacts no source and records
+    every entry, even those whose snapshot is missing; the verbs then ask each source.
     """
-    first = _import_settings(module, offline=True)
-    if first.problems and live:
-        return _import_settings(module, offline=False)
-    if first.problems:
-        stopped = first.problems[0]
-        return SettingsTargets(
-            first.targets,
-            (f"{stopped} ({OFFLINE_VARIABLE}=1 needs a snapshot for every entry)",),
-        )
-    return first
-
-
-def _import_settings(module: str, *, offline: bool) -> SettingsTargets:
     start = len(entries())
-    problems: tuple[str, ...] = ()
     with (
-        _environ(OFFLINE_VARIABLE, "1" if offline else None),
+        _environ(OFFLINE_VARIABLE, "1"),
         _fresh_modules(module),
-        _quiet(offline),
+        _quiet(True),
+        collecting(),
     ):
         try:
             importlib.import_module(module)
-        except ResolutionError as exc:
-            problems = (f"settings import stopped at {exc.source}: {exc}",)
         except ModuleNotFoundError as exc:
             if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
                 raise _UsageError(f"--settings: cannot import {module!r} ({exc})") from exc
             raise
-    return SettingsTargets(tuple(targets_from_entries(entries()[start:])), problems)
+    return SettingsTargets(tuple(targets_from_entries(entries()[start:])), ())
 
 
 @contextlib.contextmanager
@@ -328,15 +311,15 @@ def _nodes_json(nodes: Iterable[Node]) -> list[dict[str, object]]:
 class _Context:
     args: argparse.Namespace
     output: _Output
-    settings_targets: Callable[[bool], SettingsTargets] | None
+    settings_targets: Callable[[], SettingsTargets] | None
     problems: list[str] = field(default_factory=list)
 
 
-def _targets(ctx: _Context, *, live: bool) -> list[Target]:
+def _targets(ctx: _Context) -> list[Target]:
     args = ctx.args
     module = getattr(args, "settings", None)
     if ctx.settings_targets is not None:
-        found = ctx.settings_targets(live)
+        found = ctx.settings_targets()
     else:
         module = module or os.environ.get("DJANGO_SETTINGS_MODULE")
         if not module:
@@ -344,7 +327,7 @@ def _targets(ctx: _Context, *, live: bool) -> list[Target]:
                 f"{args.verb}: give a source URL or --settings MODULE "
                 "(or set DJANGO_SETTINGS_MODULE)"
             )
-        found = load_settings(module, live=live)
+        found = load_settings(module)
     ctx.problems.extend(found.problems)
     if not found.targets and not found.problems:
         ctx.problems.append("the settings call cache_settings.memcached() nowhere")
@@ -379,7 +362,7 @@ def _check_url_or_settings(args: argparse.Namespace, url_options: Sequence[str])
 def _cmd_resolve(ctx: _Context) -> int:
     args = ctx.args
     _check_url_or_settings(args, ("snapshot", "attempts", "deadline", "min_nodes"))
-    targets = [_url_target(args)] if args.url else _targets(ctx, live=True)
+    targets = [_url_target(args)] if args.url else _targets(ctx)
     ctx.output.add_secrets(_secrets(args, targets))
     results: list[dict[str, Any]] = []
     for target in targets:
@@ -467,7 +450,7 @@ def _cmd_show(ctx: _Context) -> int:
                 ctx.problems.append(f"{path}: no such snapshot file")
             rows += [_show_row(path, entry, None) for entry in stored.values()]
     else:
-        for target in _targets(ctx, live=False):
+        for target in _targets(ctx):
             if target.snapshot is None:
                 rows.append(_missing_row(target, "no snapshot configured"))
                 continue
@@ -535,7 +518,7 @@ def _cmd_check(ctx: _Context) -> int:
     _check_url_or_settings(args, ("snapshot", "attempts", "deadline", "min_nodes"))
     if args.url and args.snapshot is None:
         raise _UsageError("check: a source URL needs --snapshot FILE to compare with")
-    targets = [_url_target(args)] if args.url else _targets(ctx, live=False)
+    targets = [_url_target(args)] if args.url else _targets(ctx)
     ctx.output.add_secrets(_secrets(args, targets))
     results = [_check_one(target) for target in targets]
     ok = all(r["status"] == "same" for r in results) and not ctx.problems
@@ -719,7 +702,7 @@ def run(
     *,
     stdout: _Stream | None = None,
     stderr: _Stream | None = None,
-    settings_targets: Callable[[bool], SettingsTargets] | None = None,
+    settings_targets: Callable[[], SettingsTargets] | None = None,
 ) -> int:
     """Run the verb in *args* (parsed by :func:`add_verbs`) and return the exit status.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict, cast
@@ -65,6 +66,24 @@ class Entry:
 
 
 _entries: list[Entry] = []
+
+
+_collecting = False
+
+
+@contextmanager
+def collecting() -> Iterator[None]:
+    """Within this block, ``memcached()`` records every entry and never raises for a source.
+
+    The command line imports the settings module inside it, so that one source without a
+    snapshot does not hide the entries after it.
+    """
+    global _collecting
+    previous, _collecting = _collecting, True
+    try:
+        yield
+    finally:
+        _collecting = previous
 
 
 def entries() -> list[Entry]:
@@ -201,9 +220,13 @@ def memcached(
         )
     except ResolutionError as exc:
         _entries.append(record)
-        if on_failure == "raise":
+        if _collecting:
+            # The CLI only learns the entries here; it resolves and reports each one itself.
+            on_failure = "dummy"
+        elif on_failure == "raise":
             raise
-        logger.error("%s: using a %s cache instead of memcached: %s", src.url, on_failure, exc)
+        else:
+            logger.error("%s: using a %s cache instead of memcached: %s", src.url, on_failure, exc)
         fallback: CacheConfig = {
             "BACKEND": _FALLBACKS[on_failure],
             "LOCATION": f"cache_settings:{src.url}",

@@ -306,7 +306,11 @@ def test_resolve_settings__source_down_on_first_deploy_exits_1(
 
     err = capsys.readouterr().err
     assert status == 1
-    assert f"settings import stopped at {site['CLI_SITE_CONSUL']}" in err
+    assert site["CLI_SITE_CONSUL"] in err
+    # The source that is down hides no other entry: the static alias is still written.
+    written = load_snapshot(site["CLI_SITE_SNAPSHOT"])
+    assert site["CLI_SITE_CONSUL"] not in written
+    assert any(url.startswith("memcached://") for url in written)
 
 
 def test_offline_import__uses_the_snapshots_without_contacting_any_source(
@@ -387,7 +391,7 @@ def test_show_settings__missing_entry_exits_1_without_contacting_the_source(
     status = main(["show", "--settings", SITE])
 
     assert status == 1
-    assert "CACHE_SETTINGS_OFFLINE=1 needs a snapshot" in capsys.readouterr().err
+    assert f"{site['CLI_SITE_CONSUL']}: no entry in" in capsys.readouterr().err
     assert consul_agent.health_requests("memcached") == []
 
 

@@ -51,7 +51,7 @@ class Command(BaseCommand):
             )
 
 
-def _recorded(live: bool) -> SettingsTargets:
+def _recorded() -> SettingsTargets:
     # Django imported the settings before this command ran; every memcached() call made
     # then is recorded, whatever origin its answer had. The verbs resolve them again.
     return SettingsTargets(tuple(targets_from_entries(entries())))
