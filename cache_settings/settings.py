@@ -302,10 +302,17 @@ def _django_keys(given: Mapping[str, Any]) -> CacheConfig:
     return cast(CacheConfig, {_DJANGO_KEYS[key]: value for key, value in given.items()})
 
 
+# pylibmc applies remove_failed after auto_eject and failure_limit, so our remove_failed
+# would silently override a user who chose either of those to control ejection.
+_EJECTION_BEHAVIORS = {"remove_failed", "auto_eject", "failure_limit"}
+
+
 def _merge_options(defaults: dict[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
     merged = deepcopy(defaults)
     for key, value in options.items():
         if key == "behaviors" and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            if _EJECTION_BEHAVIORS & set(value):
+                merged[key].pop("remove_failed", None)
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value

@@ -181,3 +181,13 @@ def test_memcached__adding_an_eleventh_node_moves_few_keys(
 @pytest.fixture(scope="module")
 def eleven_memcached_nodes(memcached_factory: Any) -> list[MemcachedServer]:
     return [memcached_factory() for _ in range(11)]
+
+
+def test_memcached__user_ejection_behaviors_replace_our_remove_failed() -> None:
+    default = memcached("memcached://10.0.0.1:11211")
+    chosen = memcached("memcached://10.0.0.1:11211", options={"behaviors": {"auto_eject": False}})
+
+    assert default["OPTIONS"]["behaviors"]["remove_failed"] == 1
+    assert "remove_failed" not in chosen["OPTIONS"]["behaviors"]
+    assert chosen["OPTIONS"]["behaviors"]["auto_eject"] is False
+    assert chosen["OPTIONS"]["behaviors"]["ketama"] is True

@@ -203,7 +203,7 @@ class ElastiCacheAPI:
             ) from None
         except NoRegionError:
             raise ConfigurationError(
-                f"{self.url}: no AWS region; add ?region=… or set AWS_REGION"
+                f"{self.url}: no AWS region; add ?region=… or set AWS_DEFAULT_REGION"
             ) from None
         finally:
             _sessions_lock.release()

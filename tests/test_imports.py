@@ -1,0 +1,161 @@
+"""Lean import: settings-time cost, measured in fresh interpreters.
+
+Every ``manage.py`` command and every worker imports settings. DESIGN.md, "Client
+defaults": ``import cache_settings`` pulls in neither boto3, requests nor a Consul client;
+each source imports its client library when it first resolves, and a client library is
+imported when its backend is first used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.servers.consul import ConsulAgent
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("boto3", "botocore", "requests", "consul", "pylibmc", "pymemcache")
+IMPORT_BUDGET = 0.025  # seconds: import cache_settings + memcached(), issue 8 (judged 5)
+
+
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, path: Path | None = None, timing: bool = False
+) -> str:
+    """Run *code* in a fresh interpreter with the checkout (and *path*) on ``sys.path``.
+
+    With *timing*, coverage's subprocess start-up hook is left out of the environment:
+    tracing would be measured instead of the imports.
+    """
+    # The checkout goes first on PYTHONPATH rather than relying on the editable install,
+    # so the test imports this tree whatever state the install is in.
+    search = [str(ROOT)] + ([str(path)] if path else [])
+    environ = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(search)}
+    if timing:
+        for name in [name for name in environ if name.startswith(("COVERAGE_", "COV_CORE_"))]:
+            del environ[name]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+LOADED = f"""
+import json, sys
+print(json.dumps(sorted(name for name in {HEAVY!r} if name in sys.modules)))
+"""
+
+
+def loaded_after(code: str, **kwargs: object) -> list[str]:
+    """Return which heavy modules are in sys.modules after running *code*."""
+    out = run_python(textwrap.dedent(code) + LOADED, **kwargs)  # type: ignore[arg-type]
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_import__cache_settings_imports_no_client_library() -> None:
+    assert loaded_after("import cache_settings\n") == []
+
+
+def test_import__settings_module_with_static_source_imports_no_client(tmp_path: Path) -> None:
+    """A whole Django settings module, loaded by django.setup(), as manage.py would."""
+    (tmp_path / "leansite_settings.py").write_text(
+        textwrap.dedent(
+            """
+            import cache_settings
+            SECRET_KEY = "x"
+            USE_TZ = True
+            CACHES = {
+                "default": cache_settings.memcached("memcached://10.0.0.1:11211,10.0.0.2:11211"),
+                "sessions": cache_settings.memcached(
+                    "pymemcache://10.0.0.3:11211", key_prefix="s"
+                ),
+            }
+            """
+        )
+    )
+    code = """
+    import django
+    from django.conf import settings
+    django.setup()
+    assert len(settings.CACHES) == 2, settings.CACHES
+    """
+    env = {"DJANGO_SETTINGS_MODULE": "leansite_settings"}
+
+    assert loaded_after(code, env=env, path=tmp_path) == []
+
+
+def test_import__client_library_comes_with_first_cache_use(tmp_path: Path) -> None:
+    """The backend imports its library only when the cache is first used."""
+    code = """
+    import django
+    from django.conf import settings
+    import cache_settings
+    settings.configure(CACHES={"default": cache_settings.memcached(
+        "pymemcache://127.0.0.1:1", options={"connect_timeout": 0.1})})
+    django.setup()
+    from django.core.cache import cache
+    before = "pymemcache" in __import__("sys").modules
+    cache._cache  # builds the client without touching the network
+    print("before", before)
+    """
+    assert loaded_after(code) == ["pymemcache"]
+    assert "before False" in run_python(textwrap.dedent(code))
+
+
+def test_import__consul_source_does_not_import_boto3(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    code = f"""
+    import cache_settings
+    entry = cache_settings.memcached("consul://{consul_agent.address}/memcached")
+    assert entry["LOCATION"] == ["10.0.0.1:11211"], entry
+    """
+
+    loaded = loaded_after(code)
+
+    assert "boto3" not in loaded
+    assert "botocore" not in loaded
+    assert "consul" in loaded  # the Consul client did the work, and only it
+
+
+def _import_seconds(preamble: str) -> float:
+    code = f"""
+    {preamble}
+    import time
+    started = time.perf_counter()
+    import cache_settings
+    cache_settings.memcached("memcached://10.0.0.1:11211,10.0.0.2:11211")
+    print(time.perf_counter() - started)
+    """
+    return float(run_python(textwrap.dedent(code), timing=True).strip())
+
+
+@pytest.mark.parametrize(
+    ("preamble", "budget"),
+    [
+        pytest.param("import django.conf", IMPORT_BUDGET, id="after-django-conf"),
+        # Without django.conf the figure includes Django's own import (the error classes
+        # subclass ImproperlyConfigured); reported, and bounded loosely.
+        pytest.param("", 0.25, id="cold"),
+    ],
+)
+def test_import__cache_settings_and_static_memcached_within_budget(
+    preamble: str, budget: float
+) -> None:
+    """Issue 8, judged 5: median of 5 fresh interpreters."""
+    seconds = [_import_seconds(preamble) for _ in range(5)]
+    median = statistics.median(seconds)
+    print(f"import cache_settings + memcached() [{preamble or 'cold'}]: {median * 1000:.1f} ms")
+    assert median <= budget, [round(s * 1000, 1) for s in seconds]
