@@ -198,7 +198,7 @@ class Watcher:
             logger.exception("%s: watcher: unexpected error", self.url)
             self._failed(f"{type(exc).__name__}: {exc}")
         else:
-            self._offer(version, nodes, ordered=True)
+            self._publish(version, nodes, ordered=True)
 
     def _run_blocking(self, stop: threading.Event) -> None:
         assert isinstance(self.source, WatchableSource)
@@ -218,7 +218,7 @@ class Watcher:
             errors = 0
             if stop.is_set():
                 break
-            self._offer(index, unique_sorted(nodes), ordered=False)
+            self._publish(index, unique_sorted(nodes), ordered=False)
             stop.wait(MIN_QUERY_INTERVAL - (time.monotonic() - started))
 
     def _backoff(self, errors: int) -> float:
@@ -230,6 +230,14 @@ class Watcher:
         return seconds * random.uniform(1 - JITTER, 1 + JITTER)
 
     # --- guards and publishing -----------------------------------------------------------
+
+    def _publish(self, version: int | None, nodes: tuple[Node, ...], *, ordered: bool) -> None:
+        # A log handler or a snapshot write that raises must not end the watch: the thread
+        # is the only thing that keeps this process's node list current.
+        try:
+            self._offer(version, nodes, ordered=ordered)
+        except Exception:
+            logger.exception("%s: watcher: error while publishing a node list", self.url)
 
     def _offer(
         self,

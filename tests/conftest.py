@@ -10,6 +10,7 @@ from django.conf import settings
 
 if not settings.configured:
     settings.configure(
+        SECRET_KEY="cache-settings-tests",
         USE_TZ=True,
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
     )
