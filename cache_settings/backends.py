@@ -20,7 +20,7 @@ from typing import Any
 
 from django.core.cache.backends import memcached
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, ResolutionError
 from .watch import Watcher, get_watcher
 
 __all__ = ["CONFIG_KEY", "PyLibMCCache", "PyMemcacheCache"]
@@ -94,8 +94,21 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         return self._client
 
     def _rebuild_client(self) -> None:
-        self._watcher.start()  # first use in this process: start (or restart) the watcher
-        generation, nodes = self._watcher.state  # one read: nodes match their generation
+        watcher = self._watcher
+        watcher.start()  # first use in this process: start (or restart) the watcher
+        generation, nodes = watcher.state  # one read: nodes match their generation
+        if not nodes:
+            # Only a backend configured without a settings-time answer (compat) gets here:
+            # its first resolution failed and no snapshot had the nodes. An empty list
+            # would reach the client as "empty server list"; say what happened instead.
+            error = watcher.error
+            raise ResolutionError(
+                watcher.url,
+                error.errors if error is not None else (),
+                f"no memcached nodes yet: the first resolution (up to {watcher.deadline:g} s) "
+                f"failed and no snapshot had them; the source is asked again within "
+                f"{watcher.refresh:g} s",
+            )
         old, old_pid = self._client, self._client_pid
         self._locations = [node.location for node in nodes]
         # The same construction as Django's _cache.
@@ -107,6 +120,13 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
 
     def _retire_client(self, client: Any, *, inherited: bool) -> None:
         """Let go of a client built for an older node list (or in the parent process)."""
+
+    def close(self, **kwargs: Any) -> None:
+        """Close the client's connections; a backend never used has none to close."""
+        # Django closes every initialized cache after each request; building a client
+        # (and starting a watcher, perhaps resolving) only to disconnect it helps no one.
+        if self._client is not None:
+            super().close(**kwargs)
 
 
 class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):

@@ -94,6 +94,8 @@ class Watcher:
         # Written after ``state``: whoever sees a new generation finds its nodes in state.
         self.generation = 0
         self._primed = bool(first)
+        # Why the first resolution failed, while the watcher has no node list yet.
+        self.error: ResolutionError | None = None
         self._failing = False
         self._stale_logged: int | None = None
         self._init_process()
@@ -178,8 +180,9 @@ class Watcher:
                 snapshot=self.snapshot,
                 min_nodes=self.min_nodes,
             )
-        except ResolutionError:
-            return  # resolve() logged it; the thread keeps asking
+        except ResolutionError as exc:
+            self.error = exc  # resolve() logged it; the thread keeps asking
+            return
         # resolve() already wrote a live answer to the snapshot.
         self._offer(resolution.version, resolution.nodes, ordered=False, save=False)
 

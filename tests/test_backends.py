@@ -24,6 +24,7 @@ from cache_settings import ConfigurationError, memcached
 from cache_settings.backends import CONFIG_KEY, PyLibMCCache, PyMemcacheCache
 from cache_settings.watch import stop_all
 from tests.servers.consul import ConsulAgent
+from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedFactory, MemcachedServer
 from tests.servers.tls import TLSFiles
 
@@ -688,3 +689,16 @@ def test_backend__tls_context_survives_a_swap(
         handler.close_all()
         old.stop()
         new.stop()
+
+
+def test_backend__close_before_first_use_contacts_nothing(faults: Faults) -> None:
+    """Django closes initialized caches after each request; an unused one must stay idle."""
+    entry = dict(memcached(f"pymemcache://{faults.refused()}", refresh=60))
+    handler = CacheHandler({"default": entry})
+    cache = handler["default"]
+
+    cache.close()
+
+    assert cache._client is None  # type: ignore[attr-defined]
+    assert not cache._watcher.running  # type: ignore[attr-defined]
+    handler.close_all()

@@ -1,0 +1,281 @@
+"""Drop-in backends for sites configured for django-elasticache or django-memcached-consul.
+
+Only ``BACKEND`` changes; every other key of the ``CACHES`` entry is read as the old
+package read it (django-elasticache 1.0.3, gusdan/django-elasticache@5f93c06;
+django-memcached-consul 0.2.0, criteo/django-memcached-consul@c2c4402)::
+
+    django_elasticache.memcached.ElastiCache         -> cache_settings.compat.ElastiCache
+    django_memcached_consul.memcached.MemcachedCache -> cache_settings.compat.ConsulMemcachedCache
+
+Both are :class:`cache_settings.backends.PyLibMCCache`: the nodes are resolved on the
+first cache operation (never at import, nor when Django builds the backend: its system
+checks build every cache), bounded by a deadline and falling back to a snapshot file, and
+then follow the source from a watcher thread. Until a first list exists, every operation
+raises :class:`ResolutionError` at once, never a cache on no servers.
+
+Our own optional keys, in ``OPTIONS`` of either backend (upper case, as
+``IGNORE_CLUSTER_ERRORS``): ``REFRESH`` (seconds between polls, default 60, or
+``CONSUL_TTL``), ``SNAPSHOT`` (path of the last-known-good JSON file) and ``DEADLINE``
+(seconds the first resolution may take, default 5). A key of the old packages that is
+accepted but not honoured is reported with a :class:`UserWarning`, never ignored silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.core.cache import InvalidCacheBackendError
+
+from .backends import PyLibMCCache
+from .exceptions import ConfigurationError
+from .nodes import Node, parse_node, parse_port
+from .settings import _merge_options, client_defaults
+from .sources.config_endpoint import ConfigEndpoint
+from .sources.consul import Consul
+
+__all__ = ["ConsulMemcachedCache", "ElastiCache"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REFRESH = 60.0  # seconds; AWS's own Auto Discovery clients poll once a minute
+DEFAULT_DEADLINE = 5.0  # seconds, as for memcached()
+ATTEMPTS = 3
+#: File name of the snapshot kept in the directory of a ``CONSUL_CACHE`` file-based cache.
+#: FileBasedCache lists, culls and clears only ``*.djcache`` files, so it never touches it.
+SNAPSHOT_NAME = "cache_settings_nodes.json"
+
+# pylibmc.Client(servers, behaviors=None, binary=False, username=None, password=None):
+# the keys Django's PyLibMCCache passes as arguments; any other key is a behavior.
+_CLIENT_ARGUMENTS = frozenset({"behaviors", "binary", "username", "password"})
+# python-memcached 1.59 memcache.Client.__init__ arguments, which Django's MemcachedCache
+# (django-memcached-consul's base) passed from OPTIONS; pylibmc has none of them.
+_PYTHON_MEMCACHED_OPTIONS = frozenset(
+    {
+        "debug", "pickleProtocol", "pickler", "unpickler", "compressor", "decompressor",
+        "pload", "pid", "server_max_key_length", "server_max_value_length", "dead_retry",
+        "socket_timeout", "cache_cas", "flush_on_reconnect", "check_keys",
+    }
+)  # fmt: skip
+_FILE_BASED = "django.core.cache.backends.filebased.FileBasedCache"
+_LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+
+
+class _SettingsError(ConfigurationError, InvalidCacheBackendError):
+    """Raised when the old settings cannot work: catchable as either package's error."""
+
+
+class _CompatCache(PyLibMCCache):
+    """What both drop-ins add to the refreshing backend: OPTIONS REFRESH, SNAPSHOT and DEADLINE."""
+
+    def _our_keys(self, params: dict[str, Any], *, refresh: float) -> dict[str, Any]:
+        """Pop REFRESH, SNAPSHOT and DEADLINE from OPTIONS; return the watcher config."""
+        options: dict[str, Any] = params["OPTIONS"]
+        refresh = _seconds(options.pop("REFRESH", refresh), "OPTIONS['REFRESH']")
+        deadline = _seconds(options.pop("DEADLINE", DEFAULT_DEADLINE), "OPTIONS['DEADLINE']")
+        snapshot = options.pop("SNAPSHOT", None)
+        return {
+            "refresh": refresh,
+            "min_nodes": 1,
+            "snapshot": os.fspath(snapshot) if snapshot is not None else None,
+            "deadline": deadline,
+            "attempts": ATTEMPTS,
+        }
+
+
+class ElastiCache(_CompatCache):
+    """django-elasticache's ``ElastiCache`` settings on a refreshing pylibmc backend.
+
+    ``LOCATION`` is the cluster's configuration endpoint (``HOST:PORT``, exactly one).
+    ``OPTIONS["IGNORE_CLUSTER_ERRORS"]`` uses a plain memcached server there as the only
+    node. Every other ``OPTIONS`` key is a pylibmc behavior, flat as the old package
+    took them, or a ``pylibmc.Client`` argument (``behaviors``, ``binary``, ``username``,
+    ``password``) as Django takes them; our bounded client defaults sit under them.
+    The node list is polled every ``OPTIONS["REFRESH"]`` seconds (default 60).
+    """
+
+    def _cache_settings_config(
+        self, server: str | Sequence[str], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        where = f"{__name__}.ElastiCache"
+        endpoint = _one_endpoint(server, where)
+        options: dict[str, Any] = params["OPTIONS"]
+        ignore = options.pop("IGNORE_CLUSTER_ERRORS", False)
+        if not isinstance(ignore, bool):
+            # The old package tested its truth value; its README shows "[True,False]".
+            warnings.warn(
+                f"{where}: OPTIONS['IGNORE_CLUSTER_ERRORS'] should be True or False, not "
+                f"{ignore!r}; read as {bool(ignore)}",
+                UserWarning,
+                stacklevel=2,
+            )
+        if "BINARY" in params:
+            # django-elasticache set params["BINARY"] but built its client without
+            # binary=True, so its sites always spoke the text protocol, as these do.
+            warnings.warn(
+                f"{where}: the BINARY key is ignored (django-elasticache never passed it to "
+                "pylibmc either): the text protocol is used, since libmemcached 1.0's binary "
+                "mode breaks incr/decr on missing keys and touch; OPTIONS={'binary': True} "
+                "opts in",
+                UserWarning,
+                stacklevel=2,
+            )
+        config = self._our_keys(params, refresh=DEFAULT_REFRESH)
+        _replace(options, _pylibmc_options(options, where))
+        config["source"] = ConfigEndpoint(
+            endpoint.host, endpoint.port, fallback="single" if ignore else "none"
+        )
+        return config
+
+
+class ConsulMemcachedCache(_CompatCache):
+    """django-memcached-consul's ``MemcachedCache`` settings on a refreshing pylibmc backend.
+
+    Reads the same top-level keys of the ``CACHES`` entry: ``CONSUL_SERVICE`` (required),
+    ``CONSUL_HOST`` and ``CONSUL_PORT`` (the agent; default ``CONSUL_HTTP_ADDR``, then
+    127.0.0.1:8500), ``CONSUL_TTL`` (seconds; caps the retry interval while Consul is down,
+    since changes arrive by blocking queries), ``CONSUL_CACHE`` (a file-based cache's
+    directory holds our snapshot) and ``CONSUL_ALT_TTL`` (accepted, not enforced: warned).
+    Only instances whose checks pass are used, at ``Service.Address`` else ``Node.Address``.
+    """
+
+    def _cache_settings_config(
+        self, server: str | Sequence[str], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        service = params.get("CONSUL_SERVICE")
+        if not isinstance(service, str) or not service:
+            raise _SettingsError(
+                f"{__name__}.ConsulMemcachedCache needs CONSUL_SERVICE, the Consul service "
+                "name of the memcached nodes, in its CACHES entry"
+            )
+        where = f"{__name__}.ConsulMemcachedCache (CONSUL_SERVICE={service!r})"
+        options: dict[str, Any] = params["OPTIONS"]
+        if server:
+            # The old package replaced LOCATION with Consul's answer, unread.
+            warnings.warn(
+                f"{where}: LOCATION {server!r} is ignored; the nodes come from Consul",
+                UserWarning,
+                stacklevel=2,
+            )
+        ttl = params.get("CONSUL_TTL")
+        config = self._our_keys(
+            params,
+            refresh=DEFAULT_REFRESH if ttl is None else _seconds(ttl, "CONSUL_TTL"),
+        )
+        if "CONSUL_ALT_TTL" in params:
+            _seconds(params["CONSUL_ALT_TTL"], "CONSUL_ALT_TTL")
+            warnings.warn(
+                f"{where}: CONSUL_ALT_TTL={params['CONSUL_ALT_TTL']!r} is not enforced: while "
+                "Consul is down each process keeps the last node list Consul gave it, and a "
+                "new process uses the snapshot file whatever its age",
+                UserWarning,
+                stacklevel=2,
+            )
+        alias = params.get("CONSUL_CACHE")
+        if alias is not None and config["snapshot"] is None:
+            config["snapshot"] = _snapshot_for_cache(str(alias), where)
+        ignored = sorted(_PYTHON_MEMCACHED_OPTIONS & set(options))
+        if ignored:
+            warnings.warn(
+                f"{where}: python-memcached OPTIONS {', '.join(ignored)} have no pylibmc "
+                "equivalent and are ignored (I/O is bounded at 0.5 s and a failed node "
+                "is left out for 30 s; tune pylibmc through OPTIONS['behaviors'])",
+                UserWarning,
+                stacklevel=2,
+            )
+            for key in ignored:
+                del options[key]
+        _replace(options, _pylibmc_options(options, where))
+        config["source"] = Consul(service, agent=_agent(params, where))
+        return config
+
+
+def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
+    # Django splits a LOCATION string on ";" and ","; the old package then refused more
+    # than one server, and anything but HOST:PORT.
+    locations = re.split("[;,]", server) if isinstance(server, str) else list(server)
+    locations = [location.strip() for location in locations if location.strip()]
+    if len(locations) != 1:
+        raise _SettingsError(
+            f"{where}: LOCATION must be exactly one server, the cluster's configuration "
+            f"endpoint, as 'NAME.xxxxxx.cfg.use1.cache.amazonaws.com:11211'; got {server!r}"
+        )
+    try:
+        return parse_node(locations[0], where=f"{where}: LOCATION")
+    except ConfigurationError as exc:
+        raise _SettingsError(str(exc)) from None
+
+
+def _agent(params: Mapping[str, Any], where: str) -> str | None:
+    host, port = params.get("CONSUL_HOST"), params.get("CONSUL_PORT")
+    if host is None and port is None:
+        return None  # CONSUL_HTTP_ADDR, then 127.0.0.1:8500, as the consul CLI does
+    host = str(host or "127.0.0.1")
+    try:
+        number = parse_port(str(port or 8500), where=f"{where}: CONSUL_PORT")
+    except ConfigurationError as exc:
+        raise _SettingsError(str(exc)) from None
+    return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
+
+
+def _snapshot_for_cache(alias: str, where: str) -> str | None:
+    """Return the snapshot path that stands in for the ``CONSUL_CACHE`` cache *alias*."""
+    from django.conf import settings
+
+    entry = settings.CACHES.get(alias)
+    backend = entry.get("BACKEND") if isinstance(entry, Mapping) else None
+    if backend == _FILE_BASED and entry is not None and entry.get("LOCATION"):
+        # Shared by every worker on the host and kept across restarts, as the old "alt"
+        # copy was: the nearest equivalent is our snapshot file, next to that cache.
+        directory = os.path.abspath(os.fspath(entry["LOCATION"]))
+        try:
+            os.makedirs(directory, 0o700, exist_ok=True)  # as FileBasedCache does
+        except OSError as exc:
+            logger.warning("%s: cannot create %s (%s)", where, directory, exc)
+        return os.path.join(directory, SNAPSHOT_NAME)
+    if backend == _LOCMEM:
+        return None  # per process, as each watcher's own last good list is
+    warnings.warn(
+        f"{where}: CONSUL_CACHE={alias!r} "
+        + ("is not in CACHES" if backend is None else f"is a {backend}")
+        + "; it is not used: each process keeps its own node list, and "
+        "OPTIONS['SNAPSHOT'] names a file that keeps it across restarts",
+        UserWarning,
+        stacklevel=3,
+    )
+    return None
+
+
+def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Return pylibmc Client arguments: flat behaviors gathered, our defaults under them."""
+    import pylibmc
+
+    flat = {key: value for key, value in options.items() if key not in _CLIENT_ARGUMENTS}
+    unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"})
+    if unknown:
+        raise _SettingsError(
+            f"{where}: OPTIONS {', '.join(map(repr, unknown))} are neither pylibmc behaviors "
+            f"nor pylibmc.Client arguments ({', '.join(sorted(_CLIENT_ARGUMENTS))})"
+        )
+    given = {key: value for key, value in options.items() if key in _CLIENT_ARGUMENTS}
+    nested = given.get("behaviors")
+    if nested is not None and not isinstance(nested, Mapping):
+        raise _SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {nested!r}")
+    if flat:
+        given["behaviors"] = {**flat, **(nested or {})}
+    return _merge_options(client_defaults("pylibmc"), given)
+
+
+def _replace(target: dict[str, Any], new: Mapping[str, Any]) -> None:
+    target.clear()
+    target.update(new)
+
+
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise _SettingsError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
