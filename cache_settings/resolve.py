@@ -6,22 +6,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Literal
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_exponential,
-    wait_random,
-)
+from typing import TYPE_CHECKING, Literal
 
 from .exceptions import ConfigurationError, ResolutionError, SourceError
 from .nodes import Node, unique_sorted
 from .snapshot import SnapshotEntry, read_snapshot, write_snapshot
 from .sources import Source, WatchableSource, parse_source
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState, Retrying
 
 __all__ = ["OFFLINE_VARIABLE", "Resolution", "ask", "is_offline", "resolve"]
 
@@ -105,17 +98,14 @@ def resolve(
             raise
         return version, nodes
 
-    retrying = Retrying(
-        stop=stop_after_attempt(attempts) | stop_before_delay(deadline),
-        # Exponential back-off (0.1, 0.2, 0.4 … 1 s) plus up to 0.1 s of jitter, so that
-        # processes started together do not retry in step.
-        wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.1),
-        retry=retry_if_exception_type(SourceError),
-        before_sleep=lambda state: _log_retry(src, state),
-        reraise=True,
-    )
     try:
-        version, nodes = retrying(attempt)
+        # A static list cannot fail for a reason a retry would fix, and skipping tenacity
+        # keeps it out of the import of a settings module that uses no remote source.
+        version, nodes = (
+            attempt()
+            if getattr(src, "local", False)
+            else _retrying(src, attempts, deadline)(attempt)
+        )
     except SourceError:
         logger.warning(
             "%s: %d attempt(s) failed in %.2f s; last: %s",
@@ -148,6 +138,27 @@ def ask(source: Source, timeout: float) -> tuple[int | None, tuple[Node, ...]]:
     else:
         version, nodes = None, source.resolve(timeout)
     return version, unique_sorted(nodes)
+
+
+def _retrying(source: Source, attempts: int, deadline: float) -> Retrying:
+    from tenacity import (
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        stop_before_delay,
+        wait_exponential,
+        wait_random,
+    )
+
+    return Retrying(
+        stop=stop_after_attempt(attempts) | stop_before_delay(deadline),
+        # Exponential back-off (0.1, 0.2, 0.4 … 1 s) plus up to 0.1 s of jitter, so that
+        # processes started together do not retry in step.
+        wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.1),
+        retry=retry_if_exception_type(SourceError),
+        before_sleep=lambda state: _log_retry(source, state),
+        reraise=True,
+    )
 
 
 def _log_retry(source: Source, state: RetryCallState) -> None:

@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -307,7 +306,7 @@ def _remove_stale_temp_files(filename: str) -> None:
 
 def _replace(filename: str, content: bytes) -> None:
     directory, prefix = _temp_prefix(filename)
-    temp = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}.tmp")
+    temp = os.path.join(directory, f"{prefix}{os.urandom(8).hex()}.tmp")
     # 0o666 less the umask, like any new file: the snapshot is read by the app's user.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
