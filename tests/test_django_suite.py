@@ -3,8 +3,9 @@
 Django's test suite is not shipped in its wheel, so this module restates the memcached
 tests of Django 5.2's ``tests/cache/tests.py`` (``BaseCacheTests``, ``BaseMemcachedTests``,
 ``PyLibMCCacheTests``, ``PyMemcacheCacheTests``) as our own tests: same operations, same
-expectations, run once per client library against three real memcached daemons, with the
-CACHES entries built by :func:`cache_settings.memcached` and nothing else. Cull tests do not
+expectations, run for each client library, with Django's stock backend and with our
+refreshing one (``refresh=N``), against three real memcached daemons, with the CACHES
+entries built by :func:`cache_settings.memcached` and nothing else. Cull tests do not
 apply to memcached (Django excludes them too); tests that patch Django's internals are
 replaced by the same checks over real sockets.
 """
@@ -27,7 +28,9 @@ from django.core.cache.backends.base import BaseCache, InvalidCacheKey
 from django.test import override_settings
 
 from cache_settings import memcached
+from cache_settings.backends import CONFIG_KEY
 from cache_settings.settings import client_defaults
+from cache_settings.watch import stop_all
 from tests.servers.memcached import MemcachedServer
 
 CLIENTS = ["pylibmc", "pymemcache"]
@@ -57,11 +60,30 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["stock", "refreshing"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Django's own backend, or ours that follows the source (``refresh=N``)."""
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _stop_watchers() -> Iterator[None]:
+    yield
+    stop_all(timeout=2.0)
+
+
 @pytest.fixture
-def entry(backend: str, fresh_memcached_nodes: list[MemcachedServer]) -> dict[str, Any]:
+def entry(backend: str, kind: str, fresh_memcached_nodes: list[MemcachedServer]) -> dict[str, Any]:
     """The default entry memcached() makes for the three nodes, as Django will see it."""
     url = "memcached://" + ",".join(server.location for server in fresh_memcached_nodes)
-    return dict(memcached(url, backend=backend))  # type: ignore[arg-type]
+    refresh = 60 if kind == "refreshing" else None
+    made = dict(memcached(url, backend=backend, refresh=refresh))  # type: ignore[arg-type]
+    package = "cache_settings.backends" if refresh else "django.core.cache.backends.memcached"
+    assert (
+        made["BACKEND"]
+        == f"{package}.{'PyLibMCCache' if backend == 'pylibmc' else 'PyMemcacheCache'}"
+    )
+    return made
 
 
 def _caches_setting(entry: dict[str, Any], **params: Any) -> dict[str, dict[str, Any]]:
@@ -95,7 +117,8 @@ def cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
 
 def test_defaults__are_in_the_entry(backend: str, entry: dict[str, Any]) -> None:
     """The battery below runs with exactly the client defaults, not Django's bare ones."""
-    assert entry["OPTIONS"] == client_defaults(backend)
+    options = {key: value for key, value in entry["OPTIONS"].items() if key != CONFIG_KEY}
+    assert options == client_defaults(backend)
 
 
 def test_simple__set_then_get(cache: BaseCache) -> None:
