@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 import warnings
@@ -196,6 +197,9 @@ class Consul:
                 f"permission denied by the agent ({_clean(exc, settings)}); "
                 "check the token (CONSUL_HTTP_TOKEN or token=)",
             ) from None
+        except requests.RequestException as exc:
+            elapsed = time.monotonic() - started
+            raise SourceError(self.url, _describe(exc, elapsed, requests, settings)) from None
         except failures as exc:
             elapsed = time.monotonic() - started
             raise SourceError(
@@ -431,6 +435,26 @@ def _go_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in _GO_FALSE:
         return False
     raise ConfigurationError(f"{name}={value!r} must be true or false")
+
+
+# The operating system's reason inside urllib3's wrapped errors, e.g. "[Errno 111] ...".
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _describe(exc: BaseException, elapsed: float, requests: Any, settings: _Settings) -> str:
+    """Return a short reason for a failed request: what went wrong, not urllib3's repr."""
+    agent = f"{settings.scheme}://{settings.host}:{settings.port}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS with the agent {agent} failed after {elapsed:.2f}s: {_clean(exc, settings)}"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"ConnectTimeout: no connection to the agent {agent} within {elapsed:.2f}s"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"ReadTimeout: the agent {agent} did not answer within {elapsed:.2f}s"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        found = _ERRNO.search(str(exc))
+        reason = found.group(1).strip() if found else _clean(exc, settings)
+        return f"ConnectionError: cannot reach the agent {agent}: {reason}"
+    return f"{type(exc).__name__} after {elapsed:.2f}s: {_clean(exc, settings)}"
 
 
 def _clean(exc: BaseException, settings: _Settings) -> str:
