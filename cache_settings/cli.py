@@ -9,30 +9,39 @@
 
 Exit status: 0 when every source answered live (``check``: and matches its snapshot), 1 when
 a source failed, a snapshot is missing or differs, 2 for bad usage. ``manage.py cache_nodes``
-runs the same verbs through :func:`run`.
+runs the same verbs through :func:`run`. What is printed, and how secrets are kept out of it,
+lives in ``_report``; the targets and the offline settings import in ``_targets``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any
 
+from ._report import (
+    CHECK_COLUMNS,
+    PROG,
+    RESOLVE_COLUMNS,
+    SHOW_COLUMNS,
+    Column,
+    Output,
+    Stream,
+    age,
+    logging_to,
+    secrets,
+)
+from ._targets import SettingsTargets, Target, UsageError, load_settings, targets_from_entries
 from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError, SnapshotError
 from .nodes import Node
-from .resolve import OFFLINE_VARIABLE, Resolution, resolve
-from .settings import Entry, collecting, entries
+from .resolve import Resolution, resolve
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
-from .sources import Source, parse_source
+from .sources import parse_source
 
 __all__ = [
     "EXIT_FAILED",
@@ -51,249 +60,86 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-PROG = "cache-settings"
 
-# Environment variables whose values must never be printed, even inside a client's error.
-_SECRET_VARIABLES = (
-    "CONSUL_HTTP_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-)
-_SECRET_QUERY_KEYS = frozenset({"token", "password", "secret"})
-_MASK = "***"
+# Options of resolve and check that apply to a source URL only: settings entries carry the
+# arguments given to memcached(). Unset ones keep Target's defaults.
+_URL_OPTIONS = ("snapshot", "attempts", "deadline", "min_nodes")
 
 
-class _Stream(Protocol):
-    def write(self, text: str, /) -> object: ...
+# --- verbs ------------------------------------------------------------------------------------
 
 
-class _UsageError(Exception):
-    """Raised for a bad combination of arguments: exit status 2."""
+@dataclass(slots=True)
+class _Context:
+    args: argparse.Namespace
+    output: Output
+    settings_targets: Callable[[], SettingsTargets] | None
+    problems: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One source to resolve, show or check, with the arguments ``memcached()`` was given."""
-
-    source: Source
-    snapshot: str | None = None
-    attempts: int = 3
-    deadline: float = 5.0
-    max_age: float | None = None
-    min_nodes: int = 1
-
-    @classmethod
-    def from_entry(cls, entry: Entry) -> Target:
-        """Return the target of one recorded ``memcached()`` call."""
-        return cls(
-            entry.source,
-            entry.snapshot,
-            entry.attempts,
-            entry.deadline,
-            entry.max_age,
-            entry.min_nodes,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SettingsTargets:
-    """The targets a settings module declares, and why the list may be incomplete."""
-
-    targets: tuple[Target, ...]
-    problems: tuple[str, ...] = ()
-
-
-def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
-    """Return one target per distinct (source, snapshot file), in settings order."""
-    seen: dict[tuple[str, str | None], Target] = {}
-    for entry in recorded:
-        seen.setdefault((entry.source.url, entry.snapshot), Target.from_entry(entry))
-    return list(seen.values())
-
-
-def load_settings(module: str) -> SettingsTargets:
-    """Import the settings *module* and return the targets its ``memcached()`` calls record.
-
-    The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` and inside
-    :func:`cache_settings.settings.collecting`, so the import contacts no source and records
-    every entry, even those whose snapshot is missing; the verbs then ask each source.
-    """
-    start = len(entries())
-    with (
-        _environ(OFFLINE_VARIABLE, "1"),
-        _fresh_modules(module),
-        _quiet(True),
-        collecting(),
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
-                raise _UsageError(f"--settings: cannot import {module!r} ({exc})") from exc
-            raise
-    return SettingsTargets(tuple(targets_from_entries(entries()[start:])), ())
-
-
-@contextlib.contextmanager
-def _quiet(quiet: bool) -> Iterator[None]:
-    # The offline pass only reads snapshots to learn the entries; a missing one is expected
-    # on a first deploy and is reported by what follows, not logged as an error here.
-    if not quiet:
-        yield
-        return
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str | None) -> Iterator[None]:
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
+def _settings_targets(ctx: _Context) -> list[Target]:
+    if ctx.settings_targets is not None:
+        found = ctx.settings_targets()
     else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        module = getattr(ctx.args, "settings", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
+        if not module:
+            raise UsageError(
+                f"{ctx.args.verb}: give a source URL or --settings MODULE "
+                "(or set DJANGO_SETTINGS_MODULE)"
+            )
+        found = load_settings(module)
+    ctx.problems.extend(found.problems)
+    if not found.targets and not found.problems:
+        ctx.problems.append("the settings call cache_settings.memcached() nowhere")
+    return list(found.targets)
 
 
-@contextlib.contextmanager
-def _fresh_modules(module: str) -> Iterator[None]:
-    # The settings module runs its memcached() calls only when executed, so it is imported
-    # afresh, as are its submodules and siblings (settings/base.py beside settings/prod.py); they
-    # are forgotten afterwards so the next import runs them again. Other packages stay loaded.
-    parent = module.rpartition(".")[0]
-
-    def ours(name: str) -> bool:
-        return (
-            name == module
-            or name.startswith(module + ".")
-            or bool(parent and name.startswith(parent + "."))
+def _live_targets(ctx: _Context, *, needs_snapshot: bool = False) -> list[Target]:
+    # The targets of resolve and check: the source URL's, or every settings entry's.
+    args = ctx.args
+    if args.url and getattr(args, "settings", None):
+        raise UsageError(f"{args.verb}: give a source URL or --settings, not both")
+    given = {name: getattr(args, name) for name in _URL_OPTIONS if getattr(args, name) is not None}
+    if not args.url and given:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise UsageError(
+            f"{args.verb}: {flag} applies to a source URL; settings entries use the "
+            "arguments given to memcached()"
         )
-
-    saved = {name: mod for name, mod in sys.modules.items() if ours(name)}
-    for name in saved:
-        del sys.modules[name]
-    # Like ``python -m``: the current directory is importable, as it is for manage.py.
-    added = os.getcwd() not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, os.getcwd())
-    try:
-        yield
-    finally:
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(os.getcwd())
-        for name in [n for n in sys.modules if ours(n)]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    if args.url and needs_snapshot and args.snapshot is None:
+        raise UsageError("check: a source URL needs --snapshot FILE to compare with")
+    targets = [Target(parse_source(args.url), **given)] if args.url else _settings_targets(ctx)
+    ctx.output.add_secrets(secrets(args.url, [target.source for target in targets]))
+    return targets
 
 
-# --- output -----------------------------------------------------------------------------------
+def _finish(
+    ctx: _Context,
+    key: str,
+    rows: list[dict[str, Any]],
+    columns: Sequence[Column],
+    *,
+    ok: bool,
+    errors: Iterable[str],
+) -> int:
+    # Every verb prints {"ok", key: rows, "problems"} or a table, then one line per error.
+    ok = ok and not ctx.problems
+    ctx.output.report(ctx.args.json, {"ok": ok, key: rows, "problems": ctx.problems}, rows, columns)
+    for error in errors:
+        ctx.output.err(f"{PROG}: {error}")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
-class _Output:
-    """Writes text and JSON, with every known secret masked."""
-
-    def __init__(self, stdout: _Stream, stderr: _Stream, secrets: Iterable[str]) -> None:
-        self.stdout = stdout
-        self.stderr = stderr
-        self.secrets: list[str] = []
-        self.add_secrets(secrets)
-
-    def add_secrets(self, secrets: Iterable[str]) -> None:
-        # Longest first, so that a secret containing another is masked whole. Very short
-        # values are left alone: masking "a" would garble every line.
-        found = {s for s in [*self.secrets, *secrets] if len(s) >= 4}
-        self.secrets = sorted(found, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, _MASK)
-        return text
-
-    def out(self, text: str) -> None:
-        self.stdout.write(self.scrub(text) + "\n")
-
-    def err(self, text: str) -> None:
-        self.stderr.write(self.scrub(text) + "\n")
-
-    def json(self, data: object) -> None:
-        self.out(json.dumps(data, indent=2))
-
-
-class _ScrubbingFormatter(logging.Formatter):
-    def __init__(self, output: _Output) -> None:
-        super().__init__(f"{PROG}: %(levelname)s: %(message)s")
-        self.output = output
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.output.scrub(super().format(record))
-
-
-@contextlib.contextmanager
-def _logging_to(output: _Output, verbose: bool) -> Iterator[None]:
-    # resolve() logs each retry and fallback. The summary already names every attempt's
-    # cause, so only --verbose shows them (masked like everything else); logging is left
-    # as it was afterwards.
-    level = logging.INFO if verbose else logging.ERROR
-    handler = logging.StreamHandler(output.stderr)
-    handler.setFormatter(_ScrubbingFormatter(output))
-    handler.setLevel(level)
-    package = logging.getLogger("cache_settings")
-    old_level = package.level
-    package.addHandler(handler)
-    if verbose:
-        package.setLevel(level)
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(old_level)
-
-
-def _secrets(args: argparse.Namespace, targets: Iterable[Target]) -> list[str]:
-    found = [os.environ[name] for name in _SECRET_VARIABLES if os.environ.get(name)]
-    url = getattr(args, "url", None)
-    if url:
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rpartition("@")[0]
-        found += [unquote(userinfo), *unquote(userinfo).split(":")] if userinfo else []
-        found += [
-            value
-            for key, value in parse_qsl(parts.query, keep_blank_values=True)
-            if key.lower() in _SECRET_QUERY_KEYS
-        ]
-    for target in targets:
-        for name in ("token", "password", "secret"):
-            value = getattr(target.source, name, None)
-            if isinstance(value, str) and value:
-                found.append(value)
-    return found
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
+def _live(target: Target, *, snapshot: str | None) -> Resolution:
+    # live_only: a snapshot answer would hide the outage these verbs exist to catch.
+    return resolve(
+        target.source,
+        attempts=target.attempts,
+        deadline=target.deadline,
+        snapshot=snapshot,
+        min_nodes=target.min_nodes,
+        live_only=True,
     )
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{max(seconds, 0):.0f}s"
 
 
 def _locations(nodes: Iterable[Node]) -> list[str]:
@@ -304,91 +150,11 @@ def _nodes_json(nodes: Iterable[Node]) -> list[dict[str, object]]:
     return [node.as_dict() for node in nodes]
 
 
-# --- verbs ------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Context:
-    args: argparse.Namespace
-    output: _Output
-    settings_targets: Callable[[], SettingsTargets] | None
-    problems: list[str] = field(default_factory=list)
-
-
-def _targets(ctx: _Context) -> list[Target]:
-    args = ctx.args
-    module = getattr(args, "settings", None)
-    if ctx.settings_targets is not None:
-        found = ctx.settings_targets()
-    else:
-        module = module or os.environ.get("DJANGO_SETTINGS_MODULE")
-        if not module:
-            raise _UsageError(
-                f"{args.verb}: give a source URL or --settings MODULE "
-                "(or set DJANGO_SETTINGS_MODULE)"
-            )
-        found = load_settings(module)
-    ctx.problems.extend(found.problems)
-    if not found.targets and not found.problems:
-        ctx.problems.append("the settings call cache_settings.memcached() nowhere")
-    return list(found.targets)
-
-
-def _url_target(args: argparse.Namespace) -> Target:
-    # Settings entries carry their own arguments; these options apply to a URL only.
-    return Target(
-        parse_source(args.url),
-        args.snapshot,
-        args.attempts if args.attempts is not None else 3,
-        args.deadline if args.deadline is not None else 5.0,
-        None,
-        args.min_nodes if args.min_nodes is not None else 1,
-    )
-
-
-def _check_url_or_settings(args: argparse.Namespace, url_options: Sequence[str]) -> None:
-    if args.url and getattr(args, "settings", None):
-        raise _UsageError(f"{args.verb}: give a source URL or --settings, not both")
-    if not args.url:
-        given = [option for option in url_options if getattr(args, option) is not None]
-        if given:
-            flag = "--" + given[0].replace("_", "-")
-            raise _UsageError(
-                f"{args.verb}: {flag} applies to a source URL; settings entries use the "
-                "arguments given to memcached()"
-            )
-
-
 def _cmd_resolve(ctx: _Context) -> int:
-    args = ctx.args
-    _check_url_or_settings(args, ("snapshot", "attempts", "deadline", "min_nodes"))
-    targets = [_url_target(args)] if args.url else _targets(ctx)
-    ctx.output.add_secrets(_secrets(args, targets))
-    results: list[dict[str, Any]] = []
-    for target in targets:
-        results.append(_resolve_one(target))
-    failed = [r for r in results if r["status"] != "live"]
-    ok = not failed and not ctx.problems
-    if args.json:
-        ctx.output.json({"ok": ok, "results": results, "problems": ctx.problems})
-    else:
-        rows = [
-            [
-                r["source"],
-                r["status"],
-                ", ".join(r["locations"]) or "-",
-                "-" if r["version"] is None else str(r["version"]),
-                r["snapshot"] or "-",
-            ]
-            for r in results
-        ]
-        if rows:
-            ctx.output.out(_table(["SOURCE", "STATUS", "NODES", "VERSION", "SNAPSHOT"], rows))
-    for r in failed:
-        ctx.output.err(f"{PROG}: FAILED {r['error']}")
-    for problem in ctx.problems:
-        ctx.output.err(f"{PROG}: FAILED {problem}")
-    return EXIT_OK if ok else EXIT_FAILED
+    results = [_resolve_one(target) for target in _live_targets(ctx)]
+    failed = [r["error"] for r in results if r["status"] != "live"]
+    errors = [f"FAILED {text}" for text in [*failed, *ctx.problems]]
+    return _finish(ctx, "results", results, RESOLVE_COLUMNS, ok=not failed, errors=errors)
 
 
 def _resolve_one(target: Target) -> dict[str, Any]:
@@ -403,15 +169,7 @@ def _resolve_one(target: Target) -> dict[str, Any]:
         "error": None,
     }
     try:
-        # live_only: a snapshot answer would hide the outage this command exists to catch.
-        resolution = resolve(
-            target.source,
-            attempts=target.attempts,
-            deadline=target.deadline,
-            snapshot=target.snapshot,
-            min_nodes=target.min_nodes,
-            live_only=True,
-        )
+        resolution = _live(target, snapshot=target.snapshot)
     except ResolutionError as exc:
         result["error"] = str(exc)
         return result
@@ -439,7 +197,7 @@ def _cmd_show(ctx: _Context) -> int:
     rows: list[dict[str, Any]] = []
     if args.files:
         if getattr(args, "settings", None):
-            raise _UsageError("show: give snapshot files or --settings, not both")
+            raise UsageError("show: give snapshot files or --settings, not both")
         for path in args.files:
             try:
                 stored = load_snapshot(path)
@@ -450,7 +208,7 @@ def _cmd_show(ctx: _Context) -> int:
                 ctx.problems.append(f"{path}: no such snapshot file")
             rows += [_show_row(path, entry, None) for entry in stored.values()]
     else:
-        for target in _targets(ctx):
+        for target in _settings_targets(ctx):
             if target.snapshot is None:
                 rows.append(_missing_row(target, "no snapshot configured"))
                 continue
@@ -464,38 +222,19 @@ def _cmd_show(ctx: _Context) -> int:
                 ctx.problems.append(f"{target.source.url}: no entry in {target.snapshot}")
             else:
                 rows.append(_show_row(target.snapshot, entry, target.max_age))
-    if args.json:
-        ctx.output.json({"ok": not ctx.problems, "entries": rows, "problems": ctx.problems})
-    else:
-        table = [
-            [
-                r["source"],
-                ", ".join(r["locations"]) or "-",
-                "-" if r["age_seconds"] is None else _age(r["age_seconds"]),
-                "-" if r["version"] is None else str(r["version"]),
-                r["status"],
-                r["snapshot"] or "-",
-            ]
-            for r in rows
-        ]
-        if table:
-            headers = ["SOURCE", "NODES", "AGE", "VERSION", "STATUS", "SNAPSHOT"]
-            ctx.output.out(_table(headers, table))
-    for problem in ctx.problems:
-        ctx.output.err(f"{PROG}: {problem}")
-    return EXIT_FAILED if ctx.problems else EXIT_OK
+    return _finish(ctx, "entries", rows, SHOW_COLUMNS, ok=True, errors=ctx.problems)
 
 
 def _show_row(path: str, entry: SnapshotEntry, max_age: float | None) -> dict[str, Any]:
-    age = entry.age()
+    seconds = entry.age()
     return {
         "source": entry.source,
         "snapshot": path,
-        "status": "stale" if max_age is not None and age > max_age else "ok",
+        "status": "stale" if max_age is not None and seconds > max_age else "ok",
         "nodes": _nodes_json(entry.nodes),
         "locations": _locations(entry.nodes),
         "fetched_at": entry.fetched_at,
-        "age_seconds": round(age, 3),
+        "age_seconds": round(seconds, 3),
         "version": entry.version,
     }
 
@@ -514,23 +253,9 @@ def _missing_row(target: Target, status: str) -> dict[str, Any]:
 
 
 def _cmd_check(ctx: _Context) -> int:
-    args = ctx.args
-    _check_url_or_settings(args, ("snapshot", "attempts", "deadline", "min_nodes"))
-    if args.url and args.snapshot is None:
-        raise _UsageError("check: a source URL needs --snapshot FILE to compare with")
-    targets = [_url_target(args)] if args.url else _targets(ctx)
-    ctx.output.add_secrets(_secrets(args, targets))
-    results = [_check_one(target) for target in targets]
-    ok = all(r["status"] == "same" for r in results) and not ctx.problems
-    if args.json:
-        ctx.output.json({"ok": ok, "results": results, "problems": ctx.problems})
-    else:
-        rows = [[r["source"], r["status"], r["detail"], r["snapshot"] or "-"] for r in results]
-        if rows:
-            ctx.output.out(_table(["SOURCE", "STATUS", "DETAIL", "SNAPSHOT"], rows))
-    for problem in ctx.problems:
-        ctx.output.err(f"{PROG}: {problem}")
-    return EXIT_OK if ok else EXIT_FAILED
+    results = [_check_one(target) for target in _live_targets(ctx, needs_snapshot=True)]
+    ok = all(r["status"] == "same" for r in results)
+    return _finish(ctx, "results", results, CHECK_COLUMNS, ok=ok, errors=ctx.problems)
 
 
 def _check_one(target: Target) -> dict[str, Any]:
@@ -561,14 +286,8 @@ def _check_one(target: Target) -> dict[str, Any]:
                 result["stored"] = _locations(stored.nodes)
                 result["age_seconds"] = round(stored.age(), 3)
     try:
-        # No snapshot argument: checking must not rewrite the file it compares with.
-        live = resolve(
-            target.source,
-            attempts=target.attempts,
-            deadline=target.deadline,
-            min_nodes=target.min_nodes,
-            live_only=True,
-        )
+        # No snapshot: checking must not rewrite the file it compares with.
+        live = _live(target, snapshot=None)
     except ResolutionError as exc:
         result.update(status="failed", detail=str(exc), error=str(exc))
         return result
@@ -587,7 +306,7 @@ def _check_one(target: Target) -> dict[str, Any]:
             removed=_locations(removed),
         )
     else:
-        result["detail"] = f"{len(live.nodes)} node(s), snapshot {_age(stored.age())} old"
+        result["detail"] = f"{len(live.nodes)} node(s), snapshot {age(stored.age())} old"
     return result
 
 
@@ -605,7 +324,7 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
     return value
@@ -700,21 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run(
     args: argparse.Namespace,
     *,
-    stdout: _Stream | None = None,
-    stderr: _Stream | None = None,
+    stdout: Stream | None = None,
+    stderr: Stream | None = None,
     settings_targets: Callable[[], SettingsTargets] | None = None,
 ) -> int:
     """Run the verb in *args* (parsed by :func:`add_verbs`) and return the exit status.
 
     *settings_targets* replaces importing a settings module (``manage.py cache_nodes``
-    passes the entries its own settings import recorded); its argument is *live*.
+    passes the entries its own settings import recorded).
     """
-    output = _Output(stdout or sys.stdout, stderr or sys.stderr, _secrets(args, ()))
+    output = Output(stdout or sys.stdout, stderr or sys.stderr, secrets(getattr(args, "url", None)))
     ctx = _Context(args, output, settings_targets)
     try:
-        with _logging_to(output, bool(getattr(args, "verbose", False))):
+        with logging_to(output, bool(getattr(args, "verbose", False))):
             return _VERBS[args.verb](ctx)
-    except (_UsageError, ConfigurationError) as exc:
+    except (UsageError, ConfigurationError) as exc:
         output.err(f"{PROG} {args.verb}: error: {exc}")
         return EXIT_USAGE
     except CacheSettingsError as exc:

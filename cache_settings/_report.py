@@ -1,0 +1,196 @@
+"""What the ``cache-settings`` verbs print: tables, JSON and log lines, every secret masked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .sources import Source
+
+__all__ = [
+    "CHECK_COLUMNS",
+    "PROG",
+    "RESOLVE_COLUMNS",
+    "SHOW_COLUMNS",
+    "Column",
+    "Output",
+    "Stream",
+    "age",
+    "logging_to",
+    "secrets",
+    "table",
+]
+
+PROG = "cache-settings"
+
+# Environment variables whose values must never be printed, even inside a client's error.
+_SECRET_VARIABLES = (
+    "CONSUL_HTTP_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+_SECRET_QUERY_KEYS = frozenset({"token", "password", "secret"})
+_MASK = "***"
+
+# A table column: its header, and how one result dict becomes its cell.
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+class Stream(Protocol):
+    """Where text goes: ``sys.stdout``, or a management command's ``OutputWrapper``."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+class Output:
+    """Writes text and JSON, with every known secret masked."""
+
+    def __init__(self, stdout: Stream, stderr: Stream, secrets: Iterable[str]) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.secrets: list[str] = []
+        self.add_secrets(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Mask *secrets* too from now on."""
+        # Longest first, so that a secret containing another is masked whole. Very short
+        # values are left alone: masking "a" would garble every line.
+        found = {s for s in [*self.secrets, *secrets] if len(s) >= 4}
+        self.secrets = sorted(found, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """Return *text* with every known secret replaced by ``***``."""
+        for secret in self.secrets:
+            text = text.replace(secret, _MASK)
+        return text
+
+    def out(self, text: str) -> None:
+        """Write one line to standard output."""
+        self.stdout.write(self.scrub(text) + "\n")
+
+    def err(self, text: str) -> None:
+        """Write one line to standard error."""
+        self.stderr.write(self.scrub(text) + "\n")
+
+    def report(
+        self,
+        as_json: bool,
+        data: dict[str, Any],
+        rows: Sequence[dict[str, Any]],
+        columns: Sequence[Column],
+    ) -> None:
+        """Print *data* as JSON, or else *rows* as a table of *columns* (nothing if none)."""
+        if as_json:
+            self.out(json.dumps(data, indent=2))
+        elif rows:
+            cells = [[cell(row) for _, cell in columns] for row in rows]
+            self.out(table([header for header, _ in columns], cells))
+
+
+def secrets(url: str | None = None, sources: Iterable[Source] = ()) -> list[str]:
+    """Return the secrets in the environment, in a source *url* and held by *sources*."""
+    found = [os.environ[name] for name in _SECRET_VARIABLES if os.environ.get(name)]
+    if url:
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        found += [unquote(userinfo), *unquote(userinfo).split(":")] if userinfo else []
+        found += [
+            value
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+            if key.lower() in _SECRET_QUERY_KEYS
+        ]
+    for source in sources:
+        for name in ("token", "password", "secret"):
+            value = getattr(source, name, None)
+            if isinstance(value, str) and value:
+                found.append(value)
+    return found
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    def __init__(self, output: Output) -> None:
+        super().__init__(f"{PROG}: %(levelname)s: %(message)s")
+        self.output = output
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.output.scrub(super().format(record))
+
+
+@contextlib.contextmanager
+def logging_to(output: Output, verbose: bool) -> Iterator[None]:
+    """Send the package's log lines to *output*'s stderr while the block runs."""
+    # resolve() logs each retry and fallback. The summary already names every attempt's
+    # cause, so only --verbose shows them (masked like everything else); logging is left
+    # as it was afterwards.
+    level = logging.INFO if verbose else logging.ERROR
+    handler = logging.StreamHandler(output.stderr)
+    handler.setFormatter(_ScrubbingFormatter(output))
+    handler.setLevel(level)
+    package = logging.getLogger("cache_settings")
+    old_level = package.level
+    package.addHandler(handler)
+    if verbose:
+        package.setLevel(level)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(old_level)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Return *rows* under *headers*, each column padded to its widest cell."""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )
+
+
+def age(seconds: float) -> str:
+    """Return *seconds* as a short age: ``45s``, ``3m``, ``5h``, ``2d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def _nodes(row: dict[str, Any]) -> str:
+    return ", ".join(row["locations"]) or "-"
+
+
+def _version(row: dict[str, Any]) -> str:
+    return "-" if row["version"] is None else str(row["version"])
+
+
+def _snapshot(row: dict[str, Any]) -> str:
+    return row["snapshot"] or "-"
+
+
+RESOLVE_COLUMNS: tuple[Column, ...] = (
+    ("SOURCE", lambda row: row["source"]),
+    ("STATUS", lambda row: row["status"]),
+    ("NODES", _nodes),
+    ("VERSION", _version),
+    ("SNAPSHOT", _snapshot),
+)
+SHOW_COLUMNS: tuple[Column, ...] = (
+    ("SOURCE", lambda row: row["source"]),
+    ("NODES", _nodes),
+    ("AGE", lambda row: "-" if row["age_seconds"] is None else age(row["age_seconds"])),
+    ("VERSION", _version),
+    ("STATUS", lambda row: row["status"]),
+    ("SNAPSHOT", _snapshot),
+)
+CHECK_COLUMNS: tuple[Column, ...] = (
+    ("SOURCE", lambda row: row["source"]),
+    ("STATUS", lambda row: row["status"]),
+    ("DETAIL", lambda row: row["detail"]),
+    ("SNAPSHOT", _snapshot),
+)

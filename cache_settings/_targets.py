@@ -1,0 +1,140 @@
+"""What the ``cache-settings`` verbs act on: one :class:`Target` per ``memcached()`` entry.
+
+The entries come from importing a settings module offline (:func:`load_settings`), or from
+the calls ``manage.py cache_nodes`` saw Django's own settings import make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .resolve import OFFLINE_VARIABLE
+from .settings import Entry, collecting, entries
+from .sources import Source
+
+__all__ = ["SettingsTargets", "Target", "UsageError", "load_settings", "targets_from_entries"]
+
+
+class UsageError(Exception):
+    """Raised for a bad combination of arguments: exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One source to resolve, show or check, with the arguments ``memcached()`` was given."""
+
+    source: Source
+    snapshot: str | None = None
+    attempts: int = 3
+    deadline: float = 5.0
+    max_age: float | None = None
+    min_nodes: int = 1
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> Target:
+        """Return the target of one recorded ``memcached()`` call."""
+        return cls(
+            entry.source,
+            entry.snapshot,
+            entry.attempts,
+            entry.deadline,
+            entry.max_age,
+            entry.min_nodes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsTargets:
+    """The targets a settings module declares, and why the list may be incomplete."""
+
+    targets: tuple[Target, ...]
+    problems: tuple[str, ...] = ()
+
+
+def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
+    """Return one target per distinct (source, snapshot file), in settings order."""
+    seen: dict[tuple[str, str | None], Target] = {}
+    for entry in recorded:
+        seen.setdefault((entry.source.url, entry.snapshot), Target.from_entry(entry))
+    return list(seen.values())
+
+
+def load_settings(module: str) -> SettingsTargets:
+    """Import the settings *module* and return the targets its ``memcached()`` calls record.
+
+    The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` and inside
+    :func:`cache_settings.settings.collecting`, so the import contacts no source and records
+    every entry, even those whose snapshot is missing; the verbs then ask each source.
+    """
+    start = len(entries())
+    with _environ(OFFLINE_VARIABLE, "1"), _fresh_modules(module), _quiet(), collecting():
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+                raise UsageError(f"--settings: cannot import {module!r} ({exc})") from exc
+            raise
+    return SettingsTargets(tuple(targets_from_entries(entries()[start:])))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # The offline pass only reads snapshots to learn the entries; a missing one is expected
+    # on a first deploy and is reported by what follows, not logged as an error here.
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@contextlib.contextmanager
+def _fresh_modules(module: str) -> Iterator[None]:
+    # The settings module runs its memcached() calls only when executed, so it is imported
+    # afresh, as are its submodules and siblings (settings/base.py beside settings/prod.py); they
+    # are forgotten afterwards so the next import runs them again. Other packages stay loaded.
+    parent = module.rpartition(".")[0]
+
+    def ours(name: str) -> bool:
+        return (
+            name == module
+            or name.startswith(module + ".")
+            or bool(parent and name.startswith(parent + "."))
+        )
+
+    saved = {name: mod for name, mod in sys.modules.items() if ours(name)}
+    for name in saved:
+        del sys.modules[name]
+    # Like ``python -m``: the current directory is importable, as it is for manage.py.
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(os.getcwd())
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
