@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -88,7 +89,9 @@ def resolve(
         try:
             if left <= 0:
                 raise SourceError(src.url, f"deadline of {deadline:g} s reached")
-            version, nodes = ask(src, left)
+            version, nodes = (
+                ask(src, left) if getattr(src, "local", False) else _bounded_ask(src, left)
+            )
             if len(nodes) < min_nodes:
                 raise SourceError(
                     src.url, f"answered {len(nodes)} node(s), fewer than min_nodes={min_nodes}"
@@ -138,6 +141,38 @@ def ask(source: Source, timeout: float) -> tuple[int | None, tuple[Node, ...]]:
     else:
         version, nodes = None, source.resolve(timeout)
     return version, unique_sorted(nodes)
+
+
+# Seconds an attempt may run past its timeout before it is abandoned; the sources' own
+# timeouts normally end it first.
+_GRACE = 0.05
+
+
+def _bounded_ask(source: Source, timeout: float) -> tuple[int | None, tuple[Node, ...]]:
+    """Ask *source* once and give up after *timeout* seconds, whatever the source does.
+
+    Client libraries bound each socket read, not a whole request: an agent or an API
+    endpoint that trickles its reply a byte at a time, or a credential lookup that
+    stalls, would hold settings import far past its deadline. The attempt therefore runs
+    in a daemon thread that is abandoned (its answer ignored) when time is up.
+    """
+    outcome: list[tuple[int | None, tuple[Node, ...]] | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(ask(source, timeout))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name=f"cache_settings attempt {source.url}", daemon=True)
+    worker.start()
+    worker.join(timeout + _GRACE)
+    if not outcome:
+        raise SourceError(source.url, f"no complete answer within {timeout:.2f} s")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _retrying(source: Source, attempts: int, deadline: float) -> Retrying:

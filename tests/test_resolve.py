@@ -335,3 +335,18 @@ def test_resolve__offline_mode_still_reads_a_static_list(monkeypatch: pytest.Mon
 
     assert resolution.origin == "live"
     assert resolution.locations == ["10.0.0.1:11211", "10.0.0.2:11211"]
+
+
+def test_resolve__consul_trickling_its_reply_is_bounded_by_the_deadline(
+    consul_agent: ConsulAgent, faults: Faults
+) -> None:
+    """Each byte arrives before the read timeout, so only the deadline can stop the wait."""
+    consul_agent.needs_standin("a proxy in front of the agent")
+    consul_agent.add("memcached", "10.1.0.1", 11211)
+    trickle = faults.proxy(consul_agent.address, chunk=2)  # 5 ms between 2-byte pieces
+    started = time.monotonic()
+
+    with pytest.raises(ResolutionError, match="no complete answer within"):
+        resolve(f"consul://{trickle.address}/memcached", deadline=1.0)
+
+    assert time.monotonic() - started <= 1.0 * 1.2

@@ -180,3 +180,17 @@ def test_elasticache_api__unknown_cluster_names_it_and_no_secret_leaks(
     for text in (str(raised.value), snapshot.read_text(), caplog.text):
         assert secret not in text
         assert key_id not in text
+
+
+def test_elasticache_api__trickling_endpoint_is_bounded_by_the_deadline(
+    aws_chain: ElastiCacheAPIServer, faults: Faults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws_chain.add_cluster("slow", [("10.0.0.1", 11211)])
+    trickle = faults.proxy(aws_chain.endpoint_url.split("//", 1)[1], chunk=8, delay=0.2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ELASTICACHE", f"http://{trickle.address}")
+    started = time.monotonic()
+
+    with pytest.raises(ResolutionError, match="slow"):
+        resolve("elasticache-api://slow", deadline=DEADLINE)
+
+    assert time.monotonic() - started <= DEADLINE * 1.2
