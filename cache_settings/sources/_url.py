@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
-from urllib.parse import SplitResult, parse_qsl, unquote
+from urllib.parse import SplitResult, parse_qsl, quote, unquote
 
 from ..exceptions import ConfigurationError
 from ..tls import TLSConfig
@@ -92,11 +93,24 @@ class Query:
 
 
 def redact(url: SplitResult) -> str:
-    """Return *url* without user info (tokens, passwords) and without secret options."""
+    """Return *url* without user info (tokens, passwords) and without secret options.
+
+    User info is also removed from URLs inside option values (``endpoint_url=``).
+    """
     netloc = url.netloc.rpartition("@")[2]
     query = "&".join(
-        part
+        _without_userinfo(part)
         for part in url.query.split("&")
         if part and unquote(part.partition("=")[0]).lower() not in {"token", "password", "secret"}
     )
     return url._replace(netloc=netloc, query=query, fragment="").geturl()
+
+
+def _without_userinfo(part: str) -> str:
+    key, sep, value = part.partition("=")
+    text = unquote(value)
+    cleaned = _USERINFO.sub("//", text)
+    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/')}"
+
+
+_USERINFO = re.compile(r"//[^/?#@]*@")

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
@@ -61,7 +61,7 @@ class ElastiCacheAPI:
     name: str
     region: str | None = None
     profile: str | None = None
-    endpoint_url: str | None = None
+    endpoint_url: str | None = field(default=None, repr=False)  # may carry credentials
     address: str = "ip"
     ca: str | None = None
 

@@ -52,6 +52,13 @@ class Static:
             raise ConfigurationError(
                 f"{where}: unexpected path {url.path!r}; list nodes as {scheme}://host:port,host:port"
             )
+        if "@" in url.netloc:
+            # Django's memcached backends take no credentials in LOCATION; and the part
+            # before "@" is a secret that must not reach an error message.
+            raise ConfigurationError(
+                f"{where}: a user name or password in the URL is not supported; "
+                "remove the part before '@' (pylibmc takes username/password in options)"
+            )
         hosts = [part for part in unquote(url.netloc).split(",") if part.strip()]
         if not hosts:
             raise ConfigurationError(f"{where}: no nodes; write {scheme}://host:port,host:port")

@@ -641,3 +641,15 @@ def test_elasticache_api__real_aws_lists_nodes(monkeypatch: pytest.MonkeyPatch) 
 
     assert nodes
     assert all(n.host.endswith(".amazonaws.com") and 0 < n.port < 65536 for n in nodes)
+
+
+def test_elasticache_api__credentials_in_endpoint_url_stay_out_of_repr_url_and_errors() -> None:
+    url = "elasticache-api://mc?endpoint_url=http%3A%2F%2FAKIAXX%3AS3CRETPW%40localhost%3A1"
+    source = parse_source(url)
+
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url + "&colour=blue")
+
+    for text in (repr(source), source.url, str(raised.value)):
+        assert "S3CRETPW" not in text
+        assert "AKIAXX" not in text

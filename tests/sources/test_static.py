@@ -70,3 +70,13 @@ def test_parse_source__returns_source_objects_unchanged() -> None:
 def test_parse_source__rejects_other_types() -> None:
     with pytest.raises(ConfigurationError, match="not int"):
         parse_source(11211)  # type: ignore[arg-type]
+
+
+def test_static__credentials_in_the_url_are_refused_without_being_echoed() -> None:
+    for url in (
+        "memcached://user:S3CRETPW@10.0.0.1:11211",
+        "pymemcache://a:S3CRETPW@h1,h2?tls=true",
+    ):
+        with pytest.raises(ConfigurationError, match="before '@'") as raised:
+            parse_source(url)
+        assert "S3CRETPW" not in str(raised.value)
