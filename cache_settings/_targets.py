@@ -79,7 +79,11 @@ def load_settings(module: str) -> SettingsTargets:
         except ModuleNotFoundError as exc:
             if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
                 raise UsageError(f"--settings: cannot import {module!r} ({exc})") from exc
-            raise
+            raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
+        except Exception as exc:
+            # The settings themselves are broken (a missing variable, a bad import): say
+            # so in one line, with the usage status, not as a source failure.
+            raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
     return SettingsTargets(tuple(targets_from_entries(entries()[start:])))
 
 

@@ -62,7 +62,8 @@ def check_snapshots(
     """W001: a snapshot missing or without this source; W002: older than ``max_age``."""
     messages: list[CheckMessage] = []
     for entry in _recorded():
-        if entry.snapshot is None:
+        # A static list is read from the settings; it never needs its snapshot.
+        if entry.snapshot is None or getattr(entry.source, "local", False):
             continue
         try:
             stored = load_snapshot(entry.snapshot).get(entry.source.url)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._report import (
     CHECK_COLUMNS,
@@ -42,6 +43,7 @@ from .nodes import Node
 from .resolve import Resolution, resolve
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
 from .sources import parse_source
+from .sources._url import redact
 
 __all__ = [
     "EXIT_FAILED",
@@ -228,7 +230,8 @@ def _cmd_show(ctx: _Context) -> int:
 def _show_row(path: str, entry: SnapshotEntry, max_age: float | None) -> dict[str, Any]:
     seconds = entry.age()
     return {
-        "source": entry.source,
+        # A file written elsewhere (or by hand) may hold credentials in its keys.
+        "source": redact(urlsplit(entry.source)),
         "snapshot": path,
         "status": "stale" if max_age is not None and seconds > max_age else "ok",
         "nodes": _nodes_json(entry.nodes),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,29 @@ def about(
     return [(m.id or "", m.msg) for m in check(None) if m.obj == obj and needle in m.msg]
 
 
-def test_w001__snapshot_file_missing(tmp_path: Path) -> None:
-    url = "memcached://10.31.0.1:11211"
+@dataclass(frozen=True)
+class Listed:
+    """A remote source as the checks see it (unlike a static list, it may be down)."""
+
+    url: str
+
+    def resolve(self, timeout: float) -> list[Node]:
+        return [Node(self.url.removeprefix("listed://"))]
+
+
+def test_w001__static_list_needs_no_snapshot(tmp_path: Path) -> None:
+    url = "memcached://10.31.0.9:11211"
     snapshot = tmp_path / "nodes.json"
     cache_settings.memcached(url, snapshot=snapshot)
+    snapshot.unlink()
+
+    assert about(check_snapshots, url) == []
+
+
+def test_w001__snapshot_file_missing(tmp_path: Path) -> None:
+    url = "listed://10.31.0.1"
+    snapshot = tmp_path / "nodes.json"
+    cache_settings.memcached(Listed(url), snapshot=snapshot)
     snapshot.unlink()
 
     found = about(check_snapshots, url, str(snapshot))
@@ -55,9 +75,9 @@ def test_w001__snapshot_file_missing(tmp_path: Path) -> None:
 
 
 def test_w001__snapshot_file_malformed(tmp_path: Path) -> None:
-    url = "memcached://10.31.0.2:11211"
+    url = "listed://10.31.0.2"
     snapshot = tmp_path / "nodes.json"
-    cache_settings.memcached(url, snapshot=snapshot)
+    cache_settings.memcached(Listed(url), snapshot=snapshot)
     snapshot.write_text("{not json")
 
     found = about(check_snapshots, url, str(snapshot))
@@ -67,17 +87,17 @@ def test_w001__snapshot_file_malformed(tmp_path: Path) -> None:
 
 
 def test_w001_w002__fresh_snapshot_is_silent(tmp_path: Path) -> None:
-    url = "memcached://10.31.0.3:11211"
+    url = "listed://10.31.0.3"
     snapshot = tmp_path / "nodes.json"
-    cache_settings.memcached(url, snapshot=snapshot, max_age=60)
+    cache_settings.memcached(Listed(url), snapshot=snapshot, max_age=60)
 
     assert about(check_snapshots, url, str(snapshot)) == []
 
 
 def test_w002__snapshot_older_than_max_age(tmp_path: Path) -> None:
-    url = "memcached://10.31.0.4:11211"
+    url = "listed://10.31.0.4"
     snapshot = tmp_path / "nodes.json"
-    cache_settings.memcached(url, snapshot=snapshot, max_age=60)
+    cache_settings.memcached(Listed(url), snapshot=snapshot, max_age=60)
     write_snapshot(snapshot, url, [Node("10.31.0.4")], fetched_at=time.time() - 3600)
 
     found = about(check_snapshots, url, str(snapshot))

@@ -575,6 +575,39 @@ def test_cache_nodes_check__exits_1_when_the_list_changed(
     assert "CommandError" in checked.stderr
 
 
+def test_cache_nodes_check__online_refuses_to_compare_live_with_live(
+    site: dict[str, str], consul_agent: ConsulAgent
+) -> None:
+    """Online, Django's settings import has just rewritten the snapshots: never say "same"."""
+    command = ("-m", "django", "cache_nodes")
+    python(*command, "resolve", "--settings", SITE, env=site)
+    consul_agent.add("memcached", "10.7.0.3", 11211, node="mc-c")
+
+    checked = python(*command, "check", "--settings", SITE, env=site)
+
+    assert checked.returncode == 2
+    assert "CACHE_SETTINGS_OFFLINE=1 manage.py cache_nodes check" in checked.stderr
+    assert "same" not in checked.stdout
+
+
+def test_resolve_settings__broken_settings_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "brokensite.py").write_text(
+        'import os\nSECRET_KEY = os.environ["BROKENSITE_SECRET_KEY"]\n'
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        status = main(["resolve", "--settings", "brokensite", "--json"])
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "importing brokensite failed: KeyError('BROKENSITE_SECRET_KEY')" in err
+    assert "Traceback" not in err
+
+
 def test_cache_nodes__call_command_shows_a_snapshot_file(tmp_path: Path) -> None:
     snapshot = tmp_path / "nodes.json"
     write_snapshot(snapshot, "memcached://10.5.0.1:11211", [Node("10.5.0.1")], version=3)
@@ -609,3 +642,27 @@ class _Buffer:
 
     def flush(self) -> None:
         pass
+
+
+def test_show__never_prints_credentials_held_in_a_foreign_files_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshot = tmp_path / "foreign.json"
+    key = "consul://tok-secret-zzz@10.0.0.9:8500/mc"
+    snapshot.write_text(
+        json.dumps(
+            {
+                "format": "cache_settings/1",
+                "sources": {
+                    key: {"nodes": [{"host": "10.5.0.1", "port": 11211}], "fetched_at": 1.0}
+                },
+            }
+        )
+    )
+
+    main(["show", str(snapshot)])
+    main(["show", str(snapshot), "--json"])
+
+    out = capsys.readouterr().out
+    assert "consul://10.0.0.9:8500/mc" in out
+    assert "tok-secret-zzz" not in out

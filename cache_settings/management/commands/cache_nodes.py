@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...cli import EXIT_OK, SettingsTargets, add_verbs, run, targets_from_entries
+from ...cli import EXIT_OK, EXIT_USAGE, SettingsTargets, add_verbs, run, targets_from_entries
 from ...resolve import OFFLINE_VARIABLE, is_offline
 from ...settings import entries
 
@@ -34,10 +34,13 @@ class Command(BaseCommand):
         namespace = argparse.Namespace(**{"url": None, "snapshot": None, "files": [], **given})
         namespace.verbose = options.get("verbosity", 1) >= 2
         if options["verb"] == "check" and not is_offline() and _rewritten():
-            self.stderr.write(
-                "Note: this process's settings import asked the sources and rewrote the "
-                f"snapshots it compares with; run with {OFFLINE_VARIABLE}=1, or use "
-                "`cache-settings check --settings ...`, to compare with the shipped snapshots."
+            # Comparing now would compare live with live and always say "same": a cron
+            # job must not be told all is well when it cannot know.
+            raise CommandError(
+                "this process's settings import asked the sources and rewrote the snapshots "
+                f"that check compares with; run it as {OFFLINE_VARIABLE}=1 manage.py "
+                "cache_nodes check, or use `cache-settings check --settings ...`",
+                returncode=EXIT_USAGE,
             )
         status = run(
             namespace,
