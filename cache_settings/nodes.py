@@ -79,6 +79,10 @@ def parse_port(text: str, *, where: str = "") -> int:
 def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") -> Node:
     """Parse ``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` into a :class:`Node`.
 
+    Equal servers give equal nodes, so that de-duplication and the order clients
+    hash on do not depend on spelling: host names are lower-cased without the one
+    trailing dot of a fully qualified name, and IPv6 addresses are written as
+    :class:`ipaddress.IPv6Address` does (compressed, lower-case; RFC 5952).
     *where* names the setting or URL the text came from, for the error message.
     """
     prefix = f"{where}: " if where else ""
@@ -93,14 +97,16 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
             if not rest.startswith(":"):
                 raise ConfigurationError(f"{prefix}invalid node {text!r}: expected ':' after ']'")
             port = parse_port(rest[1:], where=where)
-        if not _is_ipv6(host):
+        address = _ipv6(host)
+        if address is None:
             raise ConfigurationError(
                 f"{prefix}invalid node {text!r}: {host!r} is not an IPv6 address"
             )
-        return Node(host, port)
+        return Node(address, port)
     if value.count(":") > 1:
-        if _is_ipv6(value):
-            return Node(value, port)
+        address = _ipv6(value)
+        if address is not None:
+            return Node(address, port)
         raise ConfigurationError(
             f"{prefix}invalid node {text!r}: write IPv6 addresses in brackets, as [::1]:11211"
         )
@@ -111,7 +117,8 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
         raise ConfigurationError(
             f"{prefix}invalid node {text!r}: {host!r} is not a host name or IP"
         )
-    return Node(host.lower(), port)
+    # "mc.example.com." and "mc.example.com" name the same server (RFC 1034, 3.1).
+    return Node(host.lower().removesuffix("."), port)
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:
@@ -127,9 +134,9 @@ def _sort_key(node: Node) -> tuple[str, int, str, bool]:
     return (node.host, node.port, node.ip or "", node.tls)
 
 
-def _is_ipv6(text: str) -> bool:
+def _ipv6(text: str) -> str | None:
+    """Return *text* as one canonical IPv6 address text, or None if it is not one."""
     try:
-        ipaddress.IPv6Address(text)
+        return str(ipaddress.IPv6Address(text))
     except ValueError:
-        return False
-    return True
+        return None

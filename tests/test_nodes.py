@@ -17,6 +17,11 @@ from cache_settings.nodes import parse_node, unique_sorted
         ("[::1]", Node("::1", 11211)),
         ("2001:db8::7", Node("2001:db8::7", 11211)),
         (" memcached_1 ", Node("memcached_1", 11211)),
+        ("[2001:DB8::7]:11300", Node("2001:db8::7", 11300)),
+        ("[2001:db8:0:0:0:0:0:7]", Node("2001:db8::7", 11211)),
+        ("2001:DB8:0::7", Node("2001:db8::7", 11211)),
+        ("mc.example.com.", Node("mc.example.com", 11211)),
+        ("MC.Example.COM.:11212", Node("mc.example.com", 11212)),
     ],
 )
 def test_parse_node__accepts_host_port_forms(text: str, expected: Node) -> None:
@@ -39,6 +44,8 @@ def test_parse_node__accepts_host_port_forms(text: str, expected: Node) -> None:
         ("[::1]11211", "expected ':'"),
         ("2001:db8::zz", "brackets"),
         ("host:\uff11\uff12", "'\uff11\uff12'"),
+        ("mc.example.com..:11211", "'mc.example.com..'"),
+        (".:11211", "'.'"),
     ],
 )
 def test_parse_node__names_the_bad_value(text: str, named: str) -> None:
@@ -46,6 +53,30 @@ def test_parse_node__names_the_bad_value(text: str, named: str) -> None:
         ConfigurationError, match=f"LOCATION-X: .*{named}".replace("[", r"\[").replace("(", r"\(")
     ):
         parse_node(text, where="LOCATION-X")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("[2001:DB8::1]", "[2001:db8::1]"),
+        ("[2001:db8::1]:11211", "2001:db8:0:0:0:0:0:1"),
+        ("2001:DB8::1", "[2001:0db8::0001]"),
+        ("[::FFFF:10.0.0.1]", "[::ffff:a00:1]"),
+        ("::ffff:10.0.0.1", "[::ffff:a00:1]:11211"),
+        ("mc.example.com.", "mc.example.com"),
+        ("MC.example.com.:11211", "mc.EXAMPLE.com"),
+    ],
+)
+def test_parse_node__one_server_written_two_ways_is_one_node(one: str, other: str) -> None:
+    assert parse_node(one) == parse_node(other)
+    assert len(unique_sorted([parse_node(one), parse_node(other)])) == 1
+
+
+def test_parse_node__ipv6_is_compressed_lower_case() -> None:
+    node = parse_node("[2001:0DB8:0000:0000:0000:0000:0000:00AB]:11300")
+
+    assert node == Node("2001:db8::ab", 11300)
+    assert node.location == "[2001:db8::ab]:11300"
 
 
 def test_node_location__prefers_ip_brackets_v6_and_uses_hostname_under_tls() -> None:

@@ -9,10 +9,11 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import SplitResult, unquote, urlencode
+from urllib.parse import SplitResult, quote, unquote, urlencode
 
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
@@ -30,7 +31,18 @@ _OPTIONS = (
 )  # fmt: skip
 # Seconds allowed on top of a blocking query's wait for the reply to travel back.
 _MARGIN = 0.5
+# Held while a client is built with the agent variables hidden (see _client), and while
+# _settings reads the environment, so that our own threads never see them hidden.
 _BUILD_LOCK = threading.Lock()
+# What python-consul2's constructor reads and we replace anyway; see _client.
+_HIDDEN_VARIABLES = ("CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY")
+# Every variable _settings reads, copied under _BUILD_LOCK.
+_ENVIRONMENT = (
+    "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY",
+    "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_NAMESPACE",
+)  # fmt: skip
+# The variables hidden right now, with their values, so a forked child can put them back.
+_hidden: dict[str, str] = {}
 # Go's strconv.ParseBool, which the consul CLI uses for CONSUL_HTTP_SSL(_VERIFY).
 _GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -46,8 +58,14 @@ class Consul:
     ``CONSUL_HTTP_SSL``, ``CONSUL_HTTP_SSL_VERIFY``, ``CONSUL_CACERT``,
     ``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY`` and ``CONSUL_NAMESPACE``.
 
+    An agent without a port is on 8500, also when ``tls=True`` or
+    ``CONSUL_HTTP_SSL=true`` asks for https: as with the consul CLI, TLS changes
+    the scheme, not the port. Only an agent written ``https://host`` defaults to
+    8501, Consul's usual https port.
+
     Args:
-        agent: ``"host:port"`` or ``"https://host:port"``.
+        agent: ``"host[:port]"``, ``"http://host[:port]"`` or ``"https://host[:port]"``;
+            IPv6 addresses in brackets, as ``"[::1]:8500"``.
         tags: every tag must be on an instance.
         node_meta: ``(key, value)`` pairs every instance's node must carry.
         passing: only instances whose checks all pass.
@@ -140,7 +158,8 @@ class Consul:
         }  # fmt: skip
         params += [(key, value) for key, value in options.items() if value is not None]
         query = f"?{urlencode(params)}" if params else ""
-        return f"consul://{agent}/{self.service}{query}"
+        # Quoted, so that names such as "my svc" or "a?b" parse back (from_url unquotes).
+        return f"consul://{agent}/{quote(self.service, safe='')}{query}"
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the agent once, within *timeout* seconds, for the service's instances."""
@@ -221,7 +240,10 @@ class Consul:
         return new_index, nodes
 
     def _settings(self) -> _Settings:
-        env = os.environ
+        # Under the lock: another of our threads may be building a client in _client,
+        # with the agent variables hidden from os.environ.
+        with _BUILD_LOCK:
+            env = {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
         agent = self.agent or env.get("CONSUL_HTTP_ADDR") or DEFAULT_AGENT
         where = "consul agent" if self.agent else "CONSUL_HTTP_ADDR"
         scheme, hostport = _parse_agent(agent, where=where)
@@ -267,8 +289,13 @@ def parse_health_service(
 
     Instances missing any of *tags*, or, with *passing*, with any check not
     ``"passing"`` are left out: the agent filters too, but an agent or proxy that
-    ignores ``tag``/``passing`` must not put a failed node in the list. A reply
-    that is not shaped as the API docs say raises SourceError.
+    ignores ``tag``/``passing`` must not put a failed node in the list.
+
+    An instance registered without a usable port (Consul accepts ``Port`` 0) or
+    address is left out with a warning, so that it cannot take the healthy ones
+    with it. A reply that is not shaped as the API docs say (not a list of objects
+    with ``Node`` and ``Service`` objects, ``Checks`` and ``Tags`` lists, checks
+    with a ``Status``, an integer ``Port``, string addresses) raises SourceError.
     """
     if not isinstance(entries, list):
         raise SourceError(source, f"malformed reply: expected a list, got {type(entries).__name__}")
@@ -290,7 +317,14 @@ def parse_health_service(
             continue
         if passing and not all(_passes(check, where, source) for check in checks or ()):
             continue
-        nodes.append(_node(node, service, address, where, source))
+        found = _node(node, service, address, where, source)
+        if isinstance(found, str):
+            logger.warning(
+                "%s: skipping instance %r on node %r: %s",
+                source, service.get("ID"), node.get("Node"), found,
+            )  # fmt: skip
+        else:
+            nodes.append(found)
     return list(unique_sorted(nodes))
 
 
@@ -302,20 +336,29 @@ def _passes(check: object, where: str, source: str) -> bool:
 
 def _node(
     node: Mapping[str, Any], service: Mapping[str, Any], address: str, where: str, source: str
-) -> Node:
+) -> Node | str:
+    """Return the instance's node, or why the instance cannot be used.
+
+    Raise SourceError if the entry is not shaped as documented.
+    """
     port = service.get("Port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise SourceError(source, f"{where} has no usable Service.Port ({port!r})")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise SourceError(source, f"{where} has a Service.Port that is not an integer ({port!r})")
+    for name, value in (("Service", service.get("Address")), ("Node", node.get("Address"))):
+        if not isinstance(value, str | None):
+            raise SourceError(source, f"{where} has a {name}.Address that is not a string")
+    if not 0 < port < 65536:
+        return f"no usable Service.Port ({port})"
     text = service.get("Address") if address == "service" else None
-    if not text:
+    if not text or not text.strip():
         text = node.get("Address")
-    if not isinstance(text, str) or not text.strip():
-        raise SourceError(source, f"{where} has no usable Service.Address or Node.Address")
+    if not text or not text.strip():
+        return "no Service.Address or Node.Address"
     text = text.strip().strip("[]")
     try:
         return parse_node(f"[{text}]" if ":" in text else text, default_port=port)
     except ConfigurationError:
-        raise SourceError(source, f"{where} has an unusable address {text!r}") from None
+        return f"unusable address {text!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,25 +376,27 @@ class _Settings:
     key: str | None
     extra_tags: tuple[str, ...]
 
+    @property
+    def agent(self) -> str:
+        """Return the agent as ``scheme://host:port``, IPv6 addresses in brackets."""
+        return f"{self.scheme}://{Node(self.host, self.port).location}"
+
 
 def _client(consul: Any, settings: _Settings, *, deadline: float) -> Any:
     """Return a consul client that uses *settings* exactly and gives up at *deadline*."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    try:
-        # python-consul2 warns about its legacy ACL API whenever a client is built; that
-        # API is never used here. The lock keeps our threads from racing on the filters.
-        with _BUILD_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            client = consul.Consul(host=host, port=settings.port, scheme=settings.scheme)
-    except consul.ConsulException as exc:
-        # python-consul2 parses CONSUL_HTTP_ADDR even when given a host, and rejects
-        # forms such as "[::1]:8500"; there is no way to make it skip the variable.
-        raise ConfigurationError(
-            f"The Consul client rejected CONSUL_HTTP_ADDR: {exc}; unset it or write host:port"
-        ) from None
-    # Both clients let CONSUL_HTTP_TOKEN override an explicit token, and python-consul2
-    # lets CONSUL_HTTP_ADDR/CONSUL_HTTP_SSL override an explicit host and scheme:
-    # rebuild the transport and set the token from the settings resolved above.
+    # python-consul2's constructor parses CONSUL_HTTP_ADDR with split(":") even when
+    # given a host, raising for valid forms such as "[::1]:8500" or "localhost", and
+    # lets CONSUL_HTTP_SSL(_VERIFY) override the scheme and verification. _settings has
+    # already read them, and everything the constructor derives from them is replaced
+    # below, so the constructor runs with them hidden. The lock keeps our threads from
+    # seeing them hidden (_settings reads under it) and from racing on the filters:
+    # python-consul2 warns about its legacy ACL API, never used here, on every build.
+    with _BUILD_LOCK, _hidden_environment(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client = consul.Consul(host=host, port=settings.port, scheme=settings.scheme)
+    # Both clients let CONSUL_HTTP_TOKEN override an explicit token: rebuild the
+    # transport and set the token from the settings resolved above.
     client.http.session.close()
     verify: bool | str = settings.ca if settings.verify and settings.ca else settings.verify
     cert: str | tuple[str, str] | None = (
@@ -364,6 +409,43 @@ def _client(consul: Any, settings: _Settings, *, deadline: float) -> Any:
     client.http = _HTTP(http, settings)
     client.token = settings.token
     return client
+
+
+@contextmanager
+def _hidden_environment() -> Iterator[None]:
+    """Remove the variables in ``_HIDDEN_VARIABLES`` from ``os.environ`` until the exit.
+
+    Only call it holding ``_BUILD_LOCK``. Each value is recorded before it is removed,
+    so that a child forked meanwhile can put it back (_after_fork_in_child).
+    """
+    try:
+        for name in _HIDDEN_VARIABLES:
+            value = os.environ.get(name)
+            if value is not None:
+                _hidden[name] = value
+                del os.environ[name]
+        yield
+    finally:
+        for name, value in list(_hidden.items()):
+            os.environ[name] = value
+            del _hidden[name]
+
+
+def _after_fork_in_child() -> None:
+    """Give a forked child a free lock and the environment as the program set it.
+
+    A fork while another thread held ``_BUILD_LOCK`` copies the lock held, with no
+    thread left to release it, and may copy the agent variables hidden.
+    """
+    global _BUILD_LOCK
+    _BUILD_LOCK = threading.Lock()
+    for name, value in list(_hidden.items()):
+        os.environ.setdefault(name, value)
+    _hidden.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _HTTP:
@@ -443,7 +525,7 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 def _describe(exc: BaseException, elapsed: float, requests: Any, settings: _Settings) -> str:
     """Return a short reason for a failed request: what went wrong, not urllib3's repr."""
-    agent = f"{settings.scheme}://{settings.host}:{settings.port}"
+    agent = settings.agent
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS with the agent {agent} failed after {elapsed:.2f}s: {_clean(exc, settings)}"
     if isinstance(exc, requests.exceptions.ConnectTimeout):

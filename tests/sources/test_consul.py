@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import logging
+import os
+import re
+import signal
+import socket
+import socketserver
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,8 +17,9 @@ import pytest
 from urllib3.exceptions import InsecureRequestWarning
 
 from cache_settings import ConfigurationError, Node, SourceError, parse_source
+from cache_settings.sources import consul as consul_module
 from cache_settings.sources.consul import Consul, blocking_wait, parse_health_service
-from tests.servers.consul import ConsulAgent, parse_duration
+from tests.servers.consul import ConsulAgent, ConsulServer, parse_duration
 from tests.servers.tls import TLSFiles
 
 TOKEN = "b1gs3cr3t-0000-4c0c-a1b2-c3d4e5f60718"
@@ -167,6 +175,22 @@ def test_consul__order_does_not_depend_on_the_agent(consul_agent: ConsulAgent) -
     assert answers == {tuple(Node(f"10.0.0.{n}", 11211) for n in range(1, 9))}
 
 
+def test_consul__port_zero_instance_is_skipped_and_the_healthy_ones_kept(
+    consul_agent: ConsulAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    consul_agent.add("memcached", "10.0.0.2", 11212)
+    bad = consul_agent.add("memcached", "10.0.0.3", 0)  # Consul accepts a service without a port
+
+    with caplog.at_level(logging.WARNING, logger="cache_settings.sources.consul"):
+        nodes = Consul("memcached", agent=consul_agent.address).resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211), Node("10.0.0.2", 11212)]
+    [message] = [record.getMessage() for record in caplog.records]
+    assert f"skipping instance {bad.service_id!r} on node {bad.node!r}" in message
+    assert "no usable Service.Port (0)" in message
+
+
 def test_consul__unknown_service_is_empty(consul_agent: ConsulAgent) -> None:
     assert Consul("nothing-here", agent=consul_agent.address).resolve(timeout=1) == []
 
@@ -236,6 +260,128 @@ def test_consul__environment_is_read_when_asked_not_when_built(
     monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_agent.address)
 
     assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+
+
+@pytest.mark.parametrize(
+    "variable", ["[::1]:8500", "localhost", "http://[::1]:8500", "https://localhost", "[::1]"]
+)
+def test_consul__consul_http_addr_forms_do_not_break_an_explicit_agent(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """python-consul2's constructor rejects these forms; they must not reach it."""
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", variable)
+    monkeypatch.setenv("CONSUL_HTTP_SSL_VERIFY", "false")
+    source = Consul.from_url(urlsplit(f"consul://{consul_agent.address}/memcached"))
+
+    assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+    assert os.environ["CONSUL_HTTP_ADDR"] == variable
+    assert os.environ["CONSUL_HTTP_SSL_VERIFY"] == "false"
+
+
+class _IPv6ConsulServer(ConsulServer):
+    """The stand-in, listening on the IPv6 loopback instead of 127.0.0.1."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.server_address = ("::1", 0)
+        # TCPServer's bind only: HTTPServer's would look the address up in DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", self.server_address[1]
+
+
+@pytest.fixture
+def consul_ipv6_address(consul_agent: ConsulAgent) -> Iterator[str]:
+    """``[::1]:PORT`` of a stand-in serving ``consul_agent``'s catalog."""
+    if consul_agent.state is None:
+        pytest.skip("the IPv6 listener is part of the stand-in, not a real agent")
+    try:
+        server = _IPv6ConsulServer(consul_agent.state)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    server.start()
+    yield f"[::1]:{server.server_address[1]}"
+    server.stop()
+
+
+@pytest.mark.parametrize("form", ["{}", "http://{}", "http://{}/"])
+def test_consul__ipv6_consul_http_addr_alone_reaches_the_agent(
+    consul_agent: ConsulAgent,
+    consul_ipv6_address: str,
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", form.format(consul_ipv6_address))
+
+    assert Consul("memcached").resolve(timeout=1) == [Node("10.0.0.1", 11211)]
+    assert consul_agent.health_requests("memcached"), "the request went elsewhere"
+
+
+def test_consul__ipv6_agent_is_named_in_brackets_in_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "[::1]:1")  # nothing listens there
+
+    with pytest.raises(SourceError, match=r"the agent http://\[::1\]:1: "):
+        Consul("memcached").resolve(timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("source", "variables"),
+    [
+        (Consul("memcached", agent="127.0.0.1", tls=True), {}),
+        (Consul("memcached"), {"CONSUL_HTTP_ADDR": "127.0.0.1", "CONSUL_HTTP_SSL": "true"}),
+        (Consul("memcached", tls=True), {"CONSUL_HTTP_ADDR": "127.0.0.1"}),
+    ],
+)
+def test_consul__tls_without_a_port_stays_on_8500(
+    monkeypatch: pytest.MonkeyPatch, source: Consul, variables: dict[str, str]
+) -> None:
+    """As with the consul CLI, CONSUL_HTTP_SSL changes the scheme, not the port."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    # Whether or not something listens on 8500 here, the error names the agent asked.
+    with pytest.raises(SourceError, match=r"the agent https://127\.0\.0\.1:8500\b"):
+        source.resolve(timeout=1)
+
+
+def test_consul__https_agent_without_a_port_uses_8501() -> None:
+    with pytest.raises(SourceError, match=r"the agent https://127\.0\.0\.1:8501\b"):
+        Consul("memcached", agent="https://127.0.0.1").resolve(timeout=1)
+
+
+def test_consul__forked_child_is_not_stuck_on_a_build_in_progress(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork while another thread builds a client copies its lock held, variables hidden."""
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_agent.address)
+    source = Consul("memcached")
+    with consul_module._BUILD_LOCK, consul_module._hidden_environment():
+        assert "CONSUL_HTTP_ADDR" not in os.environ
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a threaded process may deadlock: the point here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 1
+            try:
+                code = 0 if source.resolve(timeout=2) == [Node("10.0.0.1", 11211)] else 2
+            finally:
+                os._exit(code)
+    assert os.environ["CONSUL_HTTP_ADDR"] == consul_agent.address
+
+    deadline = time.monotonic() + 10
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
 
 
 # --- failures and deadlines -------------------------------------------------------------------
@@ -449,7 +595,7 @@ def test_parse_health_service__documented_reply() -> None:
         Node("10.0.0.1", 11211),
         Node("10.0.0.2", 11211),
         Node("10.0.0.8", 11211),
-        Node("2001:DB8::5", 11300),
+        Node("2001:db8::5", 11300),
         Node("cache-a.example", 11212),
     ]
 
@@ -465,22 +611,52 @@ def test_parse_health_service__tags_and_passing() -> None:
     assert loose == [Node(f"10.0.0.{n}", 11211) for n in (1, 2, 3)]
 
 
+# Instances Consul accepts but nobody can connect to: left out, with a warning.
+UNUSABLE_INSTANCES = [
+    pytest.param(entry(port=0), r"no usable Service.Port \(0\)", id="port-zero"),
+    pytest.param(entry(port=70000), r"no usable Service.Port \(70000\)", id="port-too-big"),
+    pytest.param(entry("", node_address=""), "no Service.Address or Node.Address", id="no-address"),
+    pytest.param(entry("", node_address=None), "no Service.Address", id="null-address"),
+    pytest.param(entry("  ", node_address=" "), "no Service.Address", id="blank-address"),
+    pytest.param(entry("bad host!"), "unusable address 'bad host!'", id="bad-host"),
+    pytest.param(entry("1:2:3"), "unusable address '1:2:3'", id="bad-ipv6"),
+]
+
+
+@pytest.mark.parametrize(("bad", "reason"), UNUSABLE_INSTANCES)
+def test_parse_health_service__unusable_instance_is_skipped_with_a_warning(
+    bad: dict[str, Any], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad["Node"]["Node"] = "bad-node"
+    bad["Service"]["ID"] = "memcached-bad"
+    entries = [entry("10.0.0.1"), bad, entry("10.0.0.2")]
+
+    with caplog.at_level(logging.WARNING, logger="cache_settings.sources.consul"):
+        nodes = parse_health_service(entries, source="consul:///memcached")
+
+    assert nodes == [Node("10.0.0.1", 11211), Node("10.0.0.2", 11211)]
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert message.startswith("consul:///memcached: skipping instance 'memcached-bad'")
+    assert "on node 'bad-node'" in message
+    assert re.search(reason, message), message
+
+
 MALFORMED_REPLIES = [
     pytest.param({"Node": {}}, "expected a list", id="object"),
     pytest.param(None, "expected a list, got NoneType", id="null"),
     pytest.param(["x"], "entry 0 is not an object", id="string-entry"),
     pytest.param([{"Node": {"Address": "10.0.0.1"}}], "lacks a Node or Service", id="no-service"),
-    pytest.param([entry(port=None)], "Service.Port", id="no-port"),
-    pytest.param([entry(port=0)], r"Service.Port \(0\)", id="port-zero"),
-    pytest.param([entry(port="11211")], "Service.Port", id="port-string"),
-    pytest.param([entry(port=True)], "Service.Port", id="port-bool"),
-    pytest.param([entry(port=70000)], "Service.Port", id="port-too-big"),
-    pytest.param([entry("", node_address="")], "no usable", id="no-address"),
-    pytest.param([entry("", node_address=None)], "no usable", id="null-address"),
-    pytest.param([entry("bad host!")], "unusable address 'bad host!'", id="bad-host"),
-    pytest.param([entry("1:2:3")], "unusable address", id="bad-ipv6"),
+    pytest.param([entry(), {**entry(), "Node": None}], "entry 1 lacks a Node", id="null-node"),
+    pytest.param([entry(port=None)], "Service.Port that is not an integer", id="no-port"),
+    pytest.param([entry(port="11211")], r"not an integer \('11211'\)", id="port-string"),
+    pytest.param([entry(port=True)], "Service.Port that is not an integer", id="port-bool"),
+    pytest.param([entry(5)], "Service.Address that is not a string", id="address-number"),
+    pytest.param([entry(node_address=[])], "Node.Address that is not a string", id="node-list"),
     pytest.param([{**entry(), "Checks": "passing"}], "Checks that are not a list", id="checks"),
     pytest.param([{**entry(), "Checks": [{"Name": "x"}]}], "without a Status", id="no-status"),
+    pytest.param([{**entry(), "Checks": ["passing"]}], "without a Status", id="string-check"),
     pytest.param(
         [{**entry(), "Service": {**entry()["Service"], "Tags": "prod"}}], "Tags", id="tags-string"
     ),
@@ -558,6 +734,14 @@ def test_consul_from_url__good_urls(url: str, expected: Consul, canonical: str) 
     assert TOKEN not in source.url
     assert TOKEN not in repr(source)
     assert parse_source(source.url).url == canonical
+
+
+@pytest.mark.parametrize("service", ["my svc", "a?b", "a#b", "50%", "caf\u00e9", "a&b=c"])
+def test_consul_url__odd_service_names_parse_back(service: str) -> None:
+    source = Consul(service, agent="agent:8500", tags=("prod",))
+
+    assert parse_source(source.url) == source
+    assert parse_source(source.url).url == source.url
 
 
 def test_consul_url__https_agent_is_written_as_tls() -> None:
