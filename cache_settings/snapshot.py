@@ -16,10 +16,24 @@ Decisions this module documents:
 
 - ``fetched_at`` is always updated on write, even when nodes and version are unchanged: it
   records the last time a live source confirmed the list, which is what ``max_age`` measures.
-- Writes are read-modify-write of the whole file under ``fcntl.flock`` on a sibling
-  ``<name>.lock`` (the data file itself is replaced, so it cannot carry the lock), through a
-  temp file ``.<name>.<random>.tmp`` in the same directory, ``fsync``, ``os.replace`` and an
-  ``fsync`` of the directory. Readers take no lock: they see the old file or the new one.
+- Writes are read-modify-write of the whole file under a POSIX record lock
+  (``fcntl.lockf``) on a sibling ``<name>.lock`` (the data file itself is replaced, so it
+  cannot carry the lock), through a temp file ``.<name>.<random>.tmp`` in the same directory,
+  ``fsync``, ``os.replace`` and an ``fsync`` of the directory. Readers take no lock: they see
+  the old file or the new one.
+- Why ``lockf`` and not ``flock``: a ``flock`` lock belongs to the open file description,
+  which a forked child shares; a worker forked while the watcher thread held it kept the lock
+  for its whole life and every other writer blocked forever. A record lock belongs to the
+  process and is not inherited. Record locks do not exclude the threads of one process, and
+  closing any descriptor of the file drops the process's lock, so one in-process
+  ``threading.Lock`` also serialises all snapshot writes of the process; a forked child gets
+  a fresh one (``os.register_at_fork``), never a copy held by a thread that is not there.
+- Waiting for the lock is bounded by :data:`LOCK_TIMEOUT` seconds (polled, non-blocking):
+  on timeout :func:`write_snapshot` logs a warning and returns False, it never hangs.
+- A missing parent directory is created (``var/cache-nodes.json`` in a fresh checkout).
+- An entry whose ``fetched_at`` is more than 300 seconds in the future (a hand edit, a
+  skewed clock) is not trusted by :func:`read_snapshot`: its age would be negative and pass
+  any ``max_age`` forever. :meth:`SnapshotEntry.age` is never negative.
 - Temp files left behind by a killed writer are removed by the next writer (under the lock,
   nobody else can be writing one). They are never read as the snapshot.
 - A malformed file does not block a write: it is copied to ``<name>.corrupt`` for forensics
@@ -34,11 +48,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -48,14 +64,59 @@ from .exceptions import SnapshotError
 from .nodes import Node, unique_sorted
 from .sources._url import redact
 
-__all__ = ["FORMAT", "SnapshotEntry", "load_snapshot", "read_snapshot", "write_snapshot"]
+__all__ = [
+    "FORMAT",
+    "LOCK_TIMEOUT",
+    "SnapshotEntry",
+    "load_snapshot",
+    "read_snapshot",
+    "write_snapshot",
+]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "cache_settings/1"
 
+#: Seconds :func:`write_snapshot` waits for the lock before it gives up with a warning.
+#: Read at each call, so tests may lower it.
+LOCK_TIMEOUT = 10.0
+
+# Seconds an entry's fetched_at may lie in the future (clock skew between the writer and the
+# reader) before read_snapshot stops trusting it.
+_FUTURE_TOLERANCE = 300.0
+
+# Poll interval bounds while another process holds the lock: short, so a write waits about as
+# long as the one before it takes, and capped, so many waiters do not spin.
+_POLL_FIRST, _POLL_MAX = 0.001, 0.02
+
 # Query keys that carry secrets; the same set redact() strips.
 _SECRET_KEYS = frozenset({"token", "password", "secret"})
+
+# Serialises snapshot writes between the threads of this process (lockf does not), and
+# guards _lock_fd. Replaced in a forked child by _after_fork_in_child().
+_write_lock = threading.Lock()
+# The descriptor of the lock file while this process holds the lock, else None.
+_lock_fd: int | None = None
+
+
+def _after_fork_in_child() -> None:
+    # The child has only the forking thread. A lock held by another thread at the fork would
+    # stay held forever in the child, so it gets a fresh one. It holds no record lock (those
+    # are not inherited); its copy of the parent's lock descriptor is closed, which touches
+    # only the child's own (absent) locks.
+    global _write_lock, _lock_fd
+    _write_lock = threading.Lock()
+    if _lock_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(_lock_fd)
+        _lock_fd = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _LockTimeout(Exception):
+    """The snapshot lock was not free within LOCK_TIMEOUT seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +129,8 @@ class SnapshotEntry:
     version: int | None = None
 
     def age(self, now: float | None = None) -> float:
-        """Return the seconds since ``fetched_at`` (negative if the clock went back)."""
-        return (time.time() if now is None else now) - self.fetched_at
+        """Return the seconds since ``fetched_at``; 0 if it lies in the future (clock skew)."""
+        return max(0.0, (time.time() if now is None else now) - self.fetched_at)
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, SnapshotEntry]:
@@ -96,9 +157,10 @@ def read_snapshot(
     """Return the entry of *source* in the snapshot at *path*, or None when there is none to trust.
 
     None when the file is missing, holds no entry for *source*, is unreadable or malformed
-    (a warning is logged), or when the entry is older than *max_age* seconds (a warning
-    with its age is logged). This is the reader for settings import: it never raises
-    :class:`SnapshotError`.
+    (a warning is logged), when the entry is older than *max_age* seconds (a warning
+    with its age is logged), or when its ``fetched_at`` is more than 300 seconds in the
+    future (a warning is logged; whatever *max_age* is). This is the reader for settings
+    import: it never raises :class:`SnapshotError`.
     """
     filename = os.fspath(path)
     try:
@@ -110,7 +172,19 @@ def read_snapshot(
     if entry is None:
         logger.debug("%s: no entry in snapshot %s", source, filename)
         return None
-    age = entry.age()
+    now = time.time()
+    ahead = entry.fetched_at - now
+    if ahead > _FUTURE_TOLERANCE:
+        # Its age would be negative and pass any max_age forever; a hand edit or a clock
+        # far off is not a live confirmation.
+        logger.warning(
+            "%s: snapshot %s has fetched_at %.0f seconds in the future; not trusted",
+            source,
+            filename,
+            ahead,
+        )
+        return None
+    age = entry.age(now)
     if max_age is not None and age > max_age:
         logger.warning(
             "%s: snapshot %s is %.0f seconds old, more than max_age=%s; not trusted",
@@ -135,7 +209,9 @@ def write_snapshot(
 
     Entries of other sources in the file are kept. *fetched_at* (Unix time in seconds)
     defaults to now and is always updated, even when nodes and version are unchanged.
-    When the file cannot be written, log a warning and return False; never raise for I/O.
+    A missing parent directory is created. When the file cannot be written, or the lock is
+    not free within :data:`LOCK_TIMEOUT` seconds, log a warning and return False; never
+    raise for I/O, never hang.
 
     Raises:
         ValueError: programming errors: *source* carries user info or a secret query
@@ -154,11 +230,15 @@ def write_snapshot(
         # DESIGN.md: an empty answer is a failure, never stored as a node list.
         raise ValueError(f"{source}: refusing to store an empty node list")
     try:
-        with _locked(filename):
+        _make_parent(filename)
+        with _locked(filename, LOCK_TIMEOUT):
             _remove_stale_temp_files(filename)
             entries = _load_for_update(filename, source)
             entries[source] = entry
             _replace(filename, _dump(entries))
+    except _LockTimeout as exc:
+        logger.warning("%s: cannot write snapshot %s (%s)", source, filename, exc)
+        return False
     except OSError as exc:
         logger.warning("%s: cannot write snapshot %s (%s)", source, filename, _reason(exc))
         return False
@@ -278,16 +358,58 @@ def _iso(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _make_parent(filename: str) -> None:
+    directory = os.path.dirname(os.path.abspath(filename))
+    # A regular file in the way is left to fail on open with the clearer ENOTDIR.
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, exist_ok=True)
+
+
 @contextlib.contextmanager
-def _locked(filename: str) -> Iterator[None]:
-    # flock is released by the kernel when the holder dies, so a killed writer never
-    # leaves the file locked. The lock file is kept: unlinking it would race.
-    fd = os.open(filename + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+def _locked(filename: str, timeout: float) -> Iterator[None]:
+    """Hold this process's write lock and the record lock on ``<filename>.lock``.
+
+    Raises _LockTimeout when both are not held within *timeout* seconds.
+    """
+    global _lock_fd
+    deadline = time.monotonic() + timeout
+    lockname = filename + ".lock"
+    # Keep the object acquired: a fork in between replaces the module global in the child only.
+    lock = _write_lock
+    if not lock.acquire(timeout=max(0.0, timeout)):
+        raise _LockTimeout(f"another thread held the lock for {timeout:g} seconds")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        # Opened and closed only under the in-process lock: closing any descriptor of the
+        # file would drop this process's record lock.
+        fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        _lock_fd = fd
+        try:
+            _lock_record(fd, lockname, deadline, timeout)
+            # The kernel releases a record lock when its holder dies, so a killed writer
+            # never leaves the file locked. The lock file is kept: unlinking it would race.
+            yield
+        finally:
+            _lock_fd = None
+            os.close(fd)  # also releases the record lock
     finally:
-        os.close(fd)
+        lock.release()
+
+
+def _lock_record(fd: int, lockname: str, deadline: float, timeout: float) -> None:
+    # Non-blocking attempts with short sleeps: a blocking lockf cannot be given a timeout.
+    pause = _POLL_FIRST
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _LockTimeout(f"{lockname} held by another process for {timeout:g} seconds")
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, _POLL_MAX)
 
 
 def _temp_prefix(filename: str) -> tuple[str, str]:

@@ -6,14 +6,19 @@ import json
 import logging
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cache_settings import snapshot
 from cache_settings.exceptions import SnapshotError
 from cache_settings.nodes import Node
 from cache_settings.snapshot import (
@@ -186,6 +191,39 @@ def test_snapshot_entry__age_in_seconds() -> None:
     assert before - 1000.0 <= age <= after - 1000.0
 
 
+def test_snapshot_entry__fetched_at_in_the_future__age_zero() -> None:
+    entry = SnapshotEntry(SOURCE, tuple(NODES), fetched_at=1000.0)
+
+    assert entry.age(now=990.0) == 0.0
+
+
+def test_read_snapshot__fetched_at_far_in_the_future__none_and_warning(
+    path: Path, warnings_logged: pytest.LogCaptureFixture
+) -> None:
+    """A hand-edited or skewed entry would otherwise pass any max_age forever."""
+    write_snapshot(path, SOURCE, NODES, fetched_at=time.time() + 3600)
+
+    assert read_snapshot(path, SOURCE, max_age=60) is None
+    assert read_snapshot(path, SOURCE) is None
+
+    assert "in the future" in warnings_logged.text
+    assert str(path) in warnings_logged.text
+    assert SOURCE in warnings_logged.text
+
+
+def test_read_snapshot__fetched_at_slightly_in_the_future__entry_aged_zero(
+    path: Path, warnings_logged: pytest.LogCaptureFixture
+) -> None:
+    """Small clock skew between writer and reader (up to 300 s) is tolerated."""
+    write_snapshot(path, SOURCE, NODES, fetched_at=time.time() + 100)
+
+    entry = read_snapshot(path, SOURCE, max_age=60)
+
+    assert entry is not None
+    assert entry.age() == 0.0
+    assert warnings_logged.records == []
+
+
 def test_read_snapshot__older_than_max_age__none_and_warning(
     path: Path, warnings_logged: pytest.LogCaptureFixture
 ) -> None:
@@ -322,6 +360,28 @@ def test_write_snapshot__parent_is_a_file__false_and_warning(
     assert "Not a directory" in warnings_logged.text
 
 
+def test_write_snapshot__missing_parent_directories__created(tmp_path: Path) -> None:
+    """BASE_DIR / "var" / "cache-nodes.json" in a fresh checkout, before "var" exists."""
+    path = tmp_path / "var" / "deep" / "cache-nodes.json"
+
+    assert write_snapshot(path, SOURCE, NODES, version=3)
+
+    assert load_snapshot(path)[SOURCE].version == 3
+
+
+def test_write_snapshot__grandparent_is_a_file__false_and_warning(
+    tmp_path: Path, warnings_logged: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "release").write_text("not a directory")
+    path = tmp_path / "release" / "var" / "cache-nodes.json"
+
+    assert write_snapshot(path, SOURCE, NODES) is False
+
+    assert "cannot write snapshot" in warnings_logged.text
+    assert str(path) in warnings_logged.text
+    assert "Not a directory" in warnings_logged.text
+
+
 def test_write_snapshot__directory_in_the_way__false_and_warning(
     path: Path, warnings_logged: pytest.LogCaptureFixture
 ) -> None:
@@ -444,3 +504,173 @@ def test_write_snapshot__leftover_temp_files__ignored_then_removed(path: Path) -
         "other.json.tmp",
     ]
     assert os.stat(path).st_size > 0
+
+
+# -- locking: threads, fork, bounded wait ------------------------------------------------------
+
+
+def test_write_snapshot__concurrent_threads__all_kept(path: Path) -> None:
+    """Record locks do not exclude threads of one process; the in-process lock must."""
+    errors: list[str] = []
+
+    def writer(n: int) -> None:
+        for i in range(20):
+            if not write_snapshot(path, f"memcached://t{n}:11211", [Node(f"h{i}")], version=i):
+                errors.append(f"thread {n}: write {i} failed")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    entries = load_snapshot(path)
+    assert sorted(entries) == sorted(f"memcached://t{n}:11211" for n in range(8))
+    assert {e.version for e in entries.values()} == {19}
+
+
+@pytest.fixture
+def lock_held_by_thread(path: Path) -> Iterator[threading.Event]:
+    """A thread of this process inside the write path (holding every lock) until set."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with snapshot._locked(str(path), 5.0):
+            held.set()
+            release.wait(timeout=30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(timeout=5)
+    try:
+        yield release
+    finally:
+        release.set()
+        thread.join(timeout=10)
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 100) if ready else b"timeout"
+
+
+_THIRD_WRITER = """
+import sys
+from cache_settings.nodes import Node
+from cache_settings.snapshot import write_snapshot
+sys.exit(0 if write_snapshot(sys.argv[1], "memcached://third:11211", [Node("h3")]) else 1)
+"""
+
+
+def test_write_snapshot__forked_while_a_thread_held_the_lock__nobody_blocked(
+    path: Path, lock_held_by_thread: threading.Event
+) -> None:
+    """A worker forked mid-write neither keeps the lock nor is stuck on a copy of it.
+
+    With ``flock`` the child kept the parent's lock for its whole life: its own writes,
+    the parent's and other processes' all blocked forever.
+    """
+    lockname = os.path.realpath(f"{path}.lock")
+    result_r, result_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a process with threads; forking a process with a
+        # watcher thread is exactly the case under test.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(result_r)
+            os.close(exit_w)
+            inherited = [
+                fd
+                for fd in os.listdir("/proc/self/fd")
+                if os.path.realpath(f"/proc/self/fd/{fd}") == lockname
+            ]
+            ok = write_snapshot(path, "memcached://child:11211", [Node("h1")])
+            os.write(result_w, f"{ok} {len(inherited)}".encode())
+            os.read(exit_r, 1)  # a long-lived worker: alive until the parent is done
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(result_w)
+    os.close(exit_r)
+    try:
+        # The parent's thread still holds the lock: the child waits for it.
+        assert _read_line(result_r, 0.3) == b"timeout"
+        lock_held_by_thread.set()
+        assert _read_line(result_r, 5) == b"True 0"
+
+        # While the child lives: the parent and a third process write at once.
+        started = time.monotonic()
+        assert write_snapshot(path, "memcached://parent:11211", [Node("h2")])
+        with _python(_THIRD_WRITER, str(path)) as third:
+            assert third.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(exit_w)
+        os.close(result_r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(load_snapshot(path)) == [
+        "memcached://child:11211",
+        "memcached://parent:11211",
+        "memcached://third:11211",
+    ]
+
+
+_LOCK_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + ".lock", os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_write_snapshot__lock_held_by_another_process__false_within_bound(
+    path: Path, warnings_logged: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "LOCK_TIMEOUT", 0.5)
+    write_snapshot(path, SOURCE, NODES, version=1)
+    holder = _python(_LOCK_HOLDER, str(path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    with holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline() == "locked\n"
+
+        started = time.monotonic()
+        written = write_snapshot(path, SOURCE, NODES, version=2)
+        elapsed = time.monotonic() - started
+
+        holder.stdin.close()
+        assert holder.wait(timeout=5) == 0
+
+    assert written is False
+    assert 0.5 <= elapsed < 1.5
+    assert f"{path}.lock held by another process for 0.5 seconds" in warnings_logged.text
+    assert SOURCE in warnings_logged.text
+    assert load_snapshot(path)[SOURCE].version == 1
+    assert write_snapshot(path, SOURCE, NODES, version=3)
+    assert load_snapshot(path)[SOURCE].version == 3
+
+
+def test_write_snapshot__lock_held_by_another_thread__false_within_bound(
+    path: Path,
+    lock_held_by_thread: threading.Event,
+    warnings_logged: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(snapshot, "LOCK_TIMEOUT", 0.3)
+
+    started = time.monotonic()
+    written = write_snapshot(path, SOURCE, NODES)
+    elapsed = time.monotonic() - started
+
+    assert written is False
+    assert 0.3 <= elapsed < 1.3
+    assert "another thread held the lock for 0.3 seconds" in warnings_logged.text
+    assert str(path) in warnings_logged.text
+    lock_held_by_thread.set()
