@@ -130,7 +130,17 @@ def resolve(
         len(errors) + 1,
     )
     if snapshot is not None:
-        write_snapshot(snapshot, src.url, nodes, version=version, fetched_at=fetched_at)
+        # Saving the answer must not hold settings import past its deadline either; a
+        # writer that finds the lock taken that long only logs (a later write succeeds).
+        lock_timeout = max(deadline_at - time.monotonic(), 0.1)
+        write_snapshot(
+            snapshot,
+            src.url,
+            nodes,
+            version=version,
+            fetched_at=fetched_at,
+            lock_timeout=lock_timeout,
+        )
     return Resolution(nodes, "live", fetched_at, src.url, version, tuple(errors))
 
 

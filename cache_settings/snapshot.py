@@ -204,14 +204,15 @@ def write_snapshot(
     *,
     version: int | None = None,
     fetched_at: float | None = None,
+    lock_timeout: float | None = None,
 ) -> bool:
     """Store *nodes* as the entry of *source* in the snapshot at *path*; return True when written.
 
     Entries of other sources in the file are kept. *fetched_at* (Unix time in seconds)
     defaults to now and is always updated, even when nodes and version are unchanged.
     A missing parent directory is created. When the file cannot be written, or the lock is
-    not free within :data:`LOCK_TIMEOUT` seconds, log a warning and return False; never
-    raise for I/O, never hang.
+    not free within *lock_timeout* seconds (default :data:`LOCK_TIMEOUT`), log a warning
+    and return False; never raise for I/O, never hang.
 
     Raises:
         ValueError: programming errors: *source* carries user info or a secret query
@@ -231,7 +232,7 @@ def write_snapshot(
         raise ValueError(f"{source}: refusing to store an empty node list")
     try:
         _make_parent(filename)
-        with _locked(filename, LOCK_TIMEOUT):
+        with _locked(filename, LOCK_TIMEOUT if lock_timeout is None else lock_timeout):
             _remove_stale_temp_files(filename)
             entries = _load_for_update(filename, source)
             entries[source] = entry
