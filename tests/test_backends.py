@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from django.core.cache.backends.base import BaseCache
 from cache_settings import ConfigurationError, memcached
 from cache_settings.backends import CONFIG_KEY
 from cache_settings.watch import stop_all
+from tests.helpers import wait_until
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedFactory, MemcachedServer
@@ -98,15 +99,6 @@ def consul_entry(agent: ConsulAgent, service: str, client: str, refresh: float) 
     return dict(
         memcached(f"consul://{agent.address}/{service}", backend=client, refresh=refresh)  # type: ignore[arg-type]
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

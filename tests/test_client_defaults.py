@@ -9,18 +9,14 @@ socket that accepts and never answers (``faults.blackhole()``) and the real clie
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import pylibmc
 import pytest
-from django.core.cache import CacheHandler
-from django.core.cache.backends.base import BaseCache
 from pymemcache.client.hash import HashClient
 
 from cache_settings import memcached
 from cache_settings.settings import client_defaults
+from tests.helpers import django_cache
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedFactory, MemcachedServer
 
@@ -28,18 +24,6 @@ CLIENTS = ["pylibmc", "pymemcache"]
 OP_LIMIT = 1.0  # seconds any one cache operation may take with a dead node (issue 8)
 SETS = 30
 SETS_LIMIT = 3.0  # seconds for all SETS sets
-
-
-@contextmanager
-def django_cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
-    handler = CacheHandler({"default": entry})
-    try:
-        yield handler["default"]
-    finally:
-        handler.close_all()
-        client = getattr(handler["default"], "_cache", None)
-        if isinstance(client, pylibmc.Client):
-            client.disconnect_all()  # Django leaves libmemcached's sockets open on close()
 
 
 def timed(operation: Any, *args: Any) -> tuple[float, Any, BaseException | None]:

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import CacheHandler
-from django.core.cache.backends.base import BaseCache
 
 from cache_settings import ConfigurationError, ResolutionError, SourceError, memcached
 from cache_settings.nodes import Node
 from cache_settings.settings import entries
 from cache_settings.snapshot import write_snapshot
+from tests.helpers import django_cache
 from tests.servers.memcached import MemcachedServer
 
 CLIENTS = ["pylibmc", "pymemcache"]
-
-
-@contextmanager
-def django_cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
-    handler = CacheHandler({"default": entry})
-    cache = handler["default"]
-    try:
-        yield cache
-    finally:
-        handler.close_all()
 
 
 def static_url(servers: list[MemcachedServer]) -> str:

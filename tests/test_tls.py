@@ -12,31 +12,21 @@ import json
 import ssl
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 from pymemcache.client.base import Client as PlainClient
 
 from cache_settings import ConfigurationError, ResolutionError, memcached
+from tests.helpers import django_cache
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.elasticache_api import ElastiCacheAPIServer
 from tests.servers.memcached import MemcachedFactory, MemcachedServer
 from tests.servers.tls import TLSFiles
 
 PYMEMCACHE = "django.core.cache.backends.memcached.PyMemcacheCache"
-
-
-@contextmanager
-def django_cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
-    handler = CacheHandler({"default": entry})
-    try:
-        yield handler["default"]
-    finally:
-        handler.close_all()
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from cache_settings.backends import PyMemcacheCache
 from cache_settings.signals import nodes_changed
 from cache_settings.snapshot import read_snapshot, write_snapshot
 from cache_settings.watch import Watcher, get_watcher, stop_all, watchers
+from tests.helpers import wait_until
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
@@ -53,15 +54,6 @@ def handlers() -> Iterator[Callable[[dict[str, Any]], BaseCache]]:
     yield build
     for handler in made:
         handler.close_all()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def locations(nodes: Any) -> list[str]:
