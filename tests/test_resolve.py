@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from cache_settings import ConfigurationError, Node, ResolutionError, SourceError, resolve
+from cache_settings import (
+    ConfigurationError,
+    Node,
+    ResolutionError,
+    SourceError,
+    memcached,
+    resolve,
+)
 from cache_settings.snapshot import read_snapshot, write_snapshot
+from tests.helpers import django_cache
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
+from tests.servers.memcached import MemcachedServer
 
 NODES = [Node("10.0.0.2", 11211), Node("10.0.0.1", 11211)]
 
@@ -350,3 +359,19 @@ def test_resolve__consul_trickling_its_reply_is_bounded_by_the_deadline(
         resolve(f"consul://{trickle.address}/memcached", deadline=1.0)
 
     assert time.monotonic() - started <= 1.0 * 1.2
+
+
+def test_memcached__consul_entry_stores_and_reads_through_django(
+    consul_agent: ConsulAgent, memcached_nodes: list[MemcachedServer], tmp_path: Path
+) -> None:
+    for n, server in enumerate(memcached_nodes):
+        consul_agent.add("memcached", server.host, server.port, tags=["prod"], node=f"mc-{n}")
+    consul_agent.add("memcached", "10.1.9.9", 11211, tags=["prod"], status="critical", node="sick")
+    url = f"consul://{consul_agent.address}/memcached?tag=prod"
+
+    entry = memcached(url, snapshot=tmp_path / "nodes.json", key_prefix="judged")
+
+    assert sorted(entry["LOCATION"]) == sorted(server.location for server in memcached_nodes)
+    with django_cache(dict(entry)) as cache:
+        cache.set_many({f"k{i}": i for i in range(20)})
+        assert cache.get_many([f"k{i}" for i in range(20)]) == {f"k{i}": i for i in range(20)}
