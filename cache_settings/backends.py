@@ -21,11 +21,11 @@ from typing import Any
 from django.core.cache.backends import memcached
 
 from .exceptions import ConfigurationError, ResolutionError
+from .settings import CONFIG_KEY
 from .watch import Watcher, get_watcher
 
 __all__ = ["CONFIG_KEY", "PyLibMCCache", "PyMemcacheCache"]
 
-CONFIG_KEY = "cache_settings"
 
 # pylibmc clients inherited through fork(): freeing one would make libmemcached send
 # "quit" on connections the parent still uses, so a child keeps them instead (one per

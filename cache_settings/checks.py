@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .exceptions import SnapshotError
-from .settings import BACKENDS, Entry, entries
+from .settings import BACKENDS, CONFIG_KEY, Entry, entries
 from .snapshot import load_snapshot
 from .sources import SCHEMES
 
@@ -40,7 +40,7 @@ _RESOLVE_HINT = (
     "Run `cache-settings resolve --settings <your settings>` (or `manage.py cache_nodes "
     "resolve`) in the release pipeline and ship the snapshot with the release."
 )
-# Backends whose OPTIONS["cache_settings"] is read, not handed to the client.
+# Backends whose OPTIONS[CONFIG_KEY] is read, not handed to the client.
 _REFRESHING_PREFIXES = ("cache_settings.backends.", "cache_settings.compat.")
 
 
@@ -144,7 +144,7 @@ def check_refresh_backends(
     for alias, config in _caches():
         backend = str(config.get("BACKEND", ""))
         options = config.get("OPTIONS")
-        ours = options.get("cache_settings") if isinstance(options, dict) else None
+        ours = options.get(CONFIG_KEY) if isinstance(options, dict) else None
         if not isinstance(ours, dict) or not ours.get("refresh"):
             continue
         if backend.startswith(_REFRESHING_PREFIXES):

@@ -41,6 +41,8 @@ BACKENDS: dict[str, str] = {
     "pymemcache": "django.core.cache.backends.memcached.PyMemcacheCache",
 }
 # refresh=N: the subclasses that follow the source's changes at run time.
+# The OPTIONS key under which a refreshing entry carries its source to the backend.
+CONFIG_KEY = "cache_settings"
 REFRESHING_BACKENDS: dict[str, str] = {
     "pylibmc": "cache_settings.backends.PyLibMCCache",
     "pymemcache": "cache_settings.backends.PyMemcacheCache",
@@ -234,11 +236,11 @@ def memcached(
         fallback.update(django)
         return fallback
 
-    _entries.append(replace(record, resolution=resolution))
     if tls is None and any(node.tls for node in resolution.nodes):
         # A serverless cache: the source learnt only now that its endpoint speaks TLS.
         tls = getattr(src, "tls_config", None) or TLSConfig()
         chosen = _choose_backend(src, backend, tls)
+    _entries.append(replace(record, resolution=resolution, backend=chosen))
     entry_options = _merge_options(client_defaults(chosen), options or {})
     if tls is not None:
         entry_options.setdefault("tls_context", tls.context())
@@ -251,7 +253,7 @@ def memcached(
         # Read by cache_settings.backends, which removes it before Django's backend sees
         # OPTIONS; the watcher starts from this settings-time answer.
         entry["BACKEND"] = REFRESHING_BACKENDS[chosen]
-        entry_options["cache_settings"] = {
+        entry_options[CONFIG_KEY] = {
             "source": src,
             "refresh": float(refresh),
             "min_nodes": min_nodes,

@@ -179,3 +179,19 @@ def test_memcached__user_ejection_behaviors_replace_our_remove_failed() -> None:
     assert "remove_failed" not in chosen["OPTIONS"]["behaviors"]
     assert chosen["OPTIONS"]["behaviors"]["auto_eject"] is False
     assert chosen["OPTIONS"]["behaviors"]["ketama"] is True
+
+
+class Serverless:
+    """A source that learns only when it answers that its one endpoint speaks TLS."""
+
+    url = "serverless://sessions"
+
+    def resolve(self, timeout: float) -> list[Node]:
+        return [Node("sessions.serverless.cache.test", 6379 + 5000, tls=True)]
+
+
+def test_memcached__records_the_backend_it_finally_chose() -> None:
+    entry = memcached(Serverless())
+
+    assert entry["BACKEND"].endswith("PyMemcacheCache")
+    assert entries()[-1].backend == "pymemcache"
