@@ -63,7 +63,7 @@ def check_snapshots(
     messages: list[CheckMessage] = []
     for entry in _recorded():
         # A static list is read from the settings; it never needs its snapshot.
-        if entry.snapshot is None or getattr(entry.source, "local", False):
+        if entry.snapshot is None or not entry.source.traits.needs_network:
             continue
         try:
             stored = load_snapshot(entry.snapshot).get(entry.source.url)

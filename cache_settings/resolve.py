@@ -77,7 +77,7 @@ def resolve(
     src = parse_source(source)
     _check_arguments(attempts=attempts, deadline=deadline, max_age=max_age, min_nodes=min_nodes)
     # A static list needs no network, so offline mode still reads it from the settings.
-    if is_offline() and not live_only and not getattr(src, "local", False):
+    if is_offline() and not live_only and src.traits.needs_network:
         return _from_snapshot(src, snapshot, max_age, min_nodes, (), reason=f"{OFFLINE_VARIABLE}=1")
 
     started = time.monotonic()
@@ -90,7 +90,7 @@ def resolve(
             if left <= 0:
                 raise SourceError(src.url, f"deadline of {deadline:g} s reached")
             version, nodes = (
-                ask(src, left) if getattr(src, "local", False) else _bounded_ask(src, left)
+                ask(src, left) if not src.traits.needs_network else _bounded_ask(src, left)
             )
             if len(nodes) < min_nodes:
                 raise SourceError(
@@ -106,7 +106,7 @@ def resolve(
         # keeps it out of the import of a settings module that uses no remote source.
         version, nodes = (
             attempt()
-            if getattr(src, "local", False)
+            if not src.traits.needs_network
             else _retrying(src, attempts, deadline)(attempt)
         )
     except SourceError:

@@ -199,7 +199,7 @@ def memcached(
         )
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
-    tls: TLSConfig | None = getattr(src, "tls", None)
+    tls = src.traits.node_tls
     chosen = _choose_backend(src, backend, tls)
     record = Entry(
         src,
@@ -238,7 +238,7 @@ def memcached(
 
     if tls is None and any(node.tls for node in resolution.nodes):
         # A serverless cache: the source learnt only now that its endpoint speaks TLS.
-        tls = getattr(src, "tls_config", None) or TLSConfig()
+        tls = src.traits.node_tls_if_needed or TLSConfig()
         chosen = _choose_backend(src, backend, tls)
     _entries.append(replace(record, resolution=resolution, backend=chosen))
     entry_options = _merge_options(client_defaults(chosen), options or {})
@@ -268,7 +268,7 @@ def memcached(
 
 
 def _choose_backend(source: Source, backend: str | None, tls: TLSConfig | None) -> str:
-    implied: str | None = getattr(source, "backend", None)
+    implied = source.traits.backend
     if backend is not None and backend not in BACKENDS:
         raise ConfigurationError(f"backend must be 'pylibmc' or 'pymemcache', not {backend!r}")
     if backend is not None and implied is not None and backend != implied:

@@ -27,6 +27,7 @@ from cache_settings.checks import (
 )
 from cache_settings.nodes import Node
 from cache_settings.snapshot import write_snapshot
+from cache_settings.sources import Traits
 from tests.servers.faults import Faults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,7 @@ class Listed:
     """A remote source as the checks see it (unlike a static list, it may be down)."""
 
     url: str
+    traits = Traits()
 
     def resolve(self, timeout: float) -> list[Node]:
         return [Node(self.url.removeprefix("listed://"))]

@@ -19,6 +19,7 @@ from cache_settings import (
     resolve,
 )
 from cache_settings.snapshot import read_snapshot, write_snapshot
+from cache_settings.sources import Traits
 from tests.helpers import django_cache
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
@@ -33,6 +34,7 @@ class Scripted:
 
     script: list[list[Node] | str]
     url: str = "scripted://cluster"
+    traits = Traits()
     calls: list[float] = field(default_factory=list)
 
     def resolve(self, timeout: float) -> list[Node]:
@@ -48,6 +50,7 @@ class Hanging:
     """A source that uses up every second it is given, as a black-holed server does."""
 
     url: str = "hanging://registry"
+    traits = Traits()
     calls: list[float] = field(default_factory=list)
 
     def resolve(self, timeout: float) -> list[Node]:
@@ -190,6 +193,7 @@ def test_resolve__programming_errors_propagate_unretried() -> None:
     @dataclass
     class Broken:
         url: str = "broken://x"
+        traits = Traits()
 
         def resolve(self, timeout: float) -> list[Node]:
             calls.append(timeout)

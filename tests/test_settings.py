@@ -13,6 +13,7 @@ from cache_settings import ConfigurationError, ResolutionError, SourceError, mem
 from cache_settings.nodes import Node
 from cache_settings.settings import entries
 from cache_settings.snapshot import write_snapshot
+from cache_settings.sources import Traits
 from tests.helpers import django_cache
 from tests.servers.memcached import MemcachedServer
 
@@ -106,6 +107,7 @@ def test_memcached__backend_conflicting_with_url_scheme_is_an_error() -> None:
 
 class Down:
     url = "down://registry"
+    traits = Traits()
 
     def resolve(self, timeout: float) -> list[Node]:
         raise SourceError(self.url, "connection refused")
@@ -185,6 +187,7 @@ class Serverless:
     """A source that learns only when it answers that its one endpoint speaks TLS."""
 
     url = "serverless://sessions"
+    traits = Traits()
 
     def resolve(self, timeout: float) -> list[Node]:
         return [Node("sessions.serverless.cache.test", 6379 + 5000, tls=True)]

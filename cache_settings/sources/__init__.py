@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
 from ..exceptions import ConfigurationError
+from ..tls import TLSConfig
 
 if TYPE_CHECKING:
     from ..nodes import Node
@@ -22,6 +24,7 @@ __all__ = [
     "ElastiCacheAPI",
     "Source",
     "Static",
+    "Traits",
     "WatchableSource",
     "parse_source",
     "register",
@@ -46,20 +49,43 @@ def __getattr__(name: str) -> object:
     return getattr(import_module(f".{module}", __name__), name)
 
 
+@dataclass(frozen=True, slots=True)
+class Traits:
+    """What a source tells ``memcached()`` and ``resolve()`` besides its nodes.
+
+    Attributes:
+        needs_network: False when resolving does no I/O (a static list): it is then
+            asked once, without retries, also under ``CACHE_SETTINGS_OFFLINE``.
+        backend: ``"pylibmc"`` or ``"pymemcache"`` when the URL chose the client
+            (``pymemcache://``), else None.
+        node_tls: every node speaks TLS, verified with these settings. This is TLS to
+            the memcached nodes, never to the registry (see ``Consul.agent_tls``).
+        node_tls_if_needed: how to verify nodes that the source finds to speak TLS
+            (``Node.tls``), such as a serverless cache; None means the default trust store.
+    """
+
+    needs_network: bool = True
+    backend: Literal["pylibmc", "pymemcache"] | None = None
+    node_tls: TLSConfig | None = None
+    node_tls_if_needed: TLSConfig | None = None
+
+
 @runtime_checkable
 class Source(Protocol):
     """Where a list of memcached nodes comes from.
 
-    Optional attributes that ``memcached()`` and ``resolve()`` read when present:
-    ``backend`` (``"pylibmc"``/``"pymemcache"``: the URL chose the client), ``tls``
-    (a ``TLSConfig``: every node speaks TLS), ``tls_config`` (how to verify nodes that
-    turn out to need TLS, such as a serverless cache) and ``local`` (True: resolving does
-    no I/O, so it is allowed under ``CACHE_SETTINGS_OFFLINE``).
+    ``url`` is the canonical URL without secrets (also the snapshot key), ``traits``
+    what ``memcached()`` must know about the nodes (:class:`Traits`), and ``resolve()``
+    asks once.
     """
 
     @property
     def url(self) -> str:
         """Canonical URL without secrets; also the snapshot key."""
+
+    @property
+    def traits(self) -> Traits:
+        """What the source declares about its nodes (TLS, client, network)."""
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask once. Return within ``timeout`` seconds or raise SourceError."""

@@ -36,6 +36,7 @@ from urllib.parse import SplitResult, quote, urlencode
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
 from ..tls import TLSConfig
+from . import Traits
 from ._url import Query, redact
 
 __all__ = ["MAX_REPLY_BYTES", "ConfigEndpoint", "parse_cluster_config"]
@@ -242,6 +243,11 @@ class ConfigEndpoint:
             options.append(("fallback", self.fallback))
         query = f"?{urlencode(options, quote_via=quote, safe='/')}" if options else ""
         return f"elasticache://{host}:{self.port}{query}"
+
+    @property
+    def traits(self) -> Traits:
+        """With ``tls=true`` every node speaks TLS, verified as the endpoint is."""
+        return Traits(node_tls=self.tls)
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the endpoint once; return within *timeout* seconds or raise SourceError."""

@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, quote, unquote, urlencode
 
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
+from . import Traits
 from ._url import Query
 
 __all__ = ["Consul", "blocking_wait", "parse_health_service"]
@@ -160,6 +161,11 @@ class Consul:
         query = f"?{urlencode(params)}" if params else ""
         # Quoted, so that names such as "my svc" or "a?b" parse back (from_url unquotes).
         return f"consul://{agent}/{quote(self.service, safe='')}{query}"
+
+    @property
+    def traits(self) -> Traits:
+        """Consul lists plain memcached nodes; ``agent_tls`` is TLS to the agent only."""
+        return Traits()
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the agent once, within *timeout* seconds, for the service's instances."""

@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, unique_sorted
 from ..tls import TLSConfig
+from . import Traits
 from ._url import Query
 
 if TYPE_CHECKING:
@@ -127,9 +128,9 @@ class ElastiCacheAPI:
         return f"elasticache-api://{self.name}" + (f"?{query}" if query else "")
 
     @property
-    def tls_config(self) -> TLSConfig:
-        """Return how to verify the TLS nodes (serverless caches) this source yields."""
-        return TLSConfig(ca=self.ca)
+    def traits(self) -> Traits:
+        """A serverless endpoint speaks TLS, verified with ``ca`` (else the default trust store)."""
+        return Traits(node_tls_if_needed=TLSConfig(ca=self.ca))
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the ElastiCache API once; return within *timeout* seconds or raise SourceError."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 from urllib.parse import SplitResult, unquote, urlencode
 
 from ..exceptions import ConfigurationError
 from ..nodes import Node, parse_node, unique_sorted
 from ..tls import TLSConfig
+from . import Traits
 from ._url import Query
 
 __all__ = ["Static"]
@@ -23,12 +24,10 @@ class Static:
     """
 
     nodes: tuple[Node, ...]
-    backend: str | None = None
+    backend: Literal["pylibmc", "pymemcache"] | None = None
     tls: TLSConfig | None = None
 
-    local: ClassVar[bool] = True  # resolving does no I/O, so CACHE_SETTINGS_OFFLINE allows it
-
-    _BACKENDS: ClassVar[dict[str, str | None]] = {
+    _BACKENDS: ClassVar[dict[str, Literal["pylibmc", "pymemcache"] | None]] = {
         "memcached": None,
         "pylibmc": "pylibmc",
         "pymemcache": "pymemcache",
@@ -79,6 +78,11 @@ class Static:
             params = {"tls": "true", "ca": self.tls.ca, "cert": self.tls.cert, "key": self.tls.key}
             url += "?" + urlencode({k: v for k, v in params.items() if v})
         return url
+
+    @property
+    def traits(self) -> Traits:
+        """A static list does no I/O (so it is read under ``CACHE_SETTINGS_OFFLINE``)."""
+        return Traits(needs_network=False, backend=self.backend, node_tls=self.tls)
 
     def resolve(self, timeout: float) -> list[Node]:
         """Return the configured nodes (no I/O, so *timeout* seconds is never reached)."""

@@ -1,0 +1,151 @@
+"""One bounded attempt: the time and reply budget of one question to a source.
+
+Client libraries bound each socket read, not a whole request: an agent or an API endpoint
+that trickles its reply one byte at a time, or a credential lookup that stalls, would keep
+an attempt alive long past its deadline. So :func:`run` asks the source in a worker thread
+with an :class:`Attempt` made current there; the source's transports register every socket
+they open with :meth:`Attempt.track`, shrink their timeouts to :meth:`Attempt.left`, and cap
+what they read at :attr:`Attempt.max_reply_size`. When time is up, :meth:`Attempt.cancel`
+shuts those sockets down, which ends any read or write blocked on them, so the worker
+thread returns and nothing of the attempt outlives it by more than :data:`GRACE` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .exceptions import SourceError
+
+__all__ = ["DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "current", "run"]
+
+T = TypeVar("T")
+
+#: Bytes one reply may hold before the attempt fails: 32 MiB holds about 100,000 Consul
+#: instances (about 300 bytes each without checks), far past any memcached fleet.
+DEFAULT_MAX_REPLY_SIZE = 32 * 1024 * 1024
+#: Seconds an attempt may run past its deadline before it is cancelled, and that a
+#: cancelled worker thread is then given to return.
+GRACE = 0.05
+
+_current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "cache_settings_attempt", default=None
+)
+
+
+class Attempt:
+    """The budget of one attempt: a deadline (monotonic seconds) and a reply size cap (bytes)."""
+
+    def __init__(
+        self, source: str, timeout: float, *, max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+    ) -> None:
+        self.source = source
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.max_reply_size = max_reply_size
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._closers: list[Callable[[], object]] = []
+        self.cancelled = False
+
+    def left(self) -> float:
+        """Return the seconds left before the deadline, never below zero."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> float:
+        """Return the seconds left; raise :class:`SourceError` when none are, or if cancelled."""
+        left = self.left()
+        if left <= 0 or self.cancelled:
+            raise SourceError(self.source, f"no complete answer within {self.timeout:.2f} s")
+        return left
+
+    def check_size(self, size: int) -> None:
+        """Raise :class:`SourceError` when a reply of *size* bytes is over the cap."""
+        if size > self.max_reply_size:
+            raise SourceError(
+                self.source,
+                f"reply larger than {self.max_reply_size} bytes (max_reply_size); "
+                "raise it if the source really lists that many nodes",
+            )
+
+    def track(self, sock: socket.socket) -> None:
+        """Shut *sock* down when the attempt is cancelled (at once if it already is)."""
+        with self._lock:
+            if not self.cancelled:
+                self._sockets.add(sock)
+                return
+        _shutdown(sock)
+
+    def untrack(self, sock: socket.socket) -> None:
+        """Forget *sock* (closed by its owner)."""
+        with self._lock:
+            self._sockets.discard(sock)
+
+    def on_cancel(self, closer: Callable[[], object]) -> None:
+        """Call *closer* when the attempt is cancelled (at once if it already is)."""
+        with self._lock:
+            if not self.cancelled:
+                self._closers.append(closer)
+                return
+        closer()
+
+    def cancel(self) -> None:
+        """End the attempt's I/O: shut down every tracked socket, call every closer."""
+        with self._lock:
+            self.cancelled = True
+            sockets, self._sockets = self._sockets, set()
+            closers, self._closers = self._closers, []
+        for sock in sockets:
+            _shutdown(sock)
+        for closer in closers:
+            # A closer of an abandoned attempt must not hide its timeout.
+            with contextlib.suppress(Exception):
+                closer()
+
+
+def current() -> Attempt | None:
+    """Return the attempt running in this thread, or None outside :func:`run`."""
+    return _current.get()
+
+
+def run(attempt: Attempt, call: Callable[[], T]) -> T:
+    """Return ``call()``, run in a worker thread with *attempt* current there.
+
+    At the attempt's deadline (plus :data:`GRACE`) the attempt is cancelled, the worker
+    is given :data:`GRACE` more seconds to return, and :class:`SourceError` is raised.
+    Exceptions raised by *call* are re-raised here.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        _current.set(attempt)
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(
+        target=work, name=f"cache_settings attempt {attempt.source}", daemon=True
+    )
+    worker.start()
+    worker.join(attempt.left() + GRACE)
+    if worker.is_alive():
+        attempt.cancel()
+        worker.join(GRACE)
+        raise SourceError(attempt.source, f"no complete answer within {attempt.timeout:.2f} s")
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket.shutdown, not SSLSocket.shutdown: the latter drops the SSL object that
+    # the worker thread may be reading with; shutting the descriptor down wakes that read.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
