@@ -32,9 +32,9 @@ from typing import Any
 from django.core.cache import InvalidCacheBackendError
 
 from .backends import PyLibMCCache
+from .clients import _merge_options, client_defaults
 from .exceptions import ConfigurationError
 from .nodes import Node, parse_node, parse_port
-from .settings import _merge_options, client_defaults
 from .sources.config_endpoint import ConfigEndpoint
 from .sources.consul import Consul
 
