@@ -11,6 +11,7 @@ from typing import Any, Literal, TypedDict, cast
 
 from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
 from .exceptions import ConfigurationError, ResolutionError
+from .forking import install as _install_fork_guard
 from .resolve import Resolution, resolve
 from .sources import Source, parse_source
 from .tls import TLSConfig
@@ -201,6 +202,9 @@ def memcached(
             "version": resolution.version,
         }
     entry.update(django)
+    # A forked child must not use or free the clients built from this entry before the
+    # fork: cache_settings/forking.py detaches them in the child.
+    _install_fork_guard()
     return entry
 
 
