@@ -205,11 +205,16 @@ def test_elasticache_api__serverless_valkey_raises_source_error(
         _source(aws_env, "sl").resolve(timeout=5)
 
 
-def test_elasticache_api__tls_config_uses_ca(tmp_path: Path) -> None:
+def test_elasticache_api__traits_verify_tls_nodes_with_ca(tmp_path: Path) -> None:
     source = ElastiCacheAPI("sl", ca=str(tmp_path / "ca.pem"))
 
-    assert source.tls_config.ca == str(tmp_path / "ca.pem")
-    assert ElastiCacheAPI("sl").tls_config.ca is None
+    tls = source.traits.node_tls_if_needed
+    assert tls is not None
+    assert tls.ca == str(tmp_path / "ca.pem")
+    assert source.traits.node_tls is None  # a cluster's nodes are plain until found otherwise
+    default = ElastiCacheAPI("sl").traits.node_tls_if_needed
+    assert default is not None
+    assert default.ca is None
 
 
 # --- API errors: named, never leaking a credential -------------------------------------------
