@@ -45,6 +45,9 @@ def test_memcached__arguments_after_the_source_are_keyword_only() -> None:
 def test_sources__every_scheme_builds_its_designed_class() -> None:
     examples = {
         "consul:///memcached": "Consul",
+        "dns://mc.example:11211": "DNS",
+        "dnssrv://_memcached._tcp.mc.example": "DNS",
+        "dnssrvnoa://_memcached._tcp.mc.example": "DNS",
         "elasticache://cfg.example:11211": "ConfigEndpoint",
         "elasticache-api://cluster?region=eu-west-1": "ElastiCacheAPI",
         "memcached://a:1": "Static",
@@ -65,3 +68,4 @@ def test_sources__classes_are_reachable_from_the_package() -> None:
         "ElastiCacheAPI",
     }
     assert sources.Static.__name__ == "Static"
+    assert sources.DNS.__name__ == "DNS"
