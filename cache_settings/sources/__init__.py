@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .consul import Consul
     from .dns import DNS
     from .elasticache_api import ElastiCacheAPI
+    from .file import File
     from .static import Static
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigEndpoint",
     "Consul",
     "ElastiCacheAPI",
+    "File",
     "Source",
     "Static",
     "Traits",
@@ -39,6 +41,7 @@ _LAZY = {
     "ConfigEndpoint": "config_endpoint",
     "DNS": "dns",
     "ElastiCacheAPI": "elasticache_api",
+    "File": "file",
     "Static": "static",
 }
 
@@ -140,6 +143,12 @@ def _dns(url: SplitResult) -> Source:
     return DNS.from_url(url)
 
 
+def _file(url: SplitResult) -> Source:
+    from .file import File
+
+    return File.from_url(url)
+
+
 # The modules are imported by their factory so that parsing one scheme never pulls in
 # another's client library.
 SCHEMES: dict[str, Callable[[SplitResult], Source]] = {
@@ -149,6 +158,7 @@ SCHEMES: dict[str, Callable[[SplitResult], Source]] = {
     "dnssrvnoa": _dns,
     "elasticache": _config_endpoint,
     "elasticache-api": _elasticache_api,
+    "file": _file,
     "memcached": _static,
     "pylibmc": _static,
     "pymemcache": _static,
