@@ -279,7 +279,8 @@ class _Lookup:
                     )
                 rcode = response.rcode()
                 if rcode == dns.rcode.NXDOMAIN:
-                    # TODO(permanent): SourceError(..., permanent=True) once main has it.
+                    # Retrying within this resolution cannot make the name exist: pass
+                    # permanent=True here once SourceError takes that keyword (in progress).
                     raise SourceError(
                         self.source, f"NXDOMAIN: {name} does not exist (nameserver {where})"
                     )
