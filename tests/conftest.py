@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.servers.consul",
     "tests.servers.config_endpoint",
     "tests.servers.elasticache_api",
+    "tests.servers.dns",
 ]
 
 # Real services are opt-in through their standard variables; the stand-in fixtures read

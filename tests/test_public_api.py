@@ -45,8 +45,12 @@ def test_memcached__arguments_after_the_source_are_keyword_only() -> None:
 def test_sources__every_scheme_builds_its_designed_class() -> None:
     examples = {
         "consul:///memcached": "Consul",
+        "dns://mc.example:11211": "DNS",
+        "dnssrv://_memcached._tcp.mc.example": "DNS",
+        "dnssrvnoa://_memcached._tcp.mc.example": "DNS",
         "elasticache://cfg.example:11211": "ConfigEndpoint",
         "elasticache-api://cluster?region=eu-west-1": "ElastiCacheAPI",
+        "file:///etc/memcached-nodes": "File",
         "memcached://a:1": "Static",
         "pylibmc://a:1": "Static",
         "pymemcache://a:1": "Static",
@@ -65,3 +69,4 @@ def test_sources__classes_are_reachable_from_the_package() -> None:
         "ElastiCacheAPI",
     }
     assert sources.Static.__name__ == "Static"
+    assert (sources.DNS.__name__, sources.File.__name__) == ("DNS", "File")

@@ -14,14 +14,18 @@ if TYPE_CHECKING:
     from ..nodes import Node
     from .config_endpoint import ConfigEndpoint
     from .consul import Consul
+    from .dns import DNS
     from .elasticache_api import ElastiCacheAPI
+    from .file import File
     from .static import Static
 
 __all__ = [
+    "DNS",
     "SCHEMES",
     "ConfigEndpoint",
     "Consul",
     "ElastiCacheAPI",
+    "File",
     "Source",
     "Static",
     "Traits",
@@ -35,7 +39,9 @@ __all__ = [
 _LAZY = {
     "Consul": "consul",
     "ConfigEndpoint": "config_endpoint",
+    "DNS": "dns",
     "ElastiCacheAPI": "elasticache_api",
+    "File": "file",
     "Static": "static",
 }
 
@@ -131,12 +137,28 @@ def _elasticache_api(url: SplitResult) -> Source:
     return ElastiCacheAPI.from_url(url)
 
 
+def _dns(url: SplitResult) -> Source:
+    from .dns import DNS
+
+    return DNS.from_url(url)
+
+
+def _file(url: SplitResult) -> Source:
+    from .file import File
+
+    return File.from_url(url)
+
+
 # The modules are imported by their factory so that parsing one scheme never pulls in
 # another's client library.
 SCHEMES: dict[str, Callable[[SplitResult], Source]] = {
     "consul": _consul,
+    "dns": _dns,
+    "dnssrv": _dns,
+    "dnssrvnoa": _dns,
     "elasticache": _config_endpoint,
     "elasticache-api": _elasticache_api,
+    "file": _file,
     "memcached": _static,
     "pylibmc": _static,
     "pymemcache": _static,
@@ -156,6 +178,11 @@ def parse_source(url: str | Source) -> Source:
         raise ConfigurationError(
             f"A cache source must be a URL string or a Source object, not {type(url).__name__}"
         )
+    # Grafana Mimir, Loki and Thanos write DNS discovery as dns+HOST:PORT, dnssrv+NAME and
+    # dnssrvnoa+NAME; they name the same sources as the dns:// URLs.
+    prefix, plus, rest = url.strip().partition("+")
+    if plus and prefix.lower() in ("dns", "dnssrv", "dnssrvnoa"):
+        url = f"{prefix}://{rest}"
     try:
         parts = urlsplit(url.strip())
     except ValueError as exc:

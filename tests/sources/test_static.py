@@ -51,7 +51,7 @@ def test_static__tls_marks_nodes_and_keeps_tls_settings() -> None:
         ("memcached://a?ca=/x.pem&tls=false", "need tls=true"),
         ("pylibmc://a?tls=true", "pylibmc cannot speak TLS"),
         ("pymemcache://a?tls=true&key=/k.pem", "key= needs cert="),
-        ("redis://a:6379", "Unknown scheme 'redis://'. Known schemes: consul, elasticache"),
+        ("redis://a:6379", "Unknown scheme 'redis://'. Known schemes: consul, dns, dnssrv"),
         ("a:11211", "Unknown scheme 'a://'"),
         ("localhost", "needs a scheme"),
     ],

@@ -1,0 +1,358 @@
+"""DNS discovery: ``dns://HOST:PORT`` (A/AAAA), ``dnssrv://NAME`` and ``dnssrvnoa://NAME`` (SRV).
+
+The three kinds are those of Grafana Mimir, Loki, Thanos and Cortex ("About DNS service
+discovery" in their documentation), whose spellings ``dns+HOST:PORT``, ``dnssrv+NAME`` and
+``dnssrvnoa+NAME`` :func:`~cache_settings.sources.parse_source` accepts as the same sources:
+
+- ``dns``: every A and AAAA record of HOST is a node on PORT (a Kubernetes headless Service
+  publishes one per ready pod).
+- ``dnssrv``: the SRV records of NAME (RFC 2782); every target of the lowest priority value,
+  with its port, then every A and AAAA record of each target.
+- ``dnssrvnoa``: the same targets, used as host names (each client resolves them).
+
+An explicit ``:PORT`` on an SRV name replaces the records' ports, as Thanos and dskit do.
+Names are fully qualified: search domains are never tried (Mimir documents the same).
+
+Decisions this module documents:
+
+- dnspython builds, sends and parses the messages (``dns.message``, ``dns.query``), and
+  follows CNAME chains (``Message.resolve_chaining``). The retry loop over the nameservers is
+  ours: ``Resolver.resolve(lifetime=)`` sleeps its back-off after the last try before it
+  checks the lifetime, so it overran ``lifetime=5`` by 0.4 s against a silent server
+  (dnspython 2.9; up to 2 s with longer lifetimes). Here no try outlasts the time left.
+- Every lookup must succeed: a failed AAAA query or an SRV target without addresses fails the
+  attempt, as Thanos does, rather than returning a shorter list.
+- Replies use EDNS0 with a 1232-byte payload (DNS Flag Day 2020); a truncated reply is asked
+  again over TCP. All replies of one attempt together are capped at the attempt's
+  ``max_reply_size``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import SplitResult, unquote
+
+from .. import attempt
+from ..exceptions import ConfigurationError, SourceError
+from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
+from . import Traits
+from ._url import Query
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+__all__ = ["DNS"]
+
+Scheme = Literal["dns", "dnssrv", "dnssrvnoa"]
+_SCHEMES: tuple[Scheme, ...] = ("dns", "dnssrv", "dnssrvnoa")
+_DNS_PORT = 53
+#: Seconds one try waits for one nameserver when the system configuration sets none
+#: (dnspython's default, and the spacing of retransmissions over UDP).
+TRY_TIMEOUT = 2.0
+_EDNS_PAYLOAD = 1232
+
+
+@dataclass(frozen=True, slots=True)
+class DNS:
+    """Memcached nodes published in DNS: A/AAAA records, or SRV records.
+
+    Args:
+        name: the name to look up, fully qualified (``memcached.cache.svc.cluster.local``,
+            ``_memcached._tcp.service.consul``).
+        port: the nodes' port for ``dns`` (default 11211); for the SRV kinds, None takes
+            each record's port and a number replaces them all.
+        scheme: ``"dns"`` (A/AAAA), ``"dnssrv"`` (SRV, then A/AAAA of each target) or
+            ``"dnssrvnoa"`` (SRV targets as host names).
+        nameserver: ``(ip, port)`` of the server to ask; None reads the system resolver
+            configuration (``/etc/resolv.conf``) at every attempt.
+    """
+
+    name: str
+    port: int | None = None
+    scheme: Scheme = "dns"
+    nameserver: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in _SCHEMES:
+            raise ConfigurationError(f"DNS scheme must be one of {', '.join(_SCHEMES)}")
+        where = f"{self.scheme}://{self.name}"
+        node = parse_node(self.name, where=where)
+        if ":" in self.name or _is_ip(node.host):
+            raise ConfigurationError(
+                f"{where}: {self.name!r} is not a DNS name; list fixed addresses with "
+                "memcached://HOST:PORT"
+            )
+        port = DEFAULT_PORT if self.port is None and self.scheme == "dns" else self.port
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+        ):
+            raise ConfigurationError(f"{where}: port must be 1..65535, not {port!r}")
+        object.__setattr__(self, "name", node.host)
+        object.__setattr__(self, "port", port)
+        if self.nameserver is not None:
+            ip, ns_port = self.nameserver
+            if not _is_ip(ip) or not 0 < ns_port < 65536:
+                raise ConfigurationError(
+                    f"{where}: nameserver must be an IP address and a port, not {ip!r}:{ns_port!r}"
+                )
+            object.__setattr__(self, "nameserver", (str(ipaddress.ip_address(ip)), ns_port))
+
+    @classmethod
+    def from_url(cls, url: SplitResult) -> DNS:
+        """Build from ``dns://HOST[:PORT]``, ``dnssrv://NAME[:PORT]``, ``dnssrvnoa://NAME[:PORT]``.
+
+        The one option is ``nameserver=IP[:PORT]`` (``[v6]:PORT`` for IPv6; port 53 by default).
+        """
+        scheme = url.scheme.lower()
+        query = Query(url, {"nameserver"})
+        where = query.where
+        example = "dns://HOST:PORT" if scheme == "dns" else f"{scheme}://_memcached._tcp.NAME"
+        if url.path not in ("", "/") or url.fragment or "@" in url.netloc or not url.netloc:
+            raise ConfigurationError(f"{where}: expected {example}[?nameserver=IP:PORT]")
+        if scheme not in _SCHEMES:
+            raise ConfigurationError(f"{where}: not a DNS scheme")
+        node = parse_node(unquote(url.netloc), where=where)
+        if _is_ip(node.host):
+            raise ConfigurationError(
+                f"{where}: {node.host} is an IP address, not a name to look up; "
+                "list fixed addresses with memcached://HOST:PORT"
+            )
+        explicit = ":" in url.netloc
+        nameserver = None
+        text = query.get("nameserver")
+        if text is not None:
+            server = parse_node(text, default_port=_DNS_PORT, where=f"{where}: nameserver")
+            if not _is_ip(server.host):
+                raise ConfigurationError(
+                    f"{where}: nameserver={text!r} must be an IP address (and port), "
+                    "such as 10.96.0.10 or 127.0.0.1:8600"
+                )
+            nameserver = (server.host, server.port)
+        return cls(node.host, node.port if explicit else None, scheme, nameserver)
+
+    @property
+    def url(self) -> str:
+        """Return the canonical URL (also the snapshot key); ``dns+`` spellings become ``dns://``."""
+        netloc = self.name if self.port is None else f"{self.name}:{self.port}"
+        query = ""
+        if self.nameserver is not None:
+            ip, port = self.nameserver
+            query = f"?nameserver={_address(ip, port)}"
+        return f"{self.scheme}://{netloc}{query}"
+
+    @property
+    def traits(self) -> Traits:
+        """DNS names plain memcached nodes: nothing to declare."""
+        return Traits()
+
+    def resolve(self, timeout: float) -> list[Node]:
+        """Look the name up once; return within *timeout* seconds or raise SourceError.
+
+        Raises SourceError that says which failure it was: NXDOMAIN (the name does not
+        exist), no records of the asked type, a nameserver's SERVFAIL or REFUSED, or no
+        answer in time. ConfigurationError when dnspython is not installed.
+        """
+        modules = _import_dnspython()
+        current = attempt.current()
+        if current is not None:
+            timeout = min(timeout, current.left())
+        lookup = _Lookup(modules, self, timeout, current)
+        if self.scheme == "dns":
+            assert self.port is not None
+            nodes = [Node(ip, self.port) for ip in lookup.addresses(self.name)]
+        else:
+            nodes = []
+            addresses: dict[str, list[str]] = {}  # a target listed twice is looked up once
+            for target, port in lookup.srv(self.name):
+                port = self.port or port
+                if self.scheme == "dnssrvnoa":
+                    nodes.append(Node(target, port))
+                    continue
+                if target not in addresses:
+                    addresses[target] = lookup.addresses(target)
+                nodes.extend(Node(target, port, ip) for ip in addresses[target])
+        return list(unique_sorted(nodes))
+
+
+class _Lookup:
+    """The queries of one attempt: one deadline, one reply budget, the nameservers to ask."""
+
+    def __init__(
+        self, dns: ModuleType, source: DNS, timeout: float, budget: attempt.Attempt | None
+    ) -> None:
+        self.dns = dns
+        self.source = source.url
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.max_size = budget.max_reply_size if budget else attempt.DEFAULT_MAX_REPLY_SIZE
+        self.size = 0
+        self.try_timeout = TRY_TIMEOUT
+        if source.nameserver is not None:
+            self.servers = [source.nameserver]
+        else:
+            self.servers = self._system_servers()
+
+    def _system_servers(self) -> list[tuple[str, int]]:
+        dns = self.dns
+        try:
+            config = dns.resolver.Resolver()
+        except dns.exception.DNSException as exc:
+            raise SourceError(
+                self.source,
+                f"cannot read the system resolver configuration ({exc}); "
+                "name a server with ?nameserver=IP:PORT",
+            ) from None
+        self.try_timeout = float(config.timeout)
+        servers = []
+        for server in config.nameservers:
+            if isinstance(server, str) and _is_ip(server):
+                servers.append((server, int(config.nameserver_ports.get(server, config.port))))
+            elif isinstance(server, dns.nameserver.Do53Nameserver):
+                servers.append((server.address, int(server.port)))
+        if not servers:
+            raise SourceError(
+                self.source,
+                "the system resolver configuration names no nameserver; "
+                "name one with ?nameserver=IP:PORT",
+            )
+        return servers
+
+    def addresses(self, name: str) -> list[str]:
+        """Return every A and AAAA address of *name*; SourceError when it has none."""
+        found = [
+            record.address for rdtype in ("A", "AAAA") for record in self.query(name, rdtype) or ()
+        ]
+        if not found:
+            raise SourceError(self.source, f"no A or AAAA records for {name}")
+        return [str(ipaddress.ip_address(address)) for address in found]
+
+    def srv(self, name: str) -> list[tuple[str, int]]:
+        """Return ``(target, port)`` of every SRV record with the lowest priority value."""
+        records = list(self.query(name, "SRV") or ())
+        # RFC 2782: a lone record with target "." says the service is not offered here.
+        usable = [record for record in records if record.target.to_text() != "."]
+        if not usable:
+            what = "only the target '.' (service not available)" if records else "no"
+            raise SourceError(self.source, f"{what} SRV records for {name}")
+        lowest = min(record.priority for record in usable)
+        return [
+            (record.target.to_text(omit_final_dot=True).lower(), int(record.port))
+            for record in usable
+            if record.priority == lowest
+        ]
+
+    def query(self, name: str, rdtype: str) -> Any:
+        """Return the answer RRset of *name*/*rdtype*, or None when it has no such records.
+
+        Each nameserver is tried in turn until one answers, the way a stub resolver does;
+        a server that fails (SERVFAIL, REFUSED, refused connection, garbage) is not asked
+        again in this lookup; one that is silent is asked again until the deadline.
+        """
+        dns = self.dns
+        qname = dns.name.from_text(name)  # absolute: no search domains
+        failures: dict[str, str] = {}
+        live = list(self.servers)
+        while live:
+            for server in list(live):
+                where = _address(*server)
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise SourceError(self.source, self._timeout(name, rdtype, failures))
+                request = dns.message.make_query(qname, rdtype, use_edns=0, payload=_EDNS_PAYLOAD)
+                try:
+                    response = self._ask(request, server, min(left, self.try_timeout))
+                except dns.exception.Timeout:
+                    failures[where] = "no answer"
+                    continue
+                except (OSError, dns.exception.DNSException) as exc:
+                    failures[where] = _describe(exc)
+                    live.remove(server)
+                    continue
+                self.size += len(response.wire or b"")
+                if self.size > self.max_size:
+                    raise SourceError(
+                        self.source,
+                        f"replies larger than {self.max_size} bytes (max_reply_size)",
+                    )
+                rcode = response.rcode()
+                if rcode == dns.rcode.NXDOMAIN:
+                    # Retrying within this resolution cannot make the name exist: pass
+                    # permanent=True here once SourceError takes that keyword (in progress).
+                    raise SourceError(
+                        self.source, f"NXDOMAIN: {name} does not exist (nameserver {where})"
+                    )
+                if rcode != dns.rcode.NOERROR:
+                    failures[where] = f"answered {dns.rcode.to_text(rcode)}"
+                    live.remove(server)
+                    continue
+                try:
+                    return response.resolve_chaining().answer
+                except dns.exception.DNSException as exc:
+                    failures[where] = _describe(exc)
+                    live.remove(server)
+        answers = "; ".join(f"{where} {what}" for where, what in failures.items())
+        kind = "SERVFAIL" if "SERVFAIL" in answers else "no usable answer"
+        raise SourceError(
+            self.source, f"{kind}: no nameserver answered {name} {rdtype} ({answers})"
+        )
+
+    def _ask(self, request: Any, server: tuple[str, int], timeout: float) -> Any:
+        dns = self.dns
+        ip, port = server
+        try:
+            return dns.query.udp(
+                request,
+                ip,
+                timeout=timeout,
+                port=port,
+                ignore_unexpected=True,
+                raise_on_truncation=True,
+            )
+        except dns.message.Truncated:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise dns.exception.Timeout() from None
+            return dns.query.tcp(request, ip, timeout=min(left, self.try_timeout), port=port)
+
+    def _timeout(self, name: str, rdtype: str, failures: dict[str, str]) -> str:
+        servers = ", ".join(f"{where} {what}" for where, what in failures.items())
+        return f"timeout: no answer for {name} {rdtype} within {self.timeout:.2f} s ({servers})"
+
+
+def _import_dnspython() -> ModuleType:
+    try:
+        import dns.exception
+        import dns.message
+        import dns.name
+        import dns.nameserver
+        import dns.query
+        import dns.rcode
+        import dns.resolver
+    except ImportError as exc:
+        raise ConfigurationError(
+            f'DNS sources need dnspython ({exc}); pip install "django-cache-settings[dns]"'
+        ) from None
+    return dns
+
+
+def _address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused the connection"
+    if isinstance(exc, OSError):
+        return f"cannot be reached ({exc.strerror or exc})"
+    return f"sent a malformed reply ({exc})"

@@ -1,0 +1,285 @@
+"""A rendered node list: ``file:///PATH`` (consul-template, confd, configuration management).
+
+The first character that is not white space tells the format apart:
+
+- ``[``: JSON, a list of ``"host:port"`` strings, or Prometheus file-based discovery target
+  groups (``[{"targets": ["host:port", ...], "labels": {...}}]``; labels are ignored).
+- ``{``: the snapshot format (``{"format": "cache_settings/1", "sources": {URL: {"nodes":
+  [...]}}}``, what ``cache-settings resolve`` writes): the nodes of its single source, or of
+  the one named by ``?source=URL`` when it holds several.
+- anything else: one ``host:port`` per line; ``#`` starts a comment, blank lines are
+  skipped, and the file must end with a newline.
+
+Decisions this module documents:
+
+- A missing, empty, unreadable, partial or malformed file is a SourceError, never an empty
+  list: the resolver then keeps the last good list (or the snapshot).
+- The file is opened with ``O_NOFOLLOW | O_NONBLOCK``: a symbolic link is refused (the
+  snapshot rule: nothing is read through a link another user may redirect) and a FIFO or
+  device cannot block the open; only a regular file of at most ``max_reply_size`` bytes is
+  read.
+- A writer that rewrites the file in place (truncate, then write) is never read half-way.
+  Three checks, because each alone has a gap: (1) ``fstat`` before and after the read must
+  agree on size, mtime and ctime, and the bytes read must be the size: this catches a write
+  during the read. (2) A file modified less than :data:`QUIET` seconds ago is stat'ed again
+  after a pause of at most :data:`QUIET` seconds (monotonic, so a skewed mtime only costs
+  the pause) and read again if it changed: this catches a writer between its truncate and
+  its last write. (3) Formats detect what is left, a writer that stalls longer than
+  :data:`QUIET` seconds: a cut JSON document does not parse, and a cut line list lacks its
+  final newline (or is empty). A file that keeps changing until the attempt's deadline is a
+  SourceError. A rename into place (consul-template's default) needs none of this.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass
+from urllib.parse import SplitResult, quote, unquote
+
+from .. import attempt
+from ..exceptions import ConfigurationError, SourceError
+from ..nodes import Node, parse_node, unique_sorted
+from ..snapshot import FORMAT
+from . import Traits
+from ._url import Query
+
+__all__ = ["QUIET", "File", "parse_node_list"]
+
+#: Seconds a file must have been left alone before its content is trusted (see above).
+QUIET = 0.05
+
+_Stamp = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """The nodes listed in a local file, re-read at every attempt (a refreshing backend polls it).
+
+    Args:
+        path: absolute path of the file.
+        source: for a file in the snapshot format holding several sources, the canonical
+            URL of the one to use; None when it holds exactly one.
+    """
+
+    path: str
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not os.path.isabs(self.path):
+            raise ConfigurationError(
+                f"file://{self.path}: the path must be absolute, as in file:///etc/memcached-nodes"
+            )
+
+    @classmethod
+    def from_url(cls, url: SplitResult) -> File:
+        """Build from ``file:///PATH[?source=URL]`` (``file://localhost/PATH`` also works)."""
+        query = Query(url, {"source"})
+        where = query.where
+        if url.netloc not in ("", "localhost") or url.fragment:
+            raise ConfigurationError(
+                f"{where}: expected file:///ABSOLUTE/PATH (three slashes: no host name)"
+            )
+        path = unquote(url.path)
+        if not path or not os.path.isabs(path):
+            raise ConfigurationError(
+                f"{where}: no absolute path; write file:///etc/memcached-nodes"
+            )
+        chosen = query.get("source")
+        if chosen is not None:
+            from . import parse_source
+
+            # The key the snapshot writer used: the source's canonical URL.
+            chosen = parse_source(chosen).url
+        return cls(path, chosen)
+
+    @property
+    def url(self) -> str:
+        """Return the canonical ``file:///PATH`` URL (also the snapshot key)."""
+        query = f"?source={quote(self.source, safe='')}" if self.source else ""
+        return f"file://{quote(self.path)}{query}"
+
+    @property
+    def traits(self) -> Traits:
+        """A file names plain memcached nodes: nothing to declare."""
+        return Traits()
+
+    def resolve(self, timeout: float) -> list[Node]:
+        """Read the file once complete; return within *timeout* seconds or raise SourceError."""
+        current = attempt.current()
+        if current is not None:
+            timeout = min(timeout, current.left())
+        cap = current.max_reply_size if current is not None else attempt.DEFAULT_MAX_REPLY_SIZE
+        deadline = time.monotonic() + timeout
+        while True:
+            read = _read(self.path, cap, self.url)  # None: it changed while we read
+            age = time.time() - read[1][3] / 1e9 if read else 0.0
+            if read and age >= QUIET:
+                break
+            pause = min(QUIET, QUIET - age)
+            if time.monotonic() + pause > deadline:
+                raise SourceError(
+                    self.url,
+                    f"the file kept changing for {timeout:.2f} s; it may be written in place "
+                    "right now (write a temporary file and rename it into place)",
+                )
+            time.sleep(pause)
+            if read and _stamp_path(self.path) == read[1]:
+                break
+        data = read[0]
+        return parse_node_list(data, source=self.url, choose=self.source)
+
+
+def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = None) -> list[Node]:
+    """Return the sorted, de-duplicated nodes a file's content lists.
+
+    Raise SourceError, naming *source*, when the content is empty, malformed, cut short or
+    lists no node. *choose* picks the source of a snapshot-format file that holds several.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError(source, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    body = text.lstrip()
+    if not body:
+        raise SourceError(source, "the file is empty; it must list at least one node")
+    if body[0] in "[{":
+        try:
+            value = json.loads(body)
+        except ValueError as exc:
+            raise SourceError(
+                source, f"not valid JSON ({exc}): malformed, or partly written"
+            ) from None
+        if isinstance(value, dict):
+            nodes = _from_snapshot(value, source, choose)
+        else:
+            nodes = _from_list(value, source)
+    else:
+        nodes = _from_lines(text, source)
+    if not nodes:
+        raise SourceError(source, "the file lists no nodes")
+    return list(unique_sorted(nodes))
+
+
+def _from_list(value: object, source: str) -> list[Node]:
+    if not isinstance(value, list):
+        raise SourceError(source, 'expected a JSON list of "host:port" strings')
+    nodes = []
+    for index, item in enumerate(value):
+        if isinstance(item, dict) and isinstance(item.get("targets"), list):
+            targets = item["targets"]  # a Prometheus file_sd target group
+        else:
+            targets = [item]
+        for target in targets:
+            if not isinstance(target, str):
+                raise SourceError(
+                    source, f'item {index}: expected a "host:port" string, not {target!r:.60}'
+                )
+            nodes.append(_node(target, source, f"item {index}"))
+    return nodes
+
+
+def _from_snapshot(value: dict[str, object], source: str, choose: str | None) -> list[Node]:
+    if value.get("format") != FORMAT:
+        raise SourceError(
+            source,
+            f'a JSON object must be a snapshot with "format": {FORMAT!r}, '
+            f"not {value.get('format')!r:.60}",
+        )
+    sources = value.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise SourceError(source, 'the snapshot\'s "sources" must be a non-empty object')
+    if choose is None:
+        if len(sources) != 1:
+            names = ", ".join(sorted(sources))
+            raise SourceError(
+                source,
+                f"the snapshot holds {len(sources)} sources ({names}); choose one with ?source=URL",
+            )
+        choose = next(iter(sources))
+    entry = sources.get(choose)
+    if not isinstance(entry, dict) or not isinstance(entry.get("nodes"), list):
+        raise SourceError(source, f"the snapshot has no node list for {choose}")
+    try:
+        return [Node.from_dict(node) for node in entry["nodes"]]
+    except ValueError as exc:
+        raise SourceError(source, f"snapshot entry {choose}: {exc}") from None
+
+
+def _from_lines(text: str, source: str) -> list[Node]:
+    lines = text.split("\n")
+    # A writer cut short leaves a last line without its newline, such as "10.0.0.3:112":
+    # a valid node with a wrong port, so it is refused rather than guessed at.
+    last = lines.pop().partition("#")[0].strip()
+    if last:
+        raise SourceError(
+            source,
+            f"the last line {last!r:.60} does not end with a newline: the file may be partly "
+            "written",
+        )
+    nodes = []
+    for number, line in enumerate(lines, 1):
+        content = line.partition("#")[0].strip()
+        if content:
+            nodes.append(_node(content, source, f"line {number}"))
+    return nodes
+
+
+def _node(text: str, source: str, where: str) -> Node:
+    try:
+        return parse_node(text, where=where)
+    except ConfigurationError as exc:
+        raise SourceError(source, str(exc)) from None
+
+
+def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
+    """Return the regular file's bytes and stamp; None when it changed while being read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SourceError(source, "no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError(
+                source,
+                "is a symbolic link; name the file it points to (links are never followed)",
+            ) from None
+        raise SourceError(source, f"cannot open the file ({exc.strerror or exc})") from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise SourceError(source, "not a regular file")
+        if before.st_size > cap:
+            raise SourceError(source, f"larger than {cap} bytes (max_reply_size)")
+        chunks, size = [], 0
+        while size <= cap:
+            chunk = os.read(fd, min(65536, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise SourceError(source, f"cannot read the file ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > cap:
+        raise SourceError(source, f"larger than {cap} bytes (max_reply_size)")
+    if _stamp(before) != _stamp(after) or len(data) != after.st_size:
+        return None
+    return data, _stamp(after)
+
+
+def _stamp(status: os.stat_result) -> _Stamp:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _stamp_path(path: str) -> _Stamp | None:
+    try:
+        return _stamp(os.stat(path, follow_symlinks=False))
+    except OSError:
+        return None

@@ -1,0 +1,248 @@
+"""The file source: formats, refusals, and a file rewritten in place while it is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cache_settings import ConfigurationError, Node, SourceError, parse_source
+from cache_settings.attempt import Attempt, run
+from cache_settings.snapshot import write_snapshot
+from cache_settings.sources.file import QUIET, File, parse_node_list
+from cache_settings.watch import Watcher
+from tests.helpers import wait_until
+
+NODES = [Node("10.0.0.1", 11211), Node("10.0.0.2", 11211), Node("::1", 11300)]
+
+
+def file_source(path: Path, query: str = "") -> File:
+    built = parse_source(f"file://{path}{query}")
+    assert isinstance(built, File)
+    return built
+
+
+def aged(path: Path) -> Path:
+    """Date *path* back one second, as a file written before the site started."""
+    past = time.time() - 1
+    os.utime(path, (past, past))
+    return path
+
+
+# --- formats -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '["10.0.0.2:11211", "10.0.0.1:11211", "[::1]:11300", "10.0.0.1:11211"]',
+        '[{"targets": ["10.0.0.1:11211", "10.0.0.2:11211"], "labels": {"az": "a"}},'
+        ' {"targets": ["[::1]:11300"]}]',
+        "# rendered by consul-template\n10.0.0.2:11211\n\n  10.0.0.1  # default port\n"
+        "[::1]:11300\r\n",
+    ],
+    ids=["json-list", "prometheus-file-sd", "lines"],
+)
+def test_file__each_format_lists_sorted_unique_nodes(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "nodes"
+    path.write_text(content)
+    aged(path)
+
+    assert file_source(path).resolve(timeout=1) == NODES
+
+
+def test_file__snapshot_format_with_one_source(tmp_path: Path) -> None:
+    path = tmp_path / "cache-nodes.json"
+    write_snapshot(path, "consul:///memcached", NODES)
+    aged(path)
+
+    assert file_source(path).resolve(timeout=1) == NODES
+
+
+def test_file__snapshot_format_with_several_sources_needs_source(tmp_path: Path) -> None:
+    path = tmp_path / "cache-nodes.json"
+    write_snapshot(path, "consul:///memcached", NODES)
+    write_snapshot(path, "dns://mc.test:11211", [Node("10.0.9.9", 11211)])
+    aged(path)
+
+    with pytest.raises(SourceError, match=r"holds 2 sources .*choose one with \?source=URL"):
+        file_source(path).resolve(timeout=1)
+    # The Mimir spelling names the same source as the canonical key in the file.
+    chosen = file_source(path, "?source=dns%2Bmc.test%3A11211")
+    assert chosen.resolve(timeout=1) == [Node("10.0.9.9", 11211)]
+    assert chosen.url == f"file://{path}?source=dns%3A%2F%2Fmc.test%3A11211"
+
+
+def test_file__canonical_url_and_bad_urls(tmp_path: Path) -> None:
+    assert parse_source("file://localhost/etc/memcached%20nodes").url == (
+        "file:///etc/memcached%20nodes"
+    )
+    for url, message in [
+        ("file://etc/nodes", "three slashes"),
+        ("file://", "no absolute path"),
+        ("file:///etc/nodes?format=json", "unknown option 'format'"),
+        ("file:///etc/nodes?source=redis://x", "Unknown scheme 'redis://'"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            parse_source(url)
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"  \n\n", "the file is empty"),
+        (b"# nothing yet\n", "the file lists no nodes"),
+        (b"[]", "the file lists no nodes"),
+        (b'["10.0.0.1:11211", "10.0.0.2:11', "not valid JSON .*partly written"),
+        (b"10.0.0.1:11211\n10.0.0.2:112", "last line '10.0.0.2:112' does not end with a newline"),
+        (b"10.0.0.1:11211\nnot a node!\n", "line 2: invalid node 'not a node!'"),
+        (b"10.0.0.1:99999\n", "line 1: invalid port '99999'"),
+        (b'["10.0.0.1:11211", 11211]', 'item 1: expected a "host:port" string'),
+        (b'{"nodes": ["10.0.0.1:11211"]}', 'must be a snapshot with "format"'),
+        (b'"10.0.0.1:11211"\n', "line 1: invalid port"),
+        (b"\xff\xfe10.0.0.1\n", "not UTF-8 text"),
+        (
+            b'{"format": "cache_settings/1", "sources": {"a": {"nodes": [{"host": "x"}]}}}',
+            "snapshot entry a: node port must be an integer",
+        ),
+    ],
+)
+def test_parse_node_list__refuses_empty_partial_and_malformed_content(
+    content: bytes, message: str
+) -> None:
+    with pytest.raises(SourceError, match=message):
+        parse_node_list(content, source="file:///nodes")
+
+
+def test_file__missing_file_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such file"):
+        file_source(tmp_path / "absent").resolve(timeout=1)
+
+
+def test_file__symlink_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "nodes"
+    target.write_text("10.0.0.1:11211\n")
+    aged(target)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+
+    with pytest.raises(SourceError, match="is a symbolic link"):
+        file_source(link).resolve(timeout=1)
+
+
+def test_file__fifo_and_directory_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+
+    for path in (fifo, tmp_path):
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="not a regular file|cannot open"):
+            file_source(path).resolve(timeout=1)
+        assert time.monotonic() - started < 0.5
+
+
+def test_file__larger_than_max_reply_size_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nodes"
+    path.write_text("10.0.0.1:11211\n10.0.0.2:11211\n")
+    aged(path)
+    built = file_source(path)
+
+    with pytest.raises(SourceError, match="larger than 16 bytes"):
+        run(Attempt(built.url, 1, max_reply_size=16), lambda: built.resolve(timeout=1))
+
+
+def test_file__a_fresh_file_is_read_after_it_settles(tmp_path: Path) -> None:
+    path = tmp_path / "nodes"
+    path.write_text("10.0.0.1:11211\n")
+
+    started = time.monotonic()
+    nodes = file_source(path).resolve(timeout=1)
+
+    assert nodes == [Node("10.0.0.1", 11211)]
+    assert time.monotonic() - started >= QUIET * 0.9
+
+
+# --- a writer that rewrites in place -------------------------------------------------------
+
+
+def rewrite_in_place(path: Path, lists: list[list[str]], times: int, stop: threading.Event) -> None:
+    """Truncate and rewrite *path* line by line, with stalls mid-write and between writes."""
+    chance = random.Random(16)
+    for n in range(times):
+        if stop.is_set():
+            return
+        with open(path, "w") as file:  # truncates: the file is empty for a moment
+            for line in lists[n % len(lists)]:
+                file.write(f"{line}\n")
+                file.flush()  # each line its own write: readers can see every prefix
+                if chance.random() < 0.02:
+                    time.sleep(chance.uniform(0.001, QUIET / 5))
+        time.sleep(QUIET * 2 if n % 100 == 99 else chance.uniform(0, 0.001))
+
+
+@pytest.fixture
+def writer_stop() -> Iterator[threading.Event]:
+    stop = threading.Event()
+    yield stop
+    stop.set()
+
+
+def test_file__rewritten_in_place_never_yields_an_empty_or_partial_list(
+    tmp_path: Path, writer_stop: threading.Event
+) -> None:
+    lists = [[f"10.0.0.{i}:11211" for i in range(1, 9)], [f"10.0.1.{i}:11211" for i in range(1, 7)]]
+    whole = {tuple(sorted(lines)) for lines in lists}
+    path = tmp_path / "nodes"
+    path.write_text("".join(f"{line}\n" for line in lists[0]))
+    built = file_source(path)
+    writer = threading.Thread(target=rewrite_in_place, args=(path, lists, 1000, writer_stop))
+    writer.start()
+
+    answers, errors = [], []
+    while writer.is_alive():
+        try:
+            nodes = built.resolve(timeout=0.2)
+        except SourceError as exc:
+            errors.append(exc.reason)
+        else:
+            answers.append(tuple(sorted(node.location for node in nodes)))
+    writer.join()
+
+    partial = [answer for answer in answers if answer not in whole]
+    assert partial == []
+    assert len(answers) >= 5, errors[:5]  # it did read whole lists during the rewrites
+
+
+def test_watcher__polling_a_rewritten_file_holds_only_whole_lists(
+    tmp_path: Path, writer_stop: threading.Event
+) -> None:
+    lists = [["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"], ["10.0.1.1:11211"]]
+    whole = {tuple(sorted(lines)) for lines in lists}
+    path = tmp_path / "nodes"
+    path.write_text("".join(f"{line}\n" for line in lists[0]))
+    watcher = Watcher(file_source(path), refresh=0.1, deadline=0.5)
+    watcher.start()
+    seen: set[tuple[str, ...]] = set()
+    writer = threading.Thread(target=rewrite_in_place, args=(path, lists, 1000, writer_stop))
+    writer.start()
+    try:
+        while writer.is_alive():
+            seen.add(tuple(node.location for node in watcher.nodes))
+            time.sleep(0.001)
+        writer.join()
+        path.write_text(json.dumps(lists[1]))
+        assert wait_until(lambda: [n.location for n in watcher.nodes] == lists[1], timeout=2)
+    finally:
+        watcher.stop()
+
+    assert seen <= whole
