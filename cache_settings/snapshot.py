@@ -12,15 +12,33 @@ one reads it. One file may hold many sources, keyed by the redacted source URL::
 humans; it is written but never read back). ``version`` is the source's config version or
 Consul index, or null. The file is plain JSON: never pickle, never a token.
 
+Where to put the file: in a directory owned by the site's user and not writable by others,
+e.g. ``BASE_DIR / "var" / "cache-nodes.json"``; never ``/tmp``. Whoever can write to the
+directory can replace the snapshot, and so the node list the site falls back to. In a
+shared or world-writable directory this module still never follows a symbolic link, never
+opens anything but a regular file and never writes into an existing file (see
+``_safefile.py``), so nothing outside the snapshot and its ``.lock``, ``.tmp`` and
+``.corrupt`` siblings is created or changed, and no other file's content is copied. The
+directories above the file, and their symbolic links, are trusted.
+
 Decisions this module documents:
 
+- Every failure to read the file is a :class:`SnapshotError` naming the file and the reason,
+  whatever Python raised (``OverflowError``, ``RecursionError``, ``MemoryError``...); every
+  field is checked at the boundary (``_snapshot_format.py``). Caps: :data:`MAX_SIZE` bytes,
+  :data:`MAX_DEPTH` levels of JSON nesting. A write that would exceed the size cap, or hold
+  an entry the reader would refuse, logs a warning and writes nothing.
+- Only a regular file is read or written: a symbolic link, directory, FIFO, socket or
+  device at the snapshot path (or at its ``.lock``) makes a read fail at once, without
+  blocking, and a write log a warning. :func:`check_snapshot_path` turns these into a
+  :class:`ConfigurationError` when settings are loaded.
 - ``fetched_at`` is always updated on write, even when nodes and version are unchanged: it
   records the last time a live source confirmed the list, which is what ``max_age`` measures.
 - Writes are read-modify-write of the whole file under a POSIX record lock
   (``fcntl.lockf``) on a sibling ``<name>.lock`` (the data file itself is replaced, so it
   cannot carry the lock), through a temp file ``.<name>.<random>.tmp`` in the same directory,
   ``fsync``, ``os.replace`` and an ``fsync`` of the directory. Readers take no lock: they see
-  the old file or the new one.
+  the old file or the new one. The new file keeps the permission bits of the one it replaces.
 - Why ``lockf`` and not ``flock``: a ``flock`` lock belongs to the open file description,
   which a forked child shares; a worker forked while the watcher thread held it kept the lock
   for its whole life and every other writer blocked forever. A record lock belongs to the
@@ -36,46 +54,53 @@ Decisions this module documents:
   any ``max_age`` forever. :meth:`SnapshotEntry.age` is never negative.
 - Temp files left behind by a killed writer are removed by the next writer (under the lock,
   nobody else can be writing one). They are never read as the snapshot.
-- A malformed file does not block a write: it is copied to ``<name>.corrupt`` for forensics
-  (one copy, overwritten by the next corruption), a warning is logged, and it is replaced by
-  a valid file holding only the new entry.
+- A malformed (or oversized) file does not block a write: it is renamed to ``<name>.corrupt``
+  for forensics (one copy, replaced by the next corruption; renamed, not copied, so it keeps
+  its owner and permission bits), a warning is logged, and a valid file holding only the new
+  entry takes its place.
 - A file that cannot be read or written (read-only file system, permissions, a parent that
-  is not a directory) makes :func:`write_snapshot` log a warning and return False: settings
-  import must not crash because the snapshot cannot be saved.
+  is not a directory, a symbolic link) makes :func:`write_snapshot` log a warning and return
+  False: settings import must not crash because the snapshot cannot be saved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import errno
-import fcntl
-import json
 import logging
-import math
 import os
-import threading
+import stat
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from .exceptions import SnapshotError
+from . import _safefile
+from ._snapshot_format import (
+    FORMAT,
+    MAX_DEPTH,
+    MAX_SIZE,
+    SnapshotEntry,
+    check_time,
+    check_version,
+    dump,
+    parse,
+)
+from .exceptions import ConfigurationError, SnapshotError
 from .nodes import Node, unique_sorted
 from .sources._url import redact
 
 __all__ = [
     "FORMAT",
     "LOCK_TIMEOUT",
+    "MAX_DEPTH",
+    "MAX_SIZE",
     "SnapshotEntry",
+    "check_snapshot_path",
     "load_snapshot",
     "read_snapshot",
     "write_snapshot",
 ]
 
 logger = logging.getLogger(__name__)
-
-FORMAT = "cache_settings/1"
 
 #: Seconds :func:`write_snapshot` waits for the lock before it gives up with a warning.
 #: Read at each call, so tests may lower it.
@@ -85,70 +110,87 @@ LOCK_TIMEOUT = 10.0
 # reader) before read_snapshot stops trusting it.
 _FUTURE_TOLERANCE = 300.0
 
-# Poll interval bounds while another process holds the lock: short, so a write waits about as
-# long as the one before it takes, and capped, so many waiters do not spin.
-_POLL_FIRST, _POLL_MAX = 0.001, 0.02
-
 # Query keys that carry secrets; the same set redact() strips.
 _SECRET_KEYS = frozenset({"token", "password", "secret"})
 
-# Serialises snapshot writes between the threads of this process (lockf does not), and
-# guards _lock_fd. Replaced in a forked child by _after_fork_in_child().
-_write_lock = threading.Lock()
-# The descriptor of the lock file while this process holds the lock, else None.
-_lock_fd: int | None = None
 
+def check_snapshot_path(path: str | os.PathLike[str]) -> str:
+    """Return *path* as an absolute, normalised path string fit to be a snapshot file.
 
-def _after_fork_in_child() -> None:
-    # The child has only the forking thread. A lock held by another thread at the fork would
-    # stay held forever in the child, so it gets a fresh one. It holds no record lock (those
-    # are not inherited); its copy of the parent's lock descriptor is closed, which touches
-    # only the child's own (absent) locks.
-    global _write_lock, _lock_fd
-    _write_lock = threading.Lock()
-    if _lock_fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(_lock_fd)
-        _lock_fd = None
+    A path that does not exist yet is fine (its missing directories are created by the first
+    write). Called where settings are validated, so that a snapshot that could never be read
+    or written fails when the site starts, not when the source first fails.
 
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _LockTimeout(Exception):
-    """The snapshot lock was not free within LOCK_TIMEOUT seconds."""
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotEntry:
-    """The node list of one source as a live answer last confirmed it."""
-
-    source: str
-    nodes: tuple[Node, ...]
-    fetched_at: float
-    version: int | None = None
-
-    def age(self, now: float | None = None) -> float:
-        """Return the seconds since ``fetched_at``; 0 if it lies in the future (clock skew)."""
-        return max(0.0, (time.time() if now is None else now) - self.fetched_at)
+    Raises:
+        ConfigurationError: *path* is not a ``str`` or ``os.PathLike[str]``, is empty, holds a
+            NUL character, is an existing directory, symbolic link or other non-regular file,
+            or one of its parents exists and is not a directory.
+    """
+    try:
+        filename = os.fspath(path)
+    except TypeError:
+        filename = None
+    if not isinstance(filename, str) or not filename or "\x00" in filename:
+        raise ConfigurationError(
+            f"snapshot must be the path of a JSON file (str or pathlib.Path), not {path!r}"
+        )
+    filename = os.path.abspath(filename)
+    try:
+        mode = os.lstat(filename).st_mode
+    except (FileNotFoundError, PermissionError):
+        # Missing: created by the first write. Not searchable by this user (a deploy user
+        # loading the site's settings): reads and writes log why when they happen.
+        return filename
+    except NotADirectoryError:
+        raise ConfigurationError(
+            f"snapshot={filename!r}: a parent of it is not a directory"
+        ) from None
+    except OSError as exc:  # a loop of symbolic links, a name too long
+        raise ConfigurationError(
+            f"snapshot={filename!r}: cannot be used ({_safefile.reason(exc)})"
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise ConfigurationError(
+            f"snapshot={filename!r} is a directory; give the path of a JSON file in it, "
+            f"e.g. {os.path.join(filename, 'cache-nodes.json')!r}"
+        )
+    if stat.S_ISLNK(mode):
+        raise ConfigurationError(
+            f"snapshot={filename!r} is a symbolic link, which is never followed; give the "
+            f"path of the file itself ({os.path.realpath(filename)!r})"
+        )
+    if not stat.S_ISREG(mode):
+        raise ConfigurationError(
+            f"snapshot={filename!r} is not a regular file (a FIFO, socket or device); give the "
+            "path of a JSON file in a directory owned by the site's user"
+        )
+    return filename
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, SnapshotEntry]:
     """Return every entry of the snapshot file at *path*, keyed by source URL.
 
-    A missing file is an empty dict. A file that cannot be read or is malformed raises
-    :class:`SnapshotError` naming the path and what was wrong. Entries are returned whatever
-    their age; compare :meth:`SnapshotEntry.age` with a maximum age in seconds, or use
-    :func:`read_snapshot`, which does.
+    A missing file is an empty dict. Entries are returned whatever their age; compare
+    :meth:`SnapshotEntry.age` with a maximum age in seconds, or use :func:`read_snapshot`,
+    which does.
+
+    Raises:
+        SnapshotError: the file cannot be read (a symbolic link, not a regular file,
+            permissions, ...) or is malformed; the message names the path and what was wrong.
+            No other exception leaves this function for any content of the file.
     """
     filename = os.fspath(path)
     try:
-        text = _read_bytes(filename)
+        found = _safefile.read_regular(filename, limit=MAX_SIZE)
     except OSError as exc:
-        raise SnapshotError(f"{filename}: cannot read snapshot ({_reason(exc)})") from exc
-    if text is None:
+        raise SnapshotError(f"{filename}: cannot read snapshot ({_safefile.reason(exc)})") from exc
+    except Exception as exc:  # ValueError for a NUL in the name, MemoryError...
+        raise SnapshotError(
+            f"{filename}: cannot read snapshot ({type(exc).__name__}: {exc})"
+        ) from exc
+    if found is None:
         return {}
-    return _parse(filename, text)
+    return parse(filename, found.content)
 
 
 def read_snapshot(
@@ -224,85 +266,32 @@ def write_snapshot(
     entry = SnapshotEntry(
         source=source,
         nodes=unique_sorted(nodes),
-        fetched_at=time.time() if fetched_at is None else _check_time(fetched_at),
-        version=_check_version(version),
+        fetched_at=time.time() if fetched_at is None else check_time(fetched_at),
+        version=check_version(version),
     )
     if not entry.nodes:
         # DESIGN.md: an empty answer is a failure, never stored as a node list.
         raise ValueError(f"{source}: refusing to store an empty node list")
     try:
+        # Checked again under the lock; this keeps a directory or FIFO in the way from
+        # getting a stray .lock beside it.
+        _safefile.require_regular(filename)
         _make_parent(filename)
-        with _locked(filename, LOCK_TIMEOUT if lock_timeout is None else lock_timeout):
-            _remove_stale_temp_files(filename)
-            entries = _load_for_update(filename, source)
+        with _locked(filename, LOCK_TIMEOUT if lock_timeout is None else lock_timeout) as dir_fd:
+            name = os.path.basename(filename)
+            _safefile.remove_stale(f".{name}.", ".tmp", dir_fd=dir_fd)
+            entries, like = _load_for_update(filename, source, dir_fd=dir_fd)
             entries[source] = entry
-            _replace(filename, _dump(entries))
-    except _LockTimeout as exc:
+            content = dump(entries)
+            _check_readable(filename, content)
+            _safefile.replace(name, content, dir_fd=dir_fd, temp_prefix=f".{name}.", like=like)
+    except (_safefile.LockTimeout, SnapshotError) as exc:
         logger.warning("%s: cannot write snapshot %s (%s)", source, filename, exc)
         return False
     except OSError as exc:
-        logger.warning("%s: cannot write snapshot %s (%s)", source, filename, _reason(exc))
+        logger.warning("%s: cannot write snapshot %s (%s)", source, filename, _safefile.reason(exc))
         return False
     return True
-
-
-def _read_bytes(filename: str) -> bytes | None:
-    try:
-        with open(filename, "rb") as file:
-            return file.read()
-    except FileNotFoundError:
-        return None
-
-
-def _parse(filename: str, text: bytes) -> dict[str, SnapshotEntry]:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:  # also UnicodeDecodeError
-        raise SnapshotError(f"{filename}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise SnapshotError(f"{filename}: expected a JSON object, not {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise SnapshotError(f"{filename}: format is {data.get('format')!r}, expected {FORMAT!r}")
-    sources = data.get("sources")
-    if not isinstance(sources, dict):
-        raise SnapshotError(f"{filename}: 'sources' must be an object, not {sources!r}")
-    entries = {}
-    for source, raw in sources.items():
-        try:
-            entries[source] = _entry_from_dict(source, raw)
-        except ValueError as exc:
-            raise SnapshotError(f"{filename}: entry {source!r}: {exc}") from None
-    return entries
-
-
-def _entry_from_dict(source: str, raw: object) -> SnapshotEntry:
-    if not isinstance(raw, dict):
-        raise ValueError(f"must be an object, not {type(raw).__name__}")
-    for key in ("nodes", "fetched_at"):
-        if key not in raw:
-            raise ValueError(f"missing {key!r}")
-    nodes = raw["nodes"]
-    if not isinstance(nodes, list) or not nodes:
-        raise ValueError(f"'nodes' must be a non-empty list, not {nodes!r}")
-    # 'version' may be absent (null); 'fetched' is for humans and never read.
-    return SnapshotEntry(
-        source=source,
-        nodes=unique_sorted(Node.from_dict(node) for node in nodes),
-        fetched_at=_check_time(raw["fetched_at"]),
-        version=_check_version(raw.get("version")),
-    )
-
-
-def _check_time(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"'fetched_at' must be Unix time in seconds, not {value!r}")
-    return float(value)
-
-
-def _check_version(value: object) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"'version' must be an integer or null, not {value!r}")
-    return value
 
 
 def _check_source(source: str) -> None:
@@ -318,45 +307,41 @@ def _check_source(source: str) -> None:
         )
 
 
-def _load_for_update(filename: str, source: str) -> dict[str, SnapshotEntry]:
-    # Read errors (permissions, a directory in the way) propagate as OSError: the write
-    # fails with a warning. Only malformed content is replaced.
-    text = _read_bytes(filename)
-    if text is None:
-        return {}
+def _check_readable(filename: str, content: bytes) -> None:
+    # Never write what load_snapshot() would refuse: one bad node from a source (a host
+    # with a space) would cost every other source in the file its fallback.
+    if len(content) > MAX_SIZE:
+        raise SnapshotError(f"it would hold {len(content)} bytes, more than {MAX_SIZE}")
     try:
-        return _parse(filename, text)
+        parse(filename, content)
+    except SnapshotError as exc:
+        raise SnapshotError(f"the new entry would not read back: {exc}") from None
+
+
+def _load_for_update(
+    filename: str, source: str, *, dir_fd: int
+) -> tuple[dict[str, SnapshotEntry], os.stat_result | None]:
+    """Return the entries to keep, and the ``fstat`` of the file they replace (None if none).
+
+    A file that is not a regular file, or cannot be read, fails the write (OSError): it is
+    not ours to replace. Only malformed content is moved aside and replaced.
+    """
+    name = os.path.basename(filename)
+    found = _safefile.read_regular(name, limit=MAX_SIZE, dir_fd=dir_fd)
+    if found is None:
+        return {}, None
+    try:
+        return parse(filename, found.content), found.status
     except SnapshotError as exc:
         corrupt = filename + ".corrupt"
         try:
-            with open(corrupt, "wb") as file:
-                file.write(text)
-        except OSError as copy_exc:
-            corrupt = f"nowhere ({_reason(copy_exc)})"
+            _safefile.move_aside(name, name + ".corrupt", dir_fd=dir_fd)
+        except OSError as move_exc:
+            corrupt = f"nowhere ({_safefile.reason(move_exc)})"
         logger.warning(
-            "%s: replacing malformed snapshot, old file copied to %s: %s", source, corrupt, exc
+            "%s: replacing malformed snapshot, old file moved to %s: %s", source, corrupt, exc
         )
-        return {}
-
-
-def _dump(entries: dict[str, SnapshotEntry]) -> bytes:
-    sources = {
-        source: {
-            "nodes": [node.as_dict() for node in entry.nodes],
-            "fetched_at": entry.fetched_at,
-            "fetched": _iso(entry.fetched_at),
-            "version": entry.version,
-        }
-        for source, entry in entries.items()
-    }
-    data = {"format": FORMAT, "sources": sources}
-    # Indented and sorted: snapshot files ship with releases and are read in diffs.
-    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-
-
-def _iso(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {}, found.status
 
 
 def _make_parent(filename: str) -> None:
@@ -367,89 +352,14 @@ def _make_parent(filename: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(filename: str, timeout: float) -> Iterator[None]:
-    """Hold this process's write lock and the record lock on ``<filename>.lock``.
+def _locked(filename: str, timeout: float) -> Iterator[int]:
+    """Hold every lock on the snapshot *filename*; yield a descriptor of its directory.
 
-    Raises _LockTimeout when both are not held within *timeout* seconds.
+    Raises _safefile.LockTimeout when the locks are not held within *timeout* seconds.
     """
-    global _lock_fd
-    deadline = time.monotonic() + timeout
-    lockname = filename + ".lock"
-    # Keep the object acquired: a fork in between replaces the module global in the child only.
-    lock = _write_lock
-    if not lock.acquire(timeout=max(0.0, timeout)):
-        raise _LockTimeout(f"another thread held the lock for {timeout:g} seconds")
-    try:
-        # Opened and closed only under the in-process lock: closing any descriptor of the
-        # file would drop this process's record lock.
-        fd = os.open(lockname, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        _lock_fd = fd
-        try:
-            _lock_record(fd, lockname, deadline, timeout)
-            # The kernel releases a record lock when its holder dies, so a killed writer
-            # never leaves the file locked. The lock file is kept: unlinking it would race.
-            yield
-        finally:
-            _lock_fd = None
-            os.close(fd)  # also releases the record lock
-    finally:
-        lock.release()
-
-
-def _lock_record(fd: int, lockname: str, deadline: float, timeout: float) -> None:
-    # Non-blocking attempts with short sleeps: a blocking lockf cannot be given a timeout.
-    pause = _POLL_FIRST
-    while True:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _LockTimeout(f"{lockname} held by another process for {timeout:g} seconds")
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 2, _POLL_MAX)
-
-
-def _temp_prefix(filename: str) -> tuple[str, str]:
     directory, name = os.path.split(os.path.abspath(filename))
-    return directory, f".{name}."
-
-
-def _remove_stale_temp_files(filename: str) -> None:
-    directory, prefix = _temp_prefix(filename)
-    with os.scandir(directory) as it:
-        stale = [e.path for e in it if e.name.startswith(prefix) and e.name.endswith(".tmp")]
-    for temp in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-
-
-def _replace(filename: str, content: bytes) -> None:
-    directory, prefix = _temp_prefix(filename)
-    temp = os.path.join(directory, f"{prefix}{os.urandom(8).hex()}.tmp")
-    # 0o666 less the umask, like any new file: the snapshot is read by the app's user.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, filename)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    # Make the rename itself durable; some file systems refuse fsync on a directory.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+    with (
+        _safefile.directory(directory) as dir_fd,
+        _safefile.locked(f"{name}.lock", dir_fd=dir_fd, timeout=timeout, shown=f"{filename}.lock"),
+    ):
+        yield dir_fd

@@ -288,7 +288,7 @@ MALFORMED_FILES = [
     pytest.param(_entry(nodes=[{"host": "h", "port": 1, "tls": "y"}]), "tls", id="tls-string"),
     pytest.param(_entry(fetched_at="2023-11-14"), "fetched_at", id="fetched-at-string"),
     pytest.param(_entry(fetched_at=None), "fetched_at", id="fetched-at-null"),
-    pytest.param(_entry().replace(b"1.0", b"NaN"), "fetched_at", id="fetched-at-nan"),
+    pytest.param(_entry().replace(b"1.0", b"NaN"), "NaN is not a number", id="fetched-at-nan"),
     pytest.param(_entry(version="12"), "version", id="version-string"),
     pytest.param(_entry(version=1.5), "version", id="version-float"),
 ]
@@ -327,7 +327,7 @@ def test_load_snapshot__unreadable__snapshot_error(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "reason"), MALFORMED_FILES[:6])
-def test_write_snapshot__over_malformed_file__replaced_and_copy_kept(
+def test_write_snapshot__over_malformed_file__replaced_and_moved_aside(
     path: Path, warnings_logged: pytest.LogCaptureFixture, content: bytes, reason: str
 ) -> None:
     path.write_bytes(content)
@@ -390,7 +390,7 @@ def test_write_snapshot__directory_in_the_way__false_and_warning(
     assert write_snapshot(path, SOURCE, NODES) is False
 
     assert str(path) in warnings_logged.text
-    assert "Is a directory" in warnings_logged.text
+    assert "is a directory, not a regular file" in warnings_logged.text
     assert path.is_dir()
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
