@@ -66,6 +66,7 @@ Decisions this module documents:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -110,6 +111,9 @@ LOCK_TIMEOUT = 10.0
 # reader) before read_snapshot stops trusting it.
 _FUTURE_TOLERANCE = 300.0
 
+# Last components that name a directory whatever exists: "var/", "var/.", "var/..".
+_DIRECTORY_NAMES = frozenset({"", os.curdir, os.pardir})
+
 # Query keys that carry secrets; the same set redact() strips.
 _SECRET_KEYS = frozenset({"token", "password", "secret"})
 
@@ -123,8 +127,9 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
 
     Raises:
         ConfigurationError: *path* is not a ``str`` or ``os.PathLike[str]``, is empty, holds a
-            NUL character, is an existing directory, symbolic link or other non-regular file,
-            or one of its parents exists and is not a directory.
+            NUL character, names a directory (ends in ``/``, ``.`` or ``..``), is an existing
+            directory, symbolic link or other non-regular file, or one of its parents exists
+            and is not a directory.
     """
     try:
         filename = os.fspath(path)
@@ -133,6 +138,11 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
     if not isinstance(filename, str) or not filename or "\x00" in filename:
         raise ConfigurationError(
             f"snapshot must be the path of a JSON file (str or pathlib.Path), not {path!r}"
+        )
+    if os.path.basename(filename) in _DIRECTORY_NAMES:
+        raise ConfigurationError(
+            f"snapshot={filename!r} names a directory; give the path of a JSON file, "
+            f"e.g. {os.path.join(filename, 'cache-nodes.json')!r}"
         )
     filename = os.path.abspath(filename)
     try:
@@ -276,11 +286,13 @@ def write_snapshot(
         # Checked again under the lock; this keeps a directory or FIFO in the way from
         # getting a stray .lock beside it.
         _safefile.require_regular(filename)
+        if os.path.basename(filename) in _DIRECTORY_NAMES:
+            raise IsADirectoryError(errno.EISDIR, "names a directory, not a file")
         _make_parent(filename)
         with _locked(filename, LOCK_TIMEOUT if lock_timeout is None else lock_timeout) as dir_fd:
-            name = os.path.basename(filename)
+            name = os.path.basename(os.path.abspath(filename))  # as _locked() splits it
             _safefile.remove_stale(f".{name}.", ".tmp", dir_fd=dir_fd)
-            entries, like = _load_for_update(filename, source, dir_fd=dir_fd)
+            entries, like = _load_for_update(filename, name, source, dir_fd=dir_fd)
             entries[source] = entry
             content = dump(entries)
             _check_readable(filename, content)
@@ -319,14 +331,13 @@ def _check_readable(filename: str, content: bytes) -> None:
 
 
 def _load_for_update(
-    filename: str, source: str, *, dir_fd: int
+    filename: str, name: str, source: str, *, dir_fd: int
 ) -> tuple[dict[str, SnapshotEntry], os.stat_result | None]:
     """Return the entries to keep, and the ``fstat`` of the file they replace (None if none).
 
     A file that is not a regular file, or cannot be read, fails the write (OSError): it is
     not ours to replace. Only malformed content is moved aside and replaced.
     """
-    name = os.path.basename(filename)
     found = _safefile.read_regular(name, limit=MAX_SIZE, dir_fd=dir_fd)
     if found is None:
         return {}, None

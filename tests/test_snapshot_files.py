@@ -457,6 +457,29 @@ def test_check_snapshot_path__not_a_path__configuration_error(value: object) -> 
         check_snapshot_path(value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("suffix", ["/", "/.", "/.."])
+def test_check_snapshot_path__name_of_a_directory__configuration_error(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Also when nothing exists there yet: "var/" can only ever be a directory."""
+    with pytest.raises(ConfigurationError, match="names a directory"):
+        check_snapshot_path(f"{tmp_path}/var{suffix}")
+
+
+@pytest.mark.parametrize("suffix", ["/", "/.", "/.."])
+def test_write_snapshot__name_of_a_directory__false_and_nothing_created(
+    tmp_path: Path, suffix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "var").mkdir()
+    before = _tree(tmp_path)
+    caplog.set_level(logging.WARNING, logger="cache_settings.snapshot")
+
+    assert write_snapshot(f"{tmp_path}/var/new{suffix}", SOURCE, NODES) is False
+
+    assert _tree(tmp_path) == before
+    assert "names a directory" in caplog.text
+
+
 def test_check_snapshot_path__directory__message_says_what_to_write(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         check_snapshot_path(tmp_path)
