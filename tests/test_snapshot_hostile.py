@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cache_settings import ResolutionError, SourceError, memcached, resolve
+from cache_settings.cli import main
 from cache_settings.exceptions import SnapshotError
 from cache_settings.nodes import Node
 from cache_settings.snapshot import (
@@ -255,3 +256,19 @@ def test_write_snapshot__out_of_range_arguments__value_error(
         write_snapshot(path, SOURCE, [Node("10.0.0.1")], **kwargs)  # type: ignore[arg-type]
 
     assert not path.exists()
+
+
+@pytest.mark.parametrize(("content", "words"), ISSUE_CASES)
+def test_cli_show__hostile_snapshot__exit_1_with_one_line(
+    path: Path, content: bytes, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cache-settings show`` reports the file and the cause, without a traceback."""
+    path.write_bytes(content)
+
+    status = main(["show", str(path)])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"{path}: " in err
+    assert words in err
+    assert "Traceback" not in err
