@@ -46,7 +46,7 @@ __all__ = [
 
 FORMAT = "cache_settings/1"
 
-#: Bytes a snapshot file may hold: about 38,000 nodes with their IPs (110 bytes each).
+#: Bytes a snapshot file may hold: about 36,000 nodes with their IPs (115 bytes each).
 MAX_SIZE = 4 * 1024 * 1024
 
 #: Levels of JSON nesting a snapshot file may use; the format itself needs five.
