@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .redact import Scrubber, environment_secrets, url_secrets
 from .sources import Source
 
 __all__ = [
@@ -28,16 +27,6 @@ __all__ = [
 
 PROG = "cache-settings"
 
-# Environment variables whose values must never be printed, even inside a client's error.
-_SECRET_VARIABLES = (
-    "CONSUL_HTTP_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-)
-_SECRET_QUERY_KEYS = frozenset({"token", "password", "secret"})
-_MASK = "***"
-
 # A table column: its header, and how one result dict becomes its cell.
 Column = tuple[str, Callable[[dict[str, Any]], str]]
 
@@ -54,21 +43,15 @@ class Output:
     def __init__(self, stdout: Stream, stderr: Stream, secrets: Iterable[str]) -> None:
         self.stdout = stdout
         self.stderr = stderr
-        self.secrets: list[str] = []
-        self.add_secrets(secrets)
+        self._scrubber = Scrubber(secrets)
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         """Mask *secrets* too from now on."""
-        # Longest first, so that a secret containing another is masked whole. Very short
-        # values are left alone: masking "a" would garble every line.
-        found = {s for s in [*self.secrets, *secrets] if len(s) >= 4}
-        self.secrets = sorted(found, key=len, reverse=True)
+        self._scrubber.add(secrets)
 
     def scrub(self, text: str) -> str:
-        """Return *text* with every known secret replaced by ``***``."""
-        for secret in self.secrets:
-            text = text.replace(secret, _MASK)
-        return text
+        """Return *text* with every known secret, URL user info and secret option masked."""
+        return self._scrubber.scrub(text)
 
     def out(self, text: str) -> None:
         """Write one line to standard output."""
@@ -94,22 +77,10 @@ class Output:
 
 
 def secrets(url: str | None = None, sources: Iterable[Source] = ()) -> list[str]:
-    """Return the secrets in the environment, in a source *url* and held by *sources*."""
-    found = [os.environ[name] for name in _SECRET_VARIABLES if os.environ.get(name)]
-    if url:
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rpartition("@")[0]
-        found += [unquote(userinfo), *unquote(userinfo).split(":")] if userinfo else []
-        found += [
-            value
-            for key, value in parse_qsl(parts.query, keep_blank_values=True)
-            if key.lower() in _SECRET_QUERY_KEYS
-        ]
+    """Return the secrets in the environment, in a source *url* and declared by *sources*."""
+    found = environment_secrets() + url_secrets(url)
     for source in sources:
-        for name in ("token", "password", "secret"):
-            value = getattr(source, name, None)
-            if isinstance(value, str) and value:
-                found.append(value)
+        found += source.traits.secrets
     return found
 
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from ._report import (
     CHECK_COLUMNS,
@@ -40,10 +39,10 @@ from ._report import (
 from ._targets import SettingsTargets, Target, UsageError, load_settings, targets_from_entries
 from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError, SnapshotError
 from .nodes import Node
+from .redact import redact_url
 from .resolve import Resolution, resolve
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
 from .sources import parse_source
-from .sources._url import redact
 
 __all__ = [
     "EXIT_FAILED",
@@ -231,7 +230,7 @@ def _show_row(path: str, entry: SnapshotEntry, max_age: float | None) -> dict[st
     seconds = entry.age()
     return {
         # A file written elsewhere (or by hand) may hold credentials in its keys.
-        "source": redact(urlsplit(entry.source)),
+        "source": redact_url(entry.source),
         "snapshot": path,
         "status": "stale" if max_age is not None and seconds > max_age else "ok",
         "nodes": _nodes_json(entry.nodes),

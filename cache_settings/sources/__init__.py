@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
@@ -68,12 +68,15 @@ class Traits:
             the memcached nodes, never to the registry (see ``Consul.agent_tls``).
         node_tls_if_needed: how to verify nodes that the source finds to speak TLS
             (``Node.tls``), such as a serverless cache; None means the default trust store.
+        secrets: values the source holds outside its URL (a token given as an argument)
+            that no output may show; :mod:`cache_settings.redact` masks them.
     """
 
     needs_network: bool = True
     backend: Literal["pylibmc", "pymemcache"] | None = None
     node_tls: TLSConfig | None = None
     node_tls_if_needed: TLSConfig | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 @runtime_checkable

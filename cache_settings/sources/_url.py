@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
-from urllib.parse import SplitResult, parse_qsl, quote, unquote
+from urllib.parse import SplitResult, parse_qsl
 
 from ..exceptions import ConfigurationError
+from ..redact import redact_url
 from ..tls import TLSConfig
 
 __all__ = ["Query", "redact"]
@@ -93,24 +93,8 @@ class Query:
 
 
 def redact(url: SplitResult) -> str:
-    """Return *url* without user info (tokens, passwords) and without secret options.
+    """Return *url* without secrets, as :func:`cache_settings.redact.redact_url` does.
 
-    User info is also removed from URLs inside option values (``endpoint_url=``).
+    Kept for the sources of this package; everything else imports ``cache_settings.redact``.
     """
-    netloc = url.netloc.rpartition("@")[2]
-    query = "&".join(
-        _without_userinfo(part)
-        for part in url.query.split("&")
-        if part and unquote(part.partition("=")[0]).lower() not in {"token", "password", "secret"}
-    )
-    return url._replace(netloc=netloc, query=query, fragment="").geturl()
-
-
-def _without_userinfo(part: str) -> str:
-    key, sep, value = part.partition("=")
-    text = unquote(value)
-    cleaned = _USERINFO.sub("//", text)
-    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/')}"
-
-
-_USERINFO = re.compile(r"//[^/?#@]*@")
+    return redact_url(url)

@@ -1,0 +1,139 @@
+"""Secrets kept out of every message, log line, snapshot key and CLI output.
+
+One home for redaction: :func:`redact_url` gives the URL a source shows (no user info, no
+``token=``/``password=``/``secret=`` option, no user info in a URL given as an option value
+such as ``endpoint_url=``), :func:`url_secrets` the secret values a URL carries, and
+:class:`Scrubber` masks known secrets in free text in every form a client library may
+print them: as written, escaped as ``repr()`` or JSON escape them, and percent-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, urlsplit
+
+__all__ = [
+    "MASK",
+    "SECRET_KEYS",
+    "SECRET_VARIABLES",
+    "Scrubber",
+    "environment_secrets",
+    "redact_url",
+    "scrub",
+    "url_secrets",
+]
+
+#: Query options whose values are secrets: dropped from redacted URLs, masked in text.
+SECRET_KEYS = frozenset({"token", "password", "secret"})
+#: Environment variables whose values must never be printed, even inside a client's error.
+SECRET_VARIABLES = (
+    "CONSUL_HTTP_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+MASK = "***"
+# Values this short are left alone: masking "a" would garble every line.
+_SHORTEST = 4
+
+# "scheme://user:password@" anywhere in a text; the user info is what goes.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#@\s'\"]*@")
+# "token=VALUE" (also after "?" or "&", percent-encoded or not) anywhere in a text.
+_SECRET_OPTION = re.compile(
+    r"(?P<key>\b(?:" + "|".join(sorted(SECRET_KEYS)) + r")(?:=|%3D))[^&\s#'\"]+", re.IGNORECASE
+)
+
+
+def redact_url(url: str | SplitResult) -> str:
+    """Return *url* without user info, secret options, or user info inside option values.
+
+    The ``//`` after the scheme is kept even without a host (``consul:///memcached``), so
+    the URL reads back as it was written.
+    """
+    parts = urlsplit(url) if isinstance(url, str) else url
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        _without_userinfo(part)
+        for part in parts.query.split("&")
+        if part and unquote(part.partition("=")[0]).lower() not in SECRET_KEYS
+    )
+    text = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    return f"{text}?{query}" if query else text
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """Return the secrets *url* carries: its user info and the values of secret options."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url.strip())
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return []
+    found: list[str] = []
+    userinfo = unquote(parts.netloc.rpartition("@")[0])
+    if userinfo:
+        found += [userinfo, *userinfo.split(":")]
+    for key, value in pairs:
+        if key.lower() in SECRET_KEYS:
+            found.append(value)
+        elif "://" in value:
+            found += url_secrets(value)  # endpoint_url=https://key:secret@host
+    return [secret for secret in found if secret]
+
+
+def environment_secrets() -> list[str]:
+    """Return the values of the secret variables of :data:`SECRET_VARIABLES` that are set."""
+    return [os.environ[name] for name in SECRET_VARIABLES if os.environ.get(name)]
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return *text* without URL user info, secret options, or any of *secrets*."""
+    return Scrubber(secrets).scrub(text)
+
+
+class Scrubber:
+    """Masks known secrets, URL user info and secret options in text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._forms: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask *secrets* too from now on, in each form they may be printed in."""
+        forms = set(self._forms)
+        for secret in secrets:
+            if len(secret) >= _SHORTEST:
+                forms.update(form for form in _forms(secret) if len(form) >= _SHORTEST)
+        # Longest first, so that a secret containing another is masked whole.
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """Return *text* with every known secret replaced by ``***``."""
+        for form in self._forms:
+            text = text.replace(form, MASK)
+        text = _USERINFO.sub(lambda m: f"{m.group('scheme') or ''}//", text)
+        return _SECRET_OPTION.sub(lambda m: f"{m.group('key')}{MASK}", text)
+
+
+def _forms(secret: str) -> set[str]:
+    # As written; escaped as repr() and JSON show it (a newline as \n); percent-encoded as
+    # a URL or a form carries it.
+    return {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret, safe=""),
+    }
+
+
+def _without_userinfo(part: str) -> str:
+    key, sep, value = part.partition("=")
+    text = unquote(value)
+    cleaned = _USERINFO.sub(lambda m: f"{m.group('scheme') or ''}//", text)
+    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/')}"
