@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .entries import Entry, collecting, entries
+from .policy import Policy
 from .resolve import OFFLINE_VARIABLE
-from .settings import Entry, collecting, entries
 from .sources import Source
 
 __all__ = ["SettingsTargets", "Target", "UsageError", "load_settings", "targets_from_entries"]
@@ -27,26 +28,19 @@ class UsageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One source to resolve, show or check, with the arguments ``memcached()`` was given."""
+    """One source to resolve, show or check, with the policy ``memcached()`` was given.
+
+    ``secrets`` are values from the URL the source was written as, masked in all output.
+    """
 
     source: Source
-    snapshot: str | None = None
-    attempts: int = 3
-    deadline: float = 5.0
-    max_age: float | None = None
-    min_nodes: int = 1
+    policy: Policy = field(default_factory=Policy)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_entry(cls, entry: Entry) -> Target:
         """Return the target of one recorded ``memcached()`` call."""
-        return cls(
-            entry.source,
-            entry.snapshot,
-            entry.attempts,
-            entry.deadline,
-            entry.max_age,
-            entry.min_nodes,
-        )
+        return cls(entry.source, entry.policy, entry.secrets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +55,7 @@ def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
     """Return one target per distinct (source, snapshot file), in settings order."""
     seen: dict[tuple[str, str | None], Target] = {}
     for entry in recorded:
-        seen.setdefault((entry.source.url, entry.snapshot), Target.from_entry(entry))
+        seen.setdefault((entry.source.url, entry.policy.snapshot), Target.from_entry(entry))
     return list(seen.values())
 
 
@@ -69,7 +63,7 @@ def load_settings(module: str) -> SettingsTargets:
     """Import the settings *module* and return the targets its ``memcached()`` calls record.
 
     The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` and inside
-    :func:`cache_settings.settings.collecting`, so the import contacts no source and records
+    :func:`cache_settings.entries.collecting`, so the import contacts no source and records
     every entry, even those whose snapshot is missing; the verbs then ask each source.
     """
     start = len(entries())

@@ -1,30 +1,51 @@
 """Refreshing backends: Django's memcached backends that follow a source's node changes.
 
-``memcached(..., refresh=N)`` selects these and puts the source under
-``OPTIONS["cache_settings"]``::
+A ``CACHES`` entry for these backends is plain data::
 
-    {"source": Source, "refresh": 30.0, "min_nodes": 1, "snapshot": "/app/nodes.json",
-     "deadline": 5.0, "attempts": 3, "nodes": (Node, ...), "version": 12}
+    CACHES = {"default": {
+        "BACKEND": "cache_settings.backends.PyMemcacheCache",
+        "LOCATION": "consul://127.0.0.1:8500/memcached?tag=prod",   # a source URL
+        "OPTIONS": {"refresh": 30, "snapshot": "/app/cache-nodes.json"},
+    }}
 
-``nodes`` and ``version`` are the settings-time answer the watcher starts from. Django
-copies ``CACHES[alias]`` shallowly and builds one backend per thread or async context
-from the same ``OPTIONS`` dict, so each backend copies ``OPTIONS`` without that key and
-never changes the shared dict.
+- ``LOCATION`` a source URL (one of :data:`cache_settings.sources.SCHEMES`): the nodes come
+  from a per-process watcher of that source (:mod:`cache_settings.watch`). The policy keys
+  of ``OPTIONS`` (:data:`cache_settings.policy.OPTION_KEYS`: ``refresh`` (default 60),
+  ``snapshot``, ``deadline``, ``attempts``, ``min_nodes``, ``max_age``,
+  ``max_reply_size``) are removed before Django's client sees ``OPTIONS``; every other
+  key goes to the client as with Django's own backend. A source that declares TLS nodes
+  gets a verifying ``tls_context`` unless ``OPTIONS`` has one. An unknown scheme is a
+  :class:`~cache_settings.ConfigurationError`.
+- ``LOCATION`` a plain node list (``"h1:11211;h2:11211"``, a list, ``unix:/path``): exactly
+  Django's stock backend (the policy keys, if any, are dropped).
+
+``memcached(..., refresh=N)`` writes such an entry with ``LOCATION`` the source's redacted
+URL. When that URL is one ``memcached()`` recorded in this process
+(:func:`cache_settings.entries.latest`), the backend uses that Source object (with its
+token) and starts from its settings-time answer; any other URL is parsed as written and
+resolved on first use, bounded by ``deadline`` and falling back to ``snapshot``.
+
+Django copies ``CACHES[alias]`` shallowly and builds one backend per thread or async
+context from the same ``OPTIONS`` dict, so each backend copies ``OPTIONS`` before it
+removes its keys and never changes the shared dict.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.cache.backends import memcached
 
+from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
-from .settings import CONFIG_KEY
+from .policy import DEFAULT_REFRESH, Policy
+from .sources import Source, parse_source
 from .watch import Watcher, get_watcher
 
-__all__ = ["CONFIG_KEY", "PyLibMCCache", "PyMemcacheCache"]
+__all__ = ["PyLibMCCache", "PyMemcacheCache"]
 
 
 # pylibmc clients inherited through fork(): freeing one would make libmemcached send
@@ -34,12 +55,12 @@ _inherited: list[Any] = []
 
 
 class _RefreshingCache(memcached.BaseMemcachedCache):
-    """What both refreshing backends add to Django's: the servers come from a watcher."""
+    """What both refreshing backends add to Django's: the servers may come from a watcher."""
 
     # Set by Django's BaseMemcachedCache.__init__ (untyped in django-stubs).
     _class: Any
     _options: dict[str, Any]
-    _watcher: Watcher
+    _watcher: Watcher | None
     _generation: int
     _client: Any
     _client_pid: int
@@ -48,38 +69,58 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
     def __init__(self, server: str | Sequence[str], params: dict[str, Any]) -> None:
         params = dict(params)
         params["OPTIONS"] = dict(params.get("OPTIONS") or {})
-        config = self._cache_settings_config(server, params)
-        params["OPTIONS"].pop(CONFIG_KEY, None)
-        # The next class in the MRO is Django's PyLibMCCache or PyMemcacheCache, whose
-        # __init__ takes (server, params); mypy sees BaseMemcachedCache's here.
-        super().__init__(server, params)  # type: ignore[call-arg]
-        self._watcher = _watcher_for(config)
+        found = self._cache_settings_source(server, params)
+        self._watcher = None
         self._generation = -1  # no client yet: the first operation builds one
         self._client = None
         self._client_pid = os.getpid()
         self._locations = []
+        if found is None:
+            # The next class in the MRO is Django's PyLibMCCache or PyMemcacheCache, whose
+            # __init__ takes (server, params); mypy sees BaseMemcachedCache's here.
+            super().__init__(server, params)  # type: ignore[call-arg]
+            return
+        source, policy = found
+        seed = latest(source.url)
+        resolution = seed.resolution if seed is not None and seed.source is source else None
+        self._watcher = get_watcher(
+            source,
+            policy,
+            nodes=resolution.nodes if resolution is not None else (),
+            version=resolution.version if resolution is not None else None,
+        )
+        self._add_tls(source, params["OPTIONS"])
+        super().__init__([node.location for node in self._watcher.nodes], params)  # type: ignore[call-arg]
 
-    def _cache_settings_config(
+    def _cache_settings_source(
         self, server: str | Sequence[str], params: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Return the watcher's configuration (the dict ``memcached(refresh=N)`` writes).
+    ) -> tuple[Source, Policy] | None:
+        """Return the source and policy of this entry, or None for a plain node list.
 
-        Subclasses that accept other settings (``cache_settings.compat``) override this to
-        build it from LOCATION and OPTIONS: *params* is this backend's own copy, whose
-        ``OPTIONS`` dict they may change (remove their own keys). Without ``nodes`` the
-        first use resolves once, bounded by ``deadline``, falling back to ``snapshot``.
+        *params* is this backend's own copy, whose ``OPTIONS`` dict this removes the
+        policy keys from. Subclasses that accept other settings (``cache_settings.compat``)
+        override this to build both from their own keys.
         """
-        config = params["OPTIONS"].get(CONFIG_KEY)
-        if not isinstance(config, dict) or "source" not in config:
-            raise ConfigurationError(
-                f"{type(self).__module__}.{type(self).__name__} needs OPTIONS[{CONFIG_KEY!r}]; "
-                "build the CACHES entry with cache_settings.memcached(..., refresh=SECONDS)"
-            )
-        return config
+        where = f"{type(self).__module__}.{type(self).__name__}"
+        policy = Policy.from_options(params["OPTIONS"], where=where, refresh=DEFAULT_REFRESH)
+        url = _source_url(server, where)
+        if url is None:
+            return None
+        seed = latest(url)
+        # The recorded Source object keeps what its redacted URL cannot (a token).
+        return (seed.source if seed is not None else parse_source(url)), policy
+
+    def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
+        """Give a source's TLS nodes a verifying context, unless OPTIONS has one."""
+        tls = source.traits.node_tls
+        if tls is not None and "tls_context" not in options:
+            options["tls_context"] = tls.context()
 
     @property
     def client_servers(self) -> list[str]:
         """The watcher's node list as client addresses, as of this instance's client."""
+        if self._watcher is None:
+            return list(super().client_servers)
         return self._locations
 
     # Django's BaseMemcachedCache builds its client once, in the ``_cache``
@@ -89,25 +130,29 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
     # and the request path gains one integer comparison, no lock, DNS or I/O.
     @property
     def _cache(self) -> Any:
-        if self._generation != self._watcher.generation:
-            self._rebuild_client()
+        watcher = self._watcher
+        if watcher is None:  # a plain node list: Django's client, built once
+            if self._client is None:
+                self._client = self._class(self.client_servers, **self._options)
+            return self._client
+        if self._generation != watcher.generation:
+            self._rebuild_client(watcher)
         return self._client
 
-    def _rebuild_client(self) -> None:
-        watcher = self._watcher
+    def _rebuild_client(self, watcher: Watcher) -> None:
         watcher.start()  # first use in this process: start (or restart) the watcher
         generation, nodes = watcher.state  # one read: nodes match their generation
         if not nodes:
-            # Only a backend configured without a settings-time answer (compat) gets here:
-            # its first resolution failed and no snapshot had the nodes. An empty list
-            # would reach the client as "empty server list"; say what happened instead.
+            # Only a backend without a settings-time answer gets here: its first
+            # resolution failed and no snapshot had the nodes. An empty list would reach
+            # the client as "empty server list"; say what happened instead.
             error = watcher.error
             raise ResolutionError(
                 watcher.url,
                 error.errors if error is not None else (),
-                f"no memcached nodes yet: the first resolution (up to {watcher.deadline:g} s) "
-                f"failed and no snapshot had them; the source is asked again within "
-                f"{watcher.refresh:g} s",
+                f"no memcached nodes yet: the first resolution (up to "
+                f"{watcher.policy.deadline:g} s) failed and no snapshot had them; the "
+                f"source is asked again within {watcher.refresh:g} s",
             )
         old, old_pid = self._client, self._client_pid
         self._locations = [node.location for node in nodes]
@@ -122,15 +167,28 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         """Let go of a client built for an older node list (or in the parent process)."""
 
     def close(self, **kwargs: Any) -> None:
-        """Close the client's connections; a backend never used has none to close."""
-        # Django closes every initialized cache after each request; building a client
-        # (and starting a watcher, perhaps resolving) only to disconnect it helps no one.
-        if self._client is not None:
+        """Close the client's connections, as Django's backend does, without asking a source."""
+        # Django closes every initialized cache after each request. A backend never used
+        # has no client: building one would start a watcher (and perhaps resolve) only to
+        # disconnect it, so an unused client is closed without that (_close_unused).
+        if self._watcher is not None and self._client is None:
+            self._close_unused(self._watcher)
+        else:
             super().close(**kwargs)
+
+    def _close_unused(self, watcher: Watcher) -> None:
+        """Close what Django's ``close()`` would for a client not built yet."""
 
 
 class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
     """Django's ``PyLibMCCache`` whose servers follow a source (``memcached(refresh=N)``)."""
+
+    def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
+        if source.traits.node_tls is not None:
+            raise ConfigurationError(
+                f"{source.url}: pylibmc cannot speak TLS (libmemcached has no TLS); use "
+                "BACKEND cache_settings.backends.PyMemcacheCache"
+            )
 
     def _retire_client(self, client: Any, *, inherited: bool) -> None:
         # Freed here, libmemcached closes its connections (after a "quit"); in a forked
@@ -150,21 +208,26 @@ class PyMemcacheCache(_RefreshingCache, memcached.PyMemcacheCache):
         # and leaves no socket for the garbage collector to warn about.
         client.disconnect_all()
 
+    def _close_unused(self, watcher: Watcher) -> None:
+        # Django's close() builds the client and disconnects it (BaseMemcachedCache.close);
+        # the same, from the nodes known now, without starting the watcher. The client has
+        # connected nowhere yet, so this sends nothing.
+        nodes = watcher.nodes
+        if nodes:
+            self._class([node.location for node in nodes], **self._options).disconnect_all()
 
-def _watcher_for(config: dict[str, Any]) -> Watcher:
-    refresh = config.get("refresh")
-    if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not refresh > 0:
-        raise ConfigurationError(
-            f"OPTIONS[{CONFIG_KEY!r}]['refresh'] must be a positive number of seconds, "
-            f"not {refresh!r}"
-        )
-    return get_watcher(
-        config["source"],
-        refresh=float(refresh),
-        min_nodes=config.get("min_nodes", 1),
-        snapshot=config.get("snapshot"),
-        deadline=config.get("deadline", 5.0),
-        attempts=config.get("attempts", 3),
-        nodes=config.get("nodes") or (),
-        version=config.get("version"),
+
+def _source_url(server: str | Sequence[str], where: str) -> str | None:
+    """Return LOCATION as a source URL, or None when it is a plain node list."""
+    # A memcached address never holds "://"; an unknown scheme is parse_source's error.
+    items = re.split("[;,]", server) if isinstance(server, str) else list(server)
+    if not any("://" in str(item) for item in items):
+        return None
+    if isinstance(server, str):
+        return server.strip()  # one URL: Django's split on "," would cut "memcached://a,b"
+    if len(items) == 1 and isinstance(items[0], str):
+        return items[0].strip()
+    raise ConfigurationError(
+        f"{where}: LOCATION {server!r} mixes source URLs with other entries; give one "
+        "source URL (consul:///memcached) or a list of host:port nodes"
     )

@@ -22,8 +22,10 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .exceptions import SnapshotError
-from .settings import BACKENDS, CONFIG_KEY, Entry, entries
+from .entries import Entry, entries
+from .exceptions import SnapshotError, SourceError
+from .policy import OPTION_KEYS
+from .settings import BACKENDS
 from .snapshot import load_snapshot
 from .sources import SCHEMES
 
@@ -40,7 +42,7 @@ _RESOLVE_HINT = (
     "Run `cache-settings resolve --settings <your settings>` (or `manage.py cache_nodes "
     "resolve`) in the release pipeline and ship the snapshot with the release."
 )
-# Backends whose OPTIONS[CONFIG_KEY] is read, not handed to the client.
+# Backends that read source URLs and policy keys, not Django's memcached backends.
 _REFRESHING_PREFIXES = ("cache_settings.backends.", "cache_settings.compat.")
 
 
@@ -49,7 +51,7 @@ def _recorded() -> Iterator[Entry]:
     # message per source and snapshot file is enough.
     seen: set[tuple[str, str | None]] = set()
     for entry in entries():
-        key = (entry.source.url, entry.snapshot)
+        key = (entry.source.url, entry.policy.snapshot)
         if key not in seen:
             seen.add(key)
             yield entry
@@ -63,10 +65,11 @@ def check_snapshots(
     messages: list[CheckMessage] = []
     for entry in _recorded():
         # A static list is read from the settings; it never needs its snapshot.
-        if entry.snapshot is None or not entry.source.traits.needs_network:
+        snapshot, max_age = entry.policy.snapshot, entry.policy.max_age
+        if snapshot is None or not entry.source.traits.needs_network:
             continue
         try:
-            stored = load_snapshot(entry.snapshot).get(entry.source.url)
+            stored = load_snapshot(snapshot).get(entry.source.url)
         except SnapshotError as exc:
             messages.append(
                 Warning(
@@ -80,18 +83,18 @@ def check_snapshots(
         if stored is None:
             messages.append(
                 Warning(
-                    f"The snapshot {entry.snapshot} holds no node list for this source: "
+                    f"The snapshot {snapshot} holds no node list for this source: "
                     "if the source is down when a process starts, settings import fails.",
                     hint=_RESOLVE_HINT,
                     obj=entry.source.url,
                     id="cache_settings.W001",
                 )
             )
-        elif entry.max_age is not None and stored.age() > entry.max_age:
+        elif max_age is not None and stored.age() > max_age:
             messages.append(
                 Warning(
-                    f"The snapshot {entry.snapshot} is {stored.age():.0f} seconds old, older "
-                    f"than max_age={entry.max_age:g}: it will not stand in for the source.",
+                    f"The snapshot {snapshot} is {stored.age():.0f} seconds old, older "
+                    f"than max_age={max_age:g}: it will not stand in for the source.",
                     hint=_RESOLVE_HINT + " Resolve more often than max_age, or raise it.",
                     obj=entry.source.url,
                     id="cache_settings.W002",
@@ -123,10 +126,11 @@ def check_fallbacks(
         elif resolution.origin == "snapshot" and resolution.errors:
             # Without errors the snapshot was asked for (CACHE_SETTINGS_OFFLINE=1): no warning.
             last = resolution.errors[-1]
+            reason = last.reason if isinstance(last, SourceError) else last
             messages.append(
                 Warning(
-                    f"The source failed at settings import ({getattr(last, 'reason', last)}); "
-                    f"the nodes come from the snapshot {entry.snapshot}.",
+                    f"The source failed at settings import ({reason}); "
+                    f"the nodes come from the snapshot {entry.policy.snapshot}.",
                     hint="Check the source; `cache-settings check` compares it with the snapshot.",
                     obj=entry.source.url,
                     id="cache_settings.W003",
@@ -139,21 +143,18 @@ def check_fallbacks(
 def check_refresh_backends(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """W004: ``refresh`` configured on a backend that does not refresh."""
+    """W004: policy keys such as ``refresh`` in the OPTIONS of a backend that does not refresh."""
     messages: list[CheckMessage] = []
     for alias, config in _caches():
         backend = str(config.get("BACKEND", ""))
         options = config.get("OPTIONS")
-        ours = options.get(CONFIG_KEY) if isinstance(options, dict) else None
-        if not isinstance(ours, dict) or not ours.get("refresh"):
-            continue
-        if backend.startswith(_REFRESHING_PREFIXES):
+        ours = sorted(set(OPTION_KEYS) & set(options)) if isinstance(options, dict) else []
+        if not ours or backend not in BACKENDS.values():
             continue
         messages.append(
             Warning(
-                f"CACHES[{alias!r}] asks for refresh={ours['refresh']!r}, but its BACKEND "
-                f"{backend!r} does not refresh; it would pass OPTIONS['cache_settings'] to "
-                "the client.",
+                f"CACHES[{alias!r}] OPTIONS hold {', '.join(ours)}, but its BACKEND "
+                f"{backend!r} does not refresh; it would pass them to the client.",
                 hint="Keep the BACKEND that memcached(..., refresh=SECONDS) chose "
                 "(cache_settings.backends.PyLibMCCache or PyMemcacheCache).",
                 obj=alias,
@@ -196,7 +197,9 @@ def check_locations(
                         f"CACHES[{alias!r}] LOCATION is the source URL '{scheme}://…', which "
                         f"{backend} would take for a host name.",
                         hint="Build the entry with cache_settings.memcached(URL), which "
-                        "resolves the URL into nodes.",
+                        "resolves the URL into nodes, or use the BACKEND "
+                        "cache_settings.backends.PyLibMCCache or PyMemcacheCache, which "
+                        "read a source URL.",
                         obj=alias,
                         id="cache_settings.E002",
                     )

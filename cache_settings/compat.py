@@ -27,6 +27,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.core.cache import InvalidCacheBackendError
@@ -35,6 +36,8 @@ from .backends import PyLibMCCache
 from .clients import _merge_options, client_defaults
 from .exceptions import ConfigurationError
 from .nodes import Node, parse_node, parse_port
+from .policy import DEFAULT_REFRESH, Policy, check_seconds
+from .sources import Source
 from .sources.config_endpoint import ConfigEndpoint
 from .sources.consul import Consul
 
@@ -42,9 +45,6 @@ __all__ = ["ConsulMemcachedCache", "ElastiCache"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REFRESH = 60.0  # seconds; AWS's own Auto Discovery clients poll once a minute
-DEFAULT_DEADLINE = 5.0  # seconds, as for memcached()
-ATTEMPTS = 3
 #: File name of the snapshot kept in the directory of a ``CONSUL_CACHE`` file-based cache.
 #: FileBasedCache lists, culls and clears only ``*.djcache`` files, so it never touches it.
 SNAPSHOT_NAME = "cache_settings_nodes.json"
@@ -72,19 +72,18 @@ class _SettingsError(ConfigurationError, InvalidCacheBackendError):
 class _CompatCache(PyLibMCCache):
     """What both drop-ins add to the refreshing backend: OPTIONS REFRESH, SNAPSHOT and DEADLINE."""
 
-    def _our_keys(self, params: dict[str, Any], *, refresh: float) -> dict[str, Any]:
-        """Pop REFRESH, SNAPSHOT and DEADLINE from OPTIONS; return the watcher config."""
+    def _policy(self, params: dict[str, Any], *, refresh: float) -> Policy:
+        """Pop REFRESH, SNAPSHOT and DEADLINE from OPTIONS; return the policy they make."""
         options: dict[str, Any] = params["OPTIONS"]
-        refresh = _seconds(options.pop("REFRESH", refresh), "OPTIONS['REFRESH']")
-        deadline = _seconds(options.pop("DEADLINE", DEFAULT_DEADLINE), "OPTIONS['DEADLINE']")
-        snapshot = options.pop("SNAPSHOT", None)
-        return {
-            "refresh": refresh,
-            "min_nodes": 1,
-            "snapshot": os.fspath(snapshot) if snapshot is not None else None,
-            "deadline": deadline,
-            "attempts": ATTEMPTS,
+        values = {
+            "refresh": _seconds(options.pop("REFRESH", refresh), "OPTIONS['REFRESH']"),
+            "deadline": _seconds(options.pop("DEADLINE", 5.0), "OPTIONS['DEADLINE']"),
+            "snapshot": options.pop("SNAPSHOT", None),
         }
+        try:
+            return Policy(**values)
+        except ConfigurationError as exc:
+            raise _SettingsError(f"{type(self).__name__}: OPTIONS {exc}") from None
 
 
 class ElastiCache(_CompatCache):
@@ -98,9 +97,9 @@ class ElastiCache(_CompatCache):
     The node list is polled every ``OPTIONS["REFRESH"]`` seconds (default 60).
     """
 
-    def _cache_settings_config(
+    def _cache_settings_source(
         self, server: str | Sequence[str], params: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[Source, Policy]:
         where = f"{__name__}.ElastiCache"
         endpoint = _one_endpoint(server, where)
         options: dict[str, Any] = params["OPTIONS"]
@@ -124,12 +123,12 @@ class ElastiCache(_CompatCache):
                 UserWarning,
                 stacklevel=2,
             )
-        config = self._our_keys(params, refresh=DEFAULT_REFRESH)
+        policy = self._policy(params, refresh=DEFAULT_REFRESH)
         _replace(options, _pylibmc_options(options, where))
-        config["source"] = ConfigEndpoint(
+        source = ConfigEndpoint(
             endpoint.host, endpoint.port, fallback="single" if ignore else "none"
         )
-        return config
+        return source, policy
 
 
 class ConsulMemcachedCache(_CompatCache):
@@ -143,9 +142,9 @@ class ConsulMemcachedCache(_CompatCache):
     Only instances whose checks pass are used, at ``Service.Address`` else ``Node.Address``.
     """
 
-    def _cache_settings_config(
+    def _cache_settings_source(
         self, server: str | Sequence[str], params: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[Source, Policy]:
         service = params.get("CONSUL_SERVICE")
         if not isinstance(service, str) or not service:
             raise _SettingsError(
@@ -162,7 +161,7 @@ class ConsulMemcachedCache(_CompatCache):
                 stacklevel=2,
             )
         ttl = params.get("CONSUL_TTL")
-        config = self._our_keys(
+        policy = self._policy(
             params,
             refresh=DEFAULT_REFRESH if ttl is None else _seconds(ttl, "CONSUL_TTL"),
         )
@@ -176,8 +175,8 @@ class ConsulMemcachedCache(_CompatCache):
                 stacklevel=2,
             )
         alias = params.get("CONSUL_CACHE")
-        if alias is not None and config["snapshot"] is None:
-            config["snapshot"] = _snapshot_for_cache(str(alias), where)
+        if alias is not None and policy.snapshot is None:
+            policy = replace(policy, snapshot=_snapshot_for_cache(str(alias), where))
         ignored = sorted(_PYTHON_MEMCACHED_OPTIONS & set(options))
         if ignored:
             warnings.warn(
@@ -190,8 +189,7 @@ class ConsulMemcachedCache(_CompatCache):
             for key in ignored:
                 del options[key]
         _replace(options, _pylibmc_options(options, where))
-        config["source"] = Consul(service, agent=_agent(params, where))
-        return config
+        return Consul(service, agent=_agent(params, where)), policy
 
 
 def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
@@ -276,6 +274,7 @@ def _replace(target: dict[str, Any], new: Mapping[str, Any]) -> None:
 
 
 def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise _SettingsError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
+    try:
+        return check_seconds(value, name)
+    except ConfigurationError as exc:
+        raise _SettingsError(str(exc)) from None

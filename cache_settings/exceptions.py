@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 
 from django.core.exceptions import ImproperlyConfigured
@@ -33,24 +35,31 @@ class ConfigurationError(CacheSettingsError, ImproperlyConfigured):
 
 
 class SourceError(CacheSettingsError):
-    """Raised when one attempt to ask a source for its nodes fails."""
+    """Raised when one attempt to ask a source for its nodes fails.
 
-    def __init__(self, source: str, reason: str) -> None:
+    ``permanent`` marks a failure no retry can change (an unknown host name, a server that
+    is not what the URL says, a refused permission): ``resolve()`` does not retry it.
+    """
+
+    def __init__(self, source: str, reason: str, *, permanent: bool = False) -> None:
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+        self.permanent = permanent
 
 
 class ResolutionError(CacheSettingsError):
-    """Raised when no trustworthy node list can be had: every attempt failed and no snapshot."""
+    """Raised when no trustworthy node list can be had: every attempt failed and no snapshot.
+
+    The message says each distinct cause once, with how many attempts it ended
+    (``3 attempts: connection refused``), then *detail*: why no snapshot stood in, and
+    what to do. ``errors`` holds every attempt's exception.
+    """
 
     def __init__(self, source: str, errors: Sequence[BaseException], detail: str = "") -> None:
-        causes = "; ".join(
-            f"attempt {n}: {getattr(e, 'reason', None) or e}" for n, e in enumerate(errors, 1)
-        )
         message = f"{source}: no node list could be resolved"
-        if causes:
-            message += f" ({causes})"
+        if errors:
+            message += f" ({_summary(errors)})"
         if detail:
             message += f"; {detail}"
         super().__init__(message)
@@ -60,3 +69,22 @@ class ResolutionError(CacheSettingsError):
 
 class SnapshotError(CacheSettingsError):
     """Raised when a snapshot file cannot be read or is malformed."""
+
+
+def _summary(errors: Sequence[BaseException]) -> str:
+    # Causes that differ only in a number (a duration, a port) are one cause; each is said
+    # once, in the order first seen, with a count when it ended more than one attempt.
+    first: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    for error in errors:
+        reason = error.reason if isinstance(error, SourceError) else str(error)
+        key = re.sub(r"\d+(\.\d+)?", "#", reason)
+        first.setdefault(key, reason)
+        counts[key] += 1
+    head = f"{len(errors)} attempt{'s' if len(errors) > 1 else ''}"
+    if len(first) == 1:
+        return f"{head}: {next(iter(first.values()))}"
+    causes = [
+        f"{text} ({counts[key]} times)" if counts[key] > 1 else text for key, text in first.items()
+    ]
+    return f"{head}: {'; '.join(causes)}"

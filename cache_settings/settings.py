@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, cast
 
 from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
+from .entries import Entry, is_collecting, record
 from .exceptions import ConfigurationError, ResolutionError
 from .forking import install as _install_fork_guard
-from .resolve import Resolution, resolve
+from .policy import Policy, as_path
+from .redact import url_secrets
+from .resolve import resolve_with
 from .sources import Source, parse_source
 from .tls import TLSConfig
 
-__all__ = ["BACKENDS", "CacheConfig", "Entry", "client_defaults", "entries", "memcached"]
+__all__ = ["BACKENDS", "REFRESHING_BACKENDS", "CacheConfig", "client_defaults", "memcached"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ class CacheConfig(TypedDict, total=False):
 
 
 # refresh=N: the subclasses that follow the source's changes at run time.
-# The OPTIONS key under which a refreshing entry carries its source to the backend.
-CONFIG_KEY = "cache_settings"
 REFRESHING_BACKENDS: dict[str, str] = {
     "pylibmc": "cache_settings.backends.PyLibMCCache",
     "pymemcache": "cache_settings.backends.PyMemcacheCache",
@@ -47,46 +46,6 @@ _FALLBACKS: dict[str, str] = {
     "locmem": "django.core.cache.backends.locmem.LocMemCache",
     "dummy": "django.core.cache.backends.dummy.DummyCache",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """What one ``memcached()`` call asked for and got; the CLI re-resolves these."""
-
-    source: Source
-    snapshot: str | None
-    attempts: int
-    deadline: float
-    max_age: float | None
-    min_nodes: int
-    backend: str
-    resolution: Resolution | None
-
-
-_entries: list[Entry] = []
-
-
-_collecting = False
-
-
-@contextmanager
-def collecting() -> Iterator[None]:
-    """Within this block, ``memcached()`` records every entry and never raises for a source.
-
-    The command line imports the settings module inside it, so that one source without a
-    snapshot does not hide the entries after it.
-    """
-    global _collecting
-    previous, _collecting = _collecting, True
-    try:
-        yield
-    finally:
-        _collecting = previous
-
-
-def entries() -> list[Entry]:
-    """Return every entry made by :func:`memcached` in this process, oldest first."""
-    return list(_entries)
 
 
 def memcached(
@@ -118,18 +77,27 @@ def memcached(
         refresh: seconds; selects a refreshing backend
             (:mod:`cache_settings.backends`) that follows the source's changes at run
             time: Consul by blocking queries, other sources polled every *refresh*
-            seconds ± 10 %.
+            seconds ± 10 %. The entry is then plain data: ``LOCATION`` is the source's
+            redacted URL and the policy sits in ``OPTIONS`` (see
+            :mod:`cache_settings.policy`).
         options: the entry's ``OPTIONS``; each key overrides our defaults, and a
             ``behaviors`` dict is merged key by key.
         django_keys: ``timeout``, ``key_prefix``, ``version``, ``key_function``.
+
+    Raises:
+        ResolutionError: with ``on_failure="raise"``, when neither the source nor the
+            snapshot gave a node list.
+        ConfigurationError: an invalid URL or argument.
     """
     src = parse_source(source)
-    if refresh is not None and (
-        isinstance(refresh, bool) or not isinstance(refresh, int | float) or not refresh > 0
-    ):
-        raise ConfigurationError(
-            f"refresh must be a positive number of seconds or None, not {refresh!r}"
-        )
+    policy = Policy(
+        attempts=attempts,
+        deadline=deadline,
+        min_nodes=min_nodes,
+        max_age=max_age,
+        snapshot=as_path(snapshot),
+        refresh=refresh,
+    )
     django = _django_keys(django_keys)
     if on_failure not in ("raise", "locmem", "dummy"):
         raise ConfigurationError(
@@ -139,28 +107,12 @@ def memcached(
         raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
     tls = src.traits.node_tls
     chosen = _choose_backend(src, backend, tls)
-    record = Entry(
-        src,
-        os.fspath(snapshot) if snapshot is not None else None,
-        attempts,
-        deadline,
-        max_age,
-        min_nodes,
-        chosen,
-        None,
-    )
+    secrets = tuple(url_secrets(source)) if isinstance(source, str) else ()
     try:
-        resolution = resolve(
-            src,
-            attempts=attempts,
-            deadline=deadline,
-            snapshot=snapshot,
-            max_age=max_age,
-            min_nodes=min_nodes,
-        )
+        resolution = resolve_with(src, policy)
     except ResolutionError as exc:
-        _entries.append(record)
-        if _collecting:
+        record(Entry(src, policy, chosen, None, secrets))
+        if is_collecting():
             # The CLI only learns the entries here; it resolves and reports each one itself.
             on_failure = "dummy"
         elif on_failure == "raise":
@@ -178,7 +130,7 @@ def memcached(
         # A serverless cache: the source learnt only now that its endpoint speaks TLS.
         tls = src.traits.node_tls_if_needed or TLSConfig()
         chosen = _choose_backend(src, backend, tls)
-    _entries.append(replace(record, resolution=resolution, backend=chosen))
+    record(Entry(src, policy, chosen, resolution, secrets))
     entry_options = _merge_options(client_defaults(chosen), options or {})
     if tls is not None:
         entry_options.setdefault("tls_context", tls.context())
@@ -188,19 +140,12 @@ def memcached(
         "OPTIONS": entry_options,
     }
     if refresh is not None:
-        # Read by cache_settings.backends, which removes it before Django's backend sees
-        # OPTIONS; the watcher starts from this settings-time answer.
+        # Plain data that cache_settings.backends reads and removes before Django's client
+        # sees OPTIONS. The backend finds the Source object (and its token) and this
+        # settings-time answer again through cache_settings.entries, by the URL.
         entry["BACKEND"] = REFRESHING_BACKENDS[chosen]
-        entry_options[CONFIG_KEY] = {
-            "source": src,
-            "refresh": float(refresh),
-            "min_nodes": min_nodes,
-            "snapshot": record.snapshot,
-            "deadline": deadline,
-            "attempts": attempts,
-            "nodes": resolution.nodes,
-            "version": resolution.version,
-        }
+        entry["LOCATION"] = src.url
+        entry_options.update(policy.as_options())
     entry.update(django)
     # A forked child must not use or free the clients built from this entry before the
     # fork: cache_settings/forking.py detaches them in the child.

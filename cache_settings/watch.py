@@ -6,11 +6,18 @@ immutable :class:`State` ``(generation, nodes)`` in one attribute; readers (the 
 one per thread) take no lock: under the GIL, reading an attribute is atomic, and the
 tuple it holds never changes.
 
+Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
+``resolve()`` retries, under the watcher's :class:`~cache_settings.policy.Policy`:
+
 - Sources with ``blocking = True`` (Consul) are asked with blocking queries in a loop, so
-  a change reaches the site within about a second whatever ``refresh`` is; on error the
-  watcher backs off (exponentially, jittered, capped by ``refresh``) and retries.
+  a change reaches the site within about a second whatever ``refresh`` is. A blocking
+  query is an attempt bounded by ``blocking_timeout`` (30 s): an agent that never
+  finishes its reply is cut off there, and the next query answers at once, so a change
+  is followed within 35 s even then. After a failure the watcher waits as ``resolve()``
+  does between retries (:func:`cache_settings.ask.backoff`, capped by ``refresh`` and
+  30 s) and asks again.
 - Other sources are polled every ``refresh`` seconds ± 10 % jitter, so that processes
-  started together do not ask in step.
+  started together do not ask in step; a static list is never polled.
 - Guards: an empty, below-``min_nodes`` or failing answer keeps the last good list (one
   WARNING per outage, one INFO on recovery); a configuration endpoint's answer with a
   lower config version than the one in use is ignored; an identical list is no change.
@@ -23,31 +30,30 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import NamedTuple
 
-from .exceptions import CacheSettingsError, ResolutionError
+from .ask import Answer, TooFewNodes, ask, backoff, save, sleep_for
+from .exceptions import CacheSettingsError, ResolutionError, SourceError
 from .nodes import Node, unique_sorted
-from .resolve import ask, resolve
+from .policy import DEFAULT_REFRESH, Policy
+from .resolve import resolve_with
 from .signals import nodes_changed
-from .snapshot import write_snapshot
 from .sources import Source, WatchableSource
 
-__all__ = ["State", "Watcher", "get_watcher", "stop_all", "watchers"]
+__all__ = ["BLOCKING_TIMEOUT", "State", "Watcher", "get_watcher", "stop_all", "watchers"]
 
 logger = logging.getLogger(__name__)
 
-JITTER = 0.1  # ± 10 % on every poll interval and back-off
-# Seconds one Consul blocking query may take: Consul.watch() fits its ``wait`` (plus
-# Consul's wait/16 jitter and a margin) in this, so a hung agent costs at most this long.
+JITTER = 0.1  # ± 10 % on every poll interval
+#: Seconds one Consul blocking query (one attempt) may take; Consul.watch() fits its
+#: ``wait`` in this, and the attempt is cut off here if the reply never completes.
 BLOCKING_TIMEOUT = 30.0
 # Consul docs, "Blocking queries": rate-limit the loop, since an agent may answer at once.
 MIN_QUERY_INTERVAL = 0.2
-FIRST_BACKOFF = 0.5  # seconds after the first failure of a blocking source
-MAX_BACKOFF = 30.0  # seconds; the back-off never exceeds this nor ``refresh``
 EXIT_JOIN = 0.5  # seconds, in total, to join watcher threads at interpreter exit
 
 
@@ -62,32 +68,29 @@ class Watcher:
     """Keep the node list of one source fresh from a daemon thread.
 
     Args:
-        refresh: seconds between polls of a non-blocking source (± 10 % jitter), and the
-            cap of the back-off after errors of a blocking one.
+        policy: how the source is asked; ``refresh`` (default 60) is the seconds between
+            polls of a non-blocking source and caps the back-off of a blocking one.
         nodes, version: the settings-time answer to start from; with no *nodes*, the
-            first :meth:`start` resolves once, bounded by *deadline* seconds and falling
-            back to *snapshot*.
+            first :meth:`start` resolves once under *policy* (bounded by its deadline,
+            falling back to its snapshot).
+        blocking_timeout: seconds one blocking query may take before it is cut off.
     """
 
     def __init__(
         self,
         source: Source,
+        policy: Policy,
         *,
-        refresh: float,
-        min_nodes: int = 1,
-        snapshot: str | os.PathLike[str] | None = None,
-        deadline: float = 5.0,
-        attempts: int = 3,
         nodes: Iterable[Node] = (),
         version: int | None = None,
+        blocking_timeout: float = BLOCKING_TIMEOUT,
     ) -> None:
         self.source = source
         self.url = source.url
-        self.refresh = float(refresh)
-        self.min_nodes = min_nodes
-        self.snapshot = os.fspath(snapshot) if snapshot is not None else None
-        self.deadline = deadline
-        self.attempts = attempts
+        if policy.refresh is None:
+            policy = replace(policy, refresh=DEFAULT_REFRESH)
+        self.policy = policy
+        self.blocking_timeout = blocking_timeout
         self.version = version
         first = unique_sorted(nodes)
         self.state = State(0, first)
@@ -99,6 +102,11 @@ class Watcher:
         self._failing = False
         self._stale_logged: int | None = None
         self._init_process()
+
+    @property
+    def refresh(self) -> float:
+        """Seconds between polls (and the cap of the back-off), from the policy."""
+        return self.policy.refresh or DEFAULT_REFRESH
 
     def _init_process(self) -> None:
         # Locks and the thread belong to one process: a forked child gets fresh ones (a lock
@@ -128,8 +136,8 @@ class Watcher:
     def start(self) -> None:
         """Start the watcher thread unless it runs; a no-op at interpreter exit.
 
-        Without a node list yet, first resolve once (bounded by ``deadline`` seconds,
-        falling back to the snapshot), so the first cache use has nodes when any exist.
+        Without a node list yet, first resolve once (bounded by the policy's deadline,
+        falling back to its snapshot), so the first cache use has nodes when any exist.
         """
         if self.running or _exiting:
             return
@@ -138,6 +146,8 @@ class Watcher:
                 return
             if not self._primed:
                 self._prime()
+            if not self.source.traits.needs_network:
+                return  # a static list never changes: nothing to watch
             self._stop = stop = threading.Event()
             target = self._run_blocking if self._blocking else self._run_polling
             self._thread = threading.Thread(
@@ -173,106 +183,88 @@ class Watcher:
     def _prime(self) -> None:
         self._primed = True
         try:
-            resolution = resolve(
-                self.source,
-                attempts=self.attempts,
-                deadline=self.deadline,
-                snapshot=self.snapshot,
-                min_nodes=self.min_nodes,
-            )
+            resolution = resolve_with(self.source, self.policy)
         except ResolutionError as exc:
-            self.error = exc  # resolve() logged it; the thread keeps asking
+            self.error = exc  # resolve_with() logged it; the thread keeps asking
             return
-        # resolve() already wrote a live answer to the snapshot.
-        self._offer(resolution.version, resolution.nodes, ordered=False, save=False)
+        # resolve_with() already wrote a live answer to the snapshot.
+        answer = Answer(resolution.nodes, resolution.version, resolution.fetched_at)
+        self._offer(answer, ordered=False, write=False)
 
     def _run_polling(self, stop: threading.Event) -> None:
-        delay = self._jittered(self.refresh) if self.state.nodes else 0.0
+        delay = self._interval() if self.state.nodes else 0.0
         while not stop.wait(delay):
-            self._poll()
-            delay = self._jittered(self.refresh)
-
-    def _poll(self) -> None:
-        try:
-            version, nodes = ask(self.source, self.deadline)
-        except CacheSettingsError as exc:
-            self._failed(str(getattr(exc, "reason", exc)))
-        except Exception as exc:  # a watcher thread must outlive a broken source
-            logger.exception("%s: watcher: unexpected error", self.url)
-            self._failed(f"{type(exc).__name__}: {exc}")
-        else:
-            self._publish(version, nodes, ordered=True)
+            try:
+                answer = ask(self.source, self.policy, timeout=self.policy.deadline)
+            except CacheSettingsError as exc:
+                self._failed(exc)
+            else:
+                self._publish(answer, ordered=True)
+            delay = self._interval()
 
     def _run_blocking(self, stop: threading.Event) -> None:
-        assert isinstance(self.source, WatchableSource)
         index: int | None = None  # the first query answers at once: catch up since settings
-        errors = 0
+        failures = 0
         while not stop.is_set():
             started = time.monotonic()
+            # A blocking query is an attempt bounded by blocking_timeout; one that answers
+            # at once (no index yet) gets the policy's deadline, as at settings time.
+            timeout = self.blocking_timeout if index else self.policy.deadline
             try:
-                index, nodes = self.source.watch(index, BLOCKING_TIMEOUT)
-            except Exception as exc:
-                if not isinstance(exc, CacheSettingsError):
-                    logger.exception("%s: watcher: unexpected error", self.url)
-                errors += 1
-                self._failed(str(getattr(exc, "reason", exc)))
-                stop.wait(self._backoff(errors))
+                answer = ask(self.source, self.policy, timeout=timeout, index=index)
+            except CacheSettingsError as exc:
+                self._failed(exc)
+                # Too few nodes is still an answer: block on its index. After any other
+                # failure (a reply cut off at its bound, a refused connection) start afresh.
+                index = exc.answer.version if isinstance(exc, TooFewNodes) else None
+                failures += 1
+                stop.wait(self._backoff(failures))
                 continue
-            errors = 0
+            failures = 0
+            index = answer.version
             if stop.is_set():
                 break
-            self._publish(index, unique_sorted(nodes), ordered=False)
+            self._publish(answer, ordered=False)
             stop.wait(MIN_QUERY_INTERVAL - (time.monotonic() - started))
 
-    def _backoff(self, errors: int) -> float:
-        cap = min(self.refresh, MAX_BACKOFF)
-        return self._jittered(min(cap, FIRST_BACKOFF * 2 ** (errors - 1)))
+    def _backoff(self, failures: int) -> float:
+        # resolve()'s back-off between retries, capped by refresh and one blocking query.
+        return sleep_for(backoff(min(self.refresh, BLOCKING_TIMEOUT)), failures)
 
-    @staticmethod
-    def _jittered(seconds: float) -> float:
-        return seconds * random.uniform(1 - JITTER, 1 + JITTER)
+    def _interval(self) -> float:
+        from tenacity import wait_random
+
+        spread = wait_random(self.refresh * (1 - JITTER), self.refresh * (1 + JITTER))
+        return sleep_for(spread, 1)
 
     # --- guards and publishing -----------------------------------------------------------
 
-    def _publish(self, version: int | None, nodes: tuple[Node, ...], *, ordered: bool) -> None:
+    def _publish(self, answer: Answer, *, ordered: bool) -> None:
         # A log handler or a snapshot write that raises must not end the watch: the thread
         # is the only thing that keeps this process's node list current.
         try:
-            self._offer(version, nodes, ordered=ordered)
+            self._offer(answer, ordered=ordered)
         except Exception:
             logger.exception("%s: watcher: error while publishing a node list", self.url)
 
-    def _offer(
-        self,
-        version: int | None,
-        nodes: tuple[Node, ...],
-        *,
-        ordered: bool,
-        save: bool = True,
-    ) -> bool:
-        """Publish *nodes* if they pass the guards and differ; return True on a change."""
+    def _offer(self, answer: Answer, *, ordered: bool, write: bool = True) -> bool:
+        """Publish *answer* if it passes the guards and differs; return True on a change.
+
+        ``ask()`` already refused an answer below ``min_nodes``.
+        """
+        nodes, version = answer.nodes, answer.version
         with self._write_lock:
             current = self.state
             # DESIGN.md: never apply a lower ElastiCache config version (logged once each).
-            if (
-                ordered
-                and version is not None
-                and self.version is not None
-                and (version < self.version)
-            ):
+            if ordered and _older(version, self.version):
                 if self._stale_logged != version:
                     self._stale_logged = version
                     logger.warning(
-                        "%s: ignoring an answer with config version %d, older than %d",
+                        "%s: ignoring an answer with config version %s, older than %s",
                         self.url,
                         version,
                         self.version,
                     )
-                return False
-            if len(nodes) < self.min_nodes:
-                self._failed(
-                    f"answered {len(nodes)} node(s), fewer than min_nodes={self.min_nodes}"
-                )
                 return False
             if self._failing:
                 self._failing = False
@@ -281,9 +273,8 @@ class Watcher:
                 self.version = version
             if nodes == current.nodes:
                 return False
-            old = set(current.nodes)
+            old, new = set(current.nodes), set(nodes)
             added = tuple(node for node in nodes if node not in old)
-            new = set(nodes)
             removed = tuple(node for node in current.nodes if node not in new)
             state = State(current.generation + 1, nodes)
             self.state = state
@@ -297,8 +288,8 @@ class Watcher:
             ", ".join(node.location for node in added) or "none",
             ", ".join(node.location for node in removed) or "none",
         )
-        if save and self.snapshot is not None:
-            write_snapshot(self.snapshot, self.url, nodes, version=version)
+        if write:
+            save(self.policy, self.url, answer)
         for receiver, result in nodes_changed.send_robust(
             Watcher,
             source=self.url,
@@ -312,7 +303,8 @@ class Watcher:
                 logger.error("%s: nodes_changed receiver %r raised %r", self.url, receiver, result)
         return True
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, error: CacheSettingsError) -> None:
+        reason = error.reason if isinstance(error, SourceError) else str(error)
         with self._write_lock:
             first = not self._failing
             self._failing = True
@@ -336,6 +328,10 @@ class Watcher:
         self.generation = state.generation + 1
 
 
+def _older(version: int | None, current: int | None) -> bool:
+    return version is not None and current is not None and version < current
+
+
 _registry: dict[str, Watcher] = {}
 _registry_lock = threading.Lock()
 _exiting = False
@@ -343,36 +339,23 @@ _exiting = False
 
 def get_watcher(
     source: Source,
+    policy: Policy,
     *,
-    refresh: float,
-    min_nodes: int = 1,
-    snapshot: str | os.PathLike[str] | None = None,
-    deadline: float = 5.0,
-    attempts: int = 3,
     nodes: Iterable[Node] = (),
     version: int | None = None,
 ) -> Watcher:
     """Return this process's watcher of *source* (keyed by its URL), made on first request.
 
-    When several cache entries watch one source, the first made sets the guards and the
-    shortest *refresh* (seconds) wins. The watcher is not started: backends start it on
+    When several cache entries watch one source, the first made sets the policy and the
+    shortest ``refresh`` (seconds) wins. The watcher is not started: backends start it on
     first use.
     """
     with _registry_lock:
         watcher = _registry.get(source.url)
         if watcher is None:
-            watcher = _registry[source.url] = Watcher(
-                source,
-                refresh=refresh,
-                min_nodes=min_nodes,
-                snapshot=snapshot,
-                deadline=deadline,
-                attempts=attempts,
-                nodes=nodes,
-                version=version,
-            )
-        elif refresh < watcher.refresh:
-            watcher.refresh = float(refresh)
+            watcher = _registry[source.url] = Watcher(source, policy, nodes=nodes, version=version)
+        elif policy.refresh is not None and policy.refresh < watcher.refresh:
+            watcher.policy = replace(watcher.policy, refresh=policy.refresh)
         return watcher
 
 

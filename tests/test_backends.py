@@ -6,6 +6,7 @@ beside Django's stock backends.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -17,7 +18,6 @@ from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
 from cache_settings import ConfigurationError, memcached
-from cache_settings.backends import CONFIG_KEY
 from cache_settings.watch import stop_all
 from tests.helpers import wait_until
 from tests.servers.consul import ConsulAgent
@@ -52,21 +52,57 @@ def test_memcached__refresh_must_be_positive_seconds(refresh: Any) -> None:
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_memcached__refresh_selects_refreshing_backend_with_the_source(client: str) -> None:
-    entry = memcached("memcached://127.0.0.1:11211", backend=client, refresh=30)  # type: ignore[arg-type]
+def test_memcached__refresh_selects_refreshing_backend_with_a_plain_data_entry(
+    client: str,
+) -> None:
+    """The entry holds no Source or Node: LOCATION is the source URL, the policy in OPTIONS."""
+    entry = memcached("memcached://127.0.0.1:11211", backend=client, refresh=30, min_nodes=1)  # type: ignore[arg-type]
+
     assert entry["BACKEND"] == REFRESHING[client]
-    config = entry["OPTIONS"][CONFIG_KEY]
-    assert config["refresh"] == 30.0
-    assert config["source"].url == "memcached://127.0.0.1:11211"
-    assert [node.location for node in config["nodes"]] == ["127.0.0.1:11211"]
-    assert entry["LOCATION"] == ["127.0.0.1:11211"]
+    assert entry["LOCATION"] == "memcached://127.0.0.1:11211"
+    assert entry["OPTIONS"]["refresh"] == 30.0
+    assert json.loads(json.dumps(entry)) == entry
 
 
+@pytest.mark.parametrize("location", ["unix:/run/mc.sock", "10.0.0.2;10.0.0.1:11211", ["[::1]"]])
 @pytest.mark.parametrize("client", CLIENTS)
-def test_backend__without_cache_settings_options_names_the_fix(client: str) -> None:
-    handler = CacheHandler({"default": {"BACKEND": REFRESHING[client], "LOCATION": "x:1"}})
-    with pytest.raises(ConfigurationError, match=r"memcached\(\.\.\., refresh=SECONDS\)"):
-        handler["default"]
+def test_backend__plain_node_list_behaves_as_django_stock_backend(
+    client: str, location: Any
+) -> None:
+    entry = {"BACKEND": REFRESHING[client], "LOCATION": location}
+    stock = {**entry, "BACKEND": STOCK[client]}
+    handler = CacheHandler({"ours": entry, "stock": stock})
+
+    ours = handler["ours"]
+
+    assert ours.client_servers == handler["stock"].client_servers  # type: ignore[attr-defined]
+    assert ours._watcher is None  # type: ignore[attr-defined]
+    assert type(ours._cache) is type(handler["stock"]._cache)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"refresh": 0}, "OPTIONS refresh must be a positive number of seconds"),
+        ({"deadline": float("inf")}, "OPTIONS deadline must be a positive number"),
+        ({"attempts": True}, "OPTIONS attempts must be a positive integer"),
+        ({"min_nodes": "2"}, "OPTIONS min_nodes must be a positive integer"),
+        ({"max_age": float("nan")}, "OPTIONS max_age must be a positive number"),
+        ({"snapshot": 3}, "OPTIONS snapshot must be the path of a JSON file"),
+    ],
+)
+def test_backend__bad_policy_options_name_the_key(options: dict[str, Any], message: str) -> None:
+    entry = {"BACKEND": REFRESHING["pymemcache"], "LOCATION": "memcached://a:1", "OPTIONS": options}
+
+    with pytest.raises(ConfigurationError, match=message):
+        CacheHandler({"default": entry})["default"]
+
+
+def test_backend__unknown_scheme_in_location_is_a_configuration_error() -> None:
+    entry = {"BACKEND": REFRESHING["pymemcache"], "LOCATION": "redis://cache:6379"}
+
+    with pytest.raises(ConfigurationError, match="Unknown scheme 'redis://'"):
+        CacheHandler({"default": entry})["default"]
 
 
 def test_backend__every_thread_gets_its_own_instance_from_one_options_dict(
@@ -89,7 +125,7 @@ def test_backend__every_thread_gets_its_own_instance_from_one_options_dict(
     for thread in threads:
         thread.join()
     assert len({id(cache) for cache in seen}) == 3
-    assert entry["OPTIONS"][CONFIG_KEY]["refresh"] == 60.0  # never popped from the shared dict
+    assert entry["OPTIONS"]["refresh"] == 60.0  # never popped from the shared dict
 
 
 # --- following changes -----------------------------------------------------------------------

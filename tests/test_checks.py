@@ -137,12 +137,12 @@ def test_w004__refresh_on_a_stock_backend() -> None:
         "stock": {
             "BACKEND": PYMEMCACHE,
             "LOCATION": ["10.33.0.1:11211"],
-            "OPTIONS": {"cache_settings": {"refresh": 30.0}},
+            "OPTIONS": {"refresh": 30.0, "snapshot": "/x.json", "no_delay": True},
         },
         "refreshing": {
             "BACKEND": "cache_settings.backends.PyMemcacheCache",
-            "LOCATION": ["10.33.0.1:11211"],
-            "OPTIONS": {"cache_settings": {"refresh": 30.0}},
+            "LOCATION": "consul:///memcached",
+            "OPTIONS": {"refresh": 30.0},
         },
     }
 
@@ -150,6 +150,7 @@ def test_w004__refresh_on_a_stock_backend() -> None:
         messages = check_refresh_backends(None)
 
     assert [(m.id, m.obj) for m in messages] == [("cache_settings.W004", "stock")]
+    assert "OPTIONS hold refresh, snapshot," in messages[0].msg
 
 
 def test_w005__entry_fell_back_to_a_local_cache(faults: Faults) -> None:

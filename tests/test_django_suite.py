@@ -28,7 +28,7 @@ from django.core.cache.backends.base import BaseCache, InvalidCacheKey
 from django.test import override_settings
 
 from cache_settings import memcached
-from cache_settings.backends import CONFIG_KEY
+from cache_settings.policy import OPTION_KEYS
 from cache_settings.settings import client_defaults
 from cache_settings.watch import stop_all
 from tests.servers.memcached import MemcachedServer
@@ -117,7 +117,7 @@ def cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
 
 def test_defaults__are_in_the_entry(backend: str, entry: dict[str, Any]) -> None:
     """The battery below runs with exactly the client defaults, not Django's bare ones."""
-    options = {key: value for key, value in entry["OPTIONS"].items() if key != CONFIG_KEY}
+    options = {k: v for k, v in entry["OPTIONS"].items() if k not in OPTION_KEYS}
     assert options == client_defaults(backend)
 
 

@@ -91,8 +91,7 @@ def test_resolve__gives_up_after_attempts_and_names_every_cause() -> None:
     assert len(source.calls) == 3
     message = str(raised.value)
     assert message.startswith("scripted://cluster: ")
-    assert "attempt 1: refused" in message
-    assert "attempt 3: timed out" in message
+    assert "(3 attempts: refused; reset; timed out)" in message
     assert "no snapshot file configured" in message
     assert len(raised.value.errors) == 3
 
@@ -187,7 +186,8 @@ def test_resolve__live_only_never_reads_the_snapshot(tmp_path: Path) -> None:
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, live_only=True)
 
 
-def test_resolve__programming_errors_propagate_unretried() -> None:
+def test_resolve__any_exception_of_a_source_becomes_a_source_error_naming_it() -> None:
+    """Only the library's own exceptions leave it; the original stays the cause."""
     calls: list[float] = []
 
     @dataclass
@@ -199,9 +199,15 @@ def test_resolve__programming_errors_propagate_unretried() -> None:
             calls.append(timeout)
             raise KeyError("bug")
 
-    with pytest.raises(KeyError):
-        resolve(Broken())
-    assert len(calls) == 1
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Broken(), attempts=2)
+
+    assert (
+        "broken://x: no node list could be resolved (2 attempts: unexpected KeyError: 'bug')"
+        in str(raised.value)
+    )
+    assert isinstance(raised.value.errors[0].__cause__, KeyError)
+    assert len(calls) == 2
 
 
 def test_resolve__logs_source_duration_and_fallback(

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from cache_settings import ConfigurationError, ResolutionError, SourceError, memcached
+from cache_settings.entries import entries
 from cache_settings.nodes import Node
-from cache_settings.settings import entries
 from cache_settings.snapshot import write_snapshot
 from cache_settings.sources import Traits
 from tests.helpers import django_cache

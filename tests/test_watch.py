@@ -22,8 +22,10 @@ from django.core.cache.backends.base import BaseCache
 
 from cache_settings import Node, memcached, parse_source
 from cache_settings.backends import PyMemcacheCache
+from cache_settings.policy import Policy
 from cache_settings.signals import nodes_changed
 from cache_settings.snapshot import read_snapshot, write_snapshot
+from cache_settings.sources import Source
 from cache_settings.watch import Watcher, get_watcher, stop_all, watchers
 from tests.helpers import wait_until
 from tests.servers.config_endpoint import ConfigEndpointServer
@@ -116,8 +118,8 @@ def test_watcher__one_per_source_started_on_first_use(
 
 def test_watcher__shortest_refresh_wins(consul_agent: ConsulAgent) -> None:
     source = parse_source(f"consul://{consul_agent.address}/svc-{uuid.uuid4().hex[:6]}")
-    first = get_watcher(source, refresh=30)
-    again = get_watcher(source, refresh=5)
+    first = get_watcher(source, Policy(refresh=30))
+    again = get_watcher(source, Policy(refresh=5))
     assert again is first
     assert first.refresh == 5.0
 
@@ -129,7 +131,7 @@ def test_watcher__without_nodes_first_use_is_bounded_and_uses_the_snapshot(
     source = parse_source(f"elasticache://{faults.blackhole()}")
     snapshot = tmp_path / "nodes.json"
     write_snapshot(snapshot, source.url, [Node("127.0.0.1", 11299)])
-    watcher = Watcher(source, refresh=60, deadline=0.5, attempts=2, snapshot=snapshot)
+    watcher = Watcher(source, Policy(refresh=60, deadline=0.5, attempts=2, snapshot=str(snapshot)))
     started = time.monotonic()
     watcher.start()
     elapsed = time.monotonic() - started
@@ -144,9 +146,9 @@ def test_watcher__without_nodes_first_use_is_bounded_and_uses_the_snapshot(
 class LocationCache(PyMemcacheCache):
     """A compat-style backend: the source comes from LOCATION, with no settings-time answer."""
 
-    def _cache_settings_config(self, server: Any, params: dict[str, Any]) -> dict[str, Any]:
+    def _cache_settings_source(self, server: Any, params: dict[str, Any]) -> tuple[Source, Policy]:
         refresh = params["OPTIONS"].pop("REFRESH")
-        return {"source": parse_source(f"memcached://{server}"), "refresh": refresh}
+        return parse_source(f"memcached://{server}"), Policy(refresh=refresh)
 
 
 def test_backend__subclass_hook_builds_the_source_from_location(

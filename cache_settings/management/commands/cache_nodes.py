@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...cli import EXIT_OK, EXIT_USAGE, SettingsTargets, add_verbs, run, targets_from_entries
+from ...entries import entries
 from ...resolve import OFFLINE_VARIABLE, is_offline
-from ...settings import entries
 
 
 class Command(BaseCommand):
@@ -62,7 +62,7 @@ def _recorded() -> SettingsTargets:
 
 def _rewritten() -> bool:
     return any(
-        entry.snapshot is not None
+        entry.policy.snapshot is not None
         and entry.resolution is not None
         and entry.resolution.origin == "live"
         for entry in entries()

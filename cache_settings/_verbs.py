@@ -1,0 +1,291 @@
+"""The ``cache-settings`` verbs: resolve, show and check, over targets from a URL or settings.
+
+:mod:`cache_settings.cli` parses the command line and runs one of :data:`VERBS`; what is
+printed lives in ``_report``, the targets and the offline settings import in ``_targets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._report import (
+    CHECK_COLUMNS,
+    PROG,
+    RESOLVE_COLUMNS,
+    SHOW_COLUMNS,
+    Column,
+    Output,
+    age,
+    secrets,
+)
+from ._targets import SettingsTargets, Target, UsageError, load_settings
+from .exceptions import ResolutionError, SnapshotError
+from .nodes import Node
+from .policy import Policy
+from .redact import redact_url
+from .resolve import Resolution, resolve_with
+from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
+from .sources import parse_source
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "VERBS", "Context"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Options of resolve and check that apply to a source URL only: settings entries carry the
+# arguments given to memcached(). Unset ones keep the Policy defaults.
+_URL_OPTIONS = ("snapshot", "attempts", "deadline", "min_nodes")
+
+
+@dataclass(slots=True)
+class Context:
+    """One run of a verb: its arguments, where it prints, and the problems found."""
+
+    args: argparse.Namespace
+    output: Output
+    settings_targets: Callable[[], SettingsTargets] | None
+    problems: list[str] = field(default_factory=list)
+
+
+def _settings_targets(ctx: Context) -> list[Target]:
+    if ctx.settings_targets is not None:
+        found = ctx.settings_targets()
+    else:
+        module = getattr(ctx.args, "settings", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
+        if not module:
+            what = "snapshot FILEs" if ctx.args.verb == "show" else "a source URL"
+            raise UsageError(
+                f"{ctx.args.verb}: give {what} or --settings MODULE (or set DJANGO_SETTINGS_MODULE)"
+            )
+        found = load_settings(module)
+    ctx.problems.extend(found.problems)
+    if not found.targets and not found.problems:
+        ctx.problems.append("the settings call cache_settings.memcached() nowhere")
+    return list(found.targets)
+
+
+def _live_targets(ctx: Context, *, needs_snapshot: bool = False) -> list[Target]:
+    # The targets of resolve and check: the source URL's, or every settings entry's.
+    args = ctx.args
+    if args.url and getattr(args, "settings", None):
+        raise UsageError(f"{args.verb}: give a source URL or --settings, not both")
+    given = {name: getattr(args, name) for name in _URL_OPTIONS if getattr(args, name) is not None}
+    if not args.url and given:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise UsageError(
+            f"{args.verb}: {flag} applies to a source URL; settings entries use the "
+            "arguments given to memcached()"
+        )
+    if args.url and needs_snapshot and args.snapshot is None:
+        raise UsageError("check: a source URL needs --snapshot FILE to compare with")
+    if args.url:
+        targets = [Target(parse_source(args.url), Policy(**given))]
+    else:
+        targets = _settings_targets(ctx)
+    ctx.output.add_secrets(secrets(args.url, [target.source for target in targets]))
+    ctx.output.add_secrets(secret for target in targets for secret in target.secrets)
+    return targets
+
+
+def _finish(
+    ctx: Context,
+    key: str,
+    rows: list[dict[str, Any]],
+    columns: Sequence[Column],
+    *,
+    ok: bool,
+    errors: Iterable[str],
+) -> int:
+    # Every verb prints {"ok", key: rows, "problems"} or a table, then one line per error.
+    ok = ok and not ctx.problems
+    ctx.output.report(ctx.args.json, {"ok": ok, key: rows, "problems": ctx.problems}, rows, columns)
+    for error in errors:
+        ctx.output.err(f"{PROG}: {error}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _live(target: Target, *, snapshot: str | None) -> Resolution:
+    # live_only: a snapshot answer would hide the outage these verbs exist to catch.
+    policy = replace(target.policy, snapshot=snapshot, max_age=None)
+    return resolve_with(target.source, policy, live_only=True)
+
+
+def _locations(nodes: Iterable[Node]) -> list[str]:
+    return [node.location for node in nodes]
+
+
+def _nodes_json(nodes: Iterable[Node]) -> list[dict[str, object]]:
+    return [node.as_dict() for node in nodes]
+
+
+def _cmd_resolve(ctx: Context) -> int:
+    results = [_resolve_one(target) for target in _live_targets(ctx)]
+    failed = [r["error"] for r in results if r["status"] != "live"]
+    errors = [f"FAILED {text}" for text in [*failed, *ctx.problems]]
+    return _finish(ctx, "results", results, RESOLVE_COLUMNS, ok=not failed, errors=errors)
+
+
+def _resolve_one(target: Target) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "source": target.source.url,
+        "snapshot": target.policy.snapshot,
+        "status": "failed",
+        "nodes": [],
+        "locations": [],
+        "version": None,
+        "fetched_at": None,
+        "error": None,
+    }
+    try:
+        resolution = _live(target, snapshot=target.policy.snapshot)
+    except ResolutionError as exc:
+        result["error"] = str(exc)
+        return result
+    result.update(
+        nodes=_nodes_json(resolution.nodes),
+        locations=resolution.locations,
+        version=resolution.version,
+        fetched_at=resolution.fetched_at,
+    )
+    if target.policy.snapshot is not None and not _written(target.policy.snapshot, resolution):
+        # write_snapshot() only logs when it cannot write; a release must not ship without.
+        result["error"] = f"{target.source.url}: could not write snapshot {target.policy.snapshot}"
+        return result
+    result["status"] = "live"
+    return result
+
+
+def _written(path: str, resolution: Resolution) -> bool:
+    stored = read_snapshot(path, resolution.source)
+    return stored is not None and stored.fetched_at == resolution.fetched_at
+
+
+def _cmd_show(ctx: Context) -> int:
+    args = ctx.args
+    rows: list[dict[str, Any]] = []
+    if args.files:
+        if getattr(args, "settings", None):
+            raise UsageError("show: give snapshot files or --settings, not both")
+        for path in args.files:
+            try:
+                stored = load_snapshot(path)
+            except SnapshotError as exc:
+                ctx.problems.append(str(exc))
+                continue
+            if not stored and not os.path.exists(path):
+                ctx.problems.append(f"{path}: no such snapshot file")
+            rows += [_show_row(path, entry, None) for entry in stored.values()]
+    else:
+        for target in _settings_targets(ctx):
+            snapshot = target.policy.snapshot
+            if snapshot is None:
+                rows.append(_missing_row(target, "no snapshot configured"))
+                continue
+            try:
+                entry = load_snapshot(snapshot).get(target.source.url)
+            except SnapshotError as exc:
+                ctx.problems.append(str(exc))
+                continue
+            if entry is None:
+                rows.append(_missing_row(target, "missing"))
+                ctx.problems.append(f"{target.source.url}: no entry in {snapshot}")
+            else:
+                rows.append(_show_row(snapshot, entry, target.policy.max_age))
+    return _finish(ctx, "entries", rows, SHOW_COLUMNS, ok=True, errors=ctx.problems)
+
+
+def _show_row(path: str, entry: SnapshotEntry, max_age: float | None) -> dict[str, Any]:
+    seconds = entry.age()
+    return {
+        # A file written elsewhere (or by hand) may hold credentials in its keys.
+        "source": redact_url(entry.source),
+        "snapshot": path,
+        "status": "stale" if max_age is not None and seconds > max_age else "ok",
+        "nodes": _nodes_json(entry.nodes),
+        "locations": _locations(entry.nodes),
+        "fetched_at": entry.fetched_at,
+        "age_seconds": round(seconds, 3),
+        "version": entry.version,
+    }
+
+
+def _missing_row(target: Target, status: str) -> dict[str, Any]:
+    return {
+        "source": target.source.url,
+        "snapshot": target.policy.snapshot,
+        "status": status,
+        "nodes": [],
+        "locations": [],
+        "fetched_at": None,
+        "age_seconds": None,
+        "version": None,
+    }
+
+
+def _cmd_check(ctx: Context) -> int:
+    results = [_check_one(target) for target in _live_targets(ctx, needs_snapshot=True)]
+    ok = all(r["status"] == "same" for r in results)
+    return _finish(ctx, "results", results, CHECK_COLUMNS, ok=ok, errors=ctx.problems)
+
+
+def _check_one(target: Target) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "source": target.source.url,
+        "snapshot": target.policy.snapshot,
+        "status": "same",
+        "detail": "",
+        "live": None,
+        "stored": None,
+        "added": [],
+        "removed": [],
+        "age_seconds": None,
+        "error": None,
+    }
+    stored: SnapshotEntry | None = None
+    snapshot = target.policy.snapshot
+    if snapshot is None:
+        result.update(status="missing", detail="no snapshot configured")
+    else:
+        try:
+            stored = load_snapshot(snapshot).get(target.source.url)
+        except SnapshotError as exc:
+            result.update(status="missing", detail=str(exc))
+        else:
+            if stored is None:
+                result.update(status="missing", detail=f"no entry in {snapshot}")
+            else:
+                result["stored"] = _locations(stored.nodes)
+                result["age_seconds"] = round(stored.age(), 3)
+    try:
+        # No snapshot: checking must not rewrite the file it compares with.
+        live = _live(target, snapshot=None)
+    except ResolutionError as exc:
+        result.update(status="failed", detail=str(exc), error=str(exc))
+        return result
+    result["live"] = live.locations
+    if stored is None:
+        return result
+    added = sorted(set(live.nodes) - set(stored.nodes), key=live.nodes.index)
+    removed = sorted(set(stored.nodes) - set(live.nodes), key=stored.nodes.index)
+    if added or removed:
+        # The version alone is not compared: an identical node list is not a change.
+        parts = [f"+{n.location}" for n in added] + [f"-{n.location}" for n in removed]
+        result.update(
+            status="changed",
+            detail=" ".join(parts),
+            added=_locations(added),
+            removed=_locations(removed),
+        )
+    else:
+        result["detail"] = f"{len(live.nodes)} node(s), snapshot {age(stored.age())} old"
+    return result
+
+
+VERBS: dict[str, Callable[[Context], int]] = {
+    "resolve": _cmd_resolve,
+    "show": _cmd_show,
+    "check": _cmd_check,
+}

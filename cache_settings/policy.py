@@ -1,0 +1,168 @@
+"""Policy: how hard to ask a source, how long to wait, and what answer to trust.
+
+One frozen value, validated once, taken by ``memcached()``, ``resolve()``, the refreshing
+backends and their watchers, ``cache_settings.compat`` and the command line. In a
+``CACHES`` entry of a refreshing backend it is plain data under these ``OPTIONS`` keys
+(:data:`OPTION_KEYS`), which the backend removes before Django's client sees ``OPTIONS``::
+
+    "OPTIONS": {"refresh": 30, "snapshot": "/app/cache-nodes.json", "deadline": 5,
+                "attempts": 3, "min_nodes": 1, "max_age": 86400,
+                "max_reply_size": 33554432}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .attempt import DEFAULT_MAX_REPLY_SIZE
+from .exceptions import ConfigurationError
+from .nodes import Node
+
+__all__ = [
+    "DEFAULT_REFRESH",
+    "OPTION_KEYS",
+    "Policy",
+    "as_path",
+    "check_count",
+    "check_seconds",
+]
+
+#: Seconds between polls when a refreshing backend's ``OPTIONS`` name no ``refresh``; AWS's
+#: own Auto Discovery clients poll once a minute. Consul is followed by blocking queries.
+DEFAULT_REFRESH = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How one source is asked and what is trusted; every duration in seconds.
+
+    Attributes:
+        attempts: attempts per resolution (retried with back-off), at least 1.
+        deadline: seconds all attempts of one resolution may take together.
+        min_nodes: a live answer or snapshot with fewer nodes is a failure.
+        max_age: seconds a snapshot entry stays trusted; None trusts any age.
+        snapshot: path of the last-known-good JSON file, or None.
+        refresh: seconds between polls of a refreshing backend; None: no refreshing.
+        max_reply_size: bytes one reply may hold before the attempt fails.
+
+    Raises:
+        ConfigurationError: a value of the wrong type, or not positive and finite.
+    """
+
+    attempts: int = 3
+    deadline: float = 5.0
+    min_nodes: int = 1
+    max_age: float | None = None
+    snapshot: str | None = None
+    refresh: float | None = None
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+
+    def __post_init__(self) -> None:
+        check_count(self.attempts, "attempts")
+        check_count(self.min_nodes, "min_nodes")
+        check_count(self.max_reply_size, "max_reply_size", unit=" of bytes")
+        object.__setattr__(self, "deadline", check_seconds(self.deadline, "deadline"))
+        for name in ("max_age", "refresh"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, check_seconds(value, name, optional=True))
+        if self.snapshot is not None:
+            object.__setattr__(self, "snapshot", _snapshot_path(self.snapshot))
+
+    @classmethod
+    def from_options(
+        cls, options: MutableMapping[str, Any], *, where: str, refresh: float | None = None
+    ) -> Policy:
+        """Remove the policy keys from a ``CACHES`` entry's *options* and return the policy.
+
+        Absent keys keep their defaults (*refresh* for ``refresh``). *where* names the
+        entry in error messages.
+        """
+        given = {key: options.pop(key) for key in OPTION_KEYS if key in options}
+        given.setdefault("refresh", refresh)
+        try:
+            return cls(**given)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where}: OPTIONS {exc}") from None
+
+    def as_options(self) -> dict[str, Any]:
+        """Return the keys of ``OPTIONS`` that hold this policy: plain, JSON-ready data.
+
+        ``refresh`` is always there; the other keys only when they differ from the default.
+        """
+        defaults = _DEFAULT
+        values = asdict(self)
+        return {
+            key: value
+            for key, value in values.items()
+            if key == "refresh" or value != getattr(defaults, key)
+        }
+
+    def too_few(self, nodes: tuple[Node, ...]) -> str | None:
+        """Return why *nodes* are too few to trust (below ``min_nodes``), or None."""
+        if len(nodes) >= self.min_nodes:
+            return None
+        return f"answered {len(nodes)} node(s), fewer than min_nodes={self.min_nodes}"
+
+
+def check_seconds(value: object, name: str, *, optional: bool = False) -> float:
+    """Return *value* as float seconds, or raise :class:`ConfigurationError`.
+
+    *value* must be a positive, finite int or float: booleans, strings, zero, negative
+    numbers, ``inf`` and ``nan`` are refused.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        also = " or None" if optional else ""
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds{also}, not {value!r}"
+        )
+    return float(value)
+
+
+def check_count(value: object, name: str, *, unit: str = "") -> int:
+    """Return *value*; raise :class:`ConfigurationError` unless it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer{unit}, not {value!r}")
+    return value
+
+
+def as_path(value: str | os.PathLike[str] | None) -> str | None:
+    """Return a ``snapshot=`` argument as text for :class:`Policy`, which checks it."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _snapshot_path(value: object) -> str:
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise ConfigurationError(
+            f"snapshot must be the path of a JSON file (str or os.PathLike) or None, not {value!r}"
+        )
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise ConfigurationError(f"snapshot must be a text path, not {path!r}")
+    _check_snapshot_path(path)
+    return path
+
+
+def _check_snapshot_path(path: str) -> None:
+    # SWITCH: the one call site of cache_settings.snapshot.check_snapshot_path, which refuses
+    # a directory and other paths no snapshot can live at. Until snapshot.py has it, such a
+    # path fails when the snapshot is first read or written.
+    from . import snapshot
+
+    check = getattr(snapshot, "check_snapshot_path", None)
+    if check is not None:
+        check(path)
+
+
+#: The ``OPTIONS`` keys of a refreshing backend that hold the policy, never passed to a client.
+OPTION_KEYS = tuple(sorted(field.name for field in fields(Policy)))
+_DEFAULT = Policy()

@@ -1,0 +1,102 @@
+"""Policy: one validated value for attempts, deadline, min_nodes, max_age, snapshot, refresh."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cache_settings import ConfigurationError, memcached, resolve
+from cache_settings.attempt import DEFAULT_MAX_REPLY_SIZE
+from cache_settings.policy import OPTION_KEYS, Policy
+
+BAD = [
+    ("attempts", 0, "attempts must be a positive integer"),
+    ("attempts", True, "attempts must be a positive integer"),
+    ("attempts", 2.0, "attempts must be a positive integer"),
+    ("min_nodes", -1, "min_nodes must be a positive integer"),
+    ("min_nodes", "1", "min_nodes must be a positive integer"),
+    ("deadline", 0, "deadline must be a positive number of seconds"),
+    ("deadline", -5, "deadline must be a positive number of seconds"),
+    ("deadline", float("inf"), "deadline must be a positive number of seconds"),
+    ("deadline", float("nan"), "deadline must be a positive number of seconds"),
+    ("deadline", False, "deadline must be a positive number of seconds"),
+    ("deadline", "5", "deadline must be a positive number of seconds"),
+    ("max_age", float("inf"), "max_age must be a positive number of seconds or None"),
+    ("max_age", 0, "max_age must be a positive number of seconds or None"),
+    ("refresh", float("nan"), "refresh must be a positive number of seconds or None"),
+    ("refresh", True, "refresh must be a positive number of seconds or None"),
+    ("max_reply_size", 0, "max_reply_size must be a positive integer of bytes"),
+    ("max_reply_size", 1.5, "max_reply_size must be a positive integer of bytes"),
+    ("snapshot", 42, "snapshot must be the path of a JSON file"),
+    ("snapshot", "", "snapshot must be the path of a JSON file"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD)
+def test_policy__bad_values_are_configuration_errors(name: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Policy(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"), [b for b in BAD if b[0] not in ("refresh", "max_reply_size")]
+)
+def test_resolve__checks_its_arguments_through_the_policy(
+    name: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        resolve("memcached://10.0.0.1", **{name: value})
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [b for b in BAD if b[0] != "max_reply_size"])
+def test_memcached__checks_its_arguments_through_the_policy(
+    name: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        memcached("memcached://10.0.0.1", **{name: value})
+
+
+def test_policy__numbers_become_floats_and_paths_text(tmp_path: Path) -> None:
+    policy = Policy(deadline=2, max_age=60, refresh=5, snapshot=tmp_path / "n.json")
+
+    assert policy.deadline == 2.0
+    assert isinstance(policy.deadline, float)
+    assert policy.refresh == 5.0
+    assert policy.snapshot == str(tmp_path / "n.json")
+
+
+def test_policy__options_round_trip_as_plain_data(tmp_path: Path) -> None:
+    policy = Policy(attempts=5, deadline=2, max_age=60, refresh=5, snapshot=str(tmp_path / "n"))
+    options = json.loads(json.dumps(policy.as_options()))
+    options["no_delay"] = True  # a client option stays for the client
+
+    again = Policy.from_options(options, where="test")
+
+    assert again == policy
+    assert options == {"no_delay": True}
+
+
+def test_policy__as_options_holds_refresh_and_what_differs_from_the_defaults() -> None:
+    assert Policy(refresh=30).as_options() == {"refresh": 30.0}
+    assert Policy(refresh=30, min_nodes=2).as_options() == {"refresh": 30.0, "min_nodes": 2}
+
+
+def test_policy__from_options_names_the_entry_and_the_key() -> None:
+    with pytest.raises(ConfigurationError, match=r"^mysite: OPTIONS deadline must be a positive"):
+        Policy.from_options({"deadline": "5"}, where="mysite")
+
+
+def test_policy__option_keys_are_documented() -> None:
+    assert OPTION_KEYS == (
+        "attempts",
+        "deadline",
+        "max_age",
+        "max_reply_size",
+        "min_nodes",
+        "refresh",
+        "snapshot",
+    )
+    assert Policy().max_reply_size == DEFAULT_MAX_REPLY_SIZE
