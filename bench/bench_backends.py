@@ -37,7 +37,7 @@ from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
 from cache_settings import memcached
-from cache_settings.watch import stop_all
+from cache_settings.watchers import stop_all
 
 LIMIT = 1.05
 

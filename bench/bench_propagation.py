@@ -36,7 +36,7 @@ from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
 from cache_settings import memcached
-from cache_settings.watch import stop_all
+from cache_settings.watchers import stop_all
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent, ConsulServer, ConsulState
 from tests.servers.memcached import MemcachedServer

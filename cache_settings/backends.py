@@ -43,7 +43,8 @@ from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
 from .policy import DEFAULT_REFRESH, Policy
 from .sources import Source, parse_source
-from .watch import Watcher, get_watcher
+from .watch import Watcher
+from .watchers import get_watcher
 
 __all__ = ["PyLibMCCache", "PyMemcacheCache"]
 

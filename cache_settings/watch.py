@@ -1,7 +1,8 @@
 """Per-process watchers: one daemon thread per source keeps its node list fresh.
 
-DESIGN.md, "Refreshing backends": one watcher per source per process, started lazily on
-first cache use, restarted after ``fork``, stopped at exit. A watcher publishes an
+DESIGN.md, "Refreshing backends": one watcher per source per process
+(:mod:`cache_settings.watchers` keeps them), started lazily on first cache use,
+restarted after ``fork``, stopped at exit. A watcher publishes an
 immutable :class:`State` ``(generation, nodes)`` in one attribute; readers (the backends,
 one per thread) take no lock: under the GIL, reading an attribute is atomic, and the
 tuple it holds never changes.
@@ -27,14 +28,13 @@ Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from .ask import Answer, TooFewNodes, ask, backoff, save, sleep_for
 from .exceptions import CacheSettingsError, ResolutionError, SourceError
@@ -44,7 +44,7 @@ from .resolve import resolve_with
 from .signals import nodes_changed
 from .sources import Source, WatchableSource
 
-__all__ = ["BLOCKING_TIMEOUT", "State", "Watcher", "get_watcher", "stop_all", "watchers"]
+__all__ = ["BLOCKING_TIMEOUT", "State", "Watcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ JITTER = 0.1  # ± 10 % on every poll interval
 BLOCKING_TIMEOUT = 30.0
 # Consul docs, "Blocking queries": rate-limit the loop, since an agent may answer at once.
 MIN_QUERY_INTERVAL = 0.2
-EXIT_JOIN = 0.5  # seconds, in total, to join watcher threads at interpreter exit
 
 
 class State(NamedTuple):
@@ -75,6 +74,9 @@ class Watcher:
             falling back to its snapshot).
         blocking_timeout: seconds one blocking query may take before it is cut off.
     """
+
+    #: Set at interpreter exit (cache_settings.watchers): no watcher starts any more.
+    exiting: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -139,10 +141,10 @@ class Watcher:
         Without a node list yet, first resolve once (bounded by the policy's deadline,
         falling back to its snapshot), so the first cache use has nodes when any exist.
         """
-        if self.running or _exiting:
+        if self.running or Watcher.exiting:
             return
         with self._lock:
-            if self.running or _exiting:
+            if self.running or Watcher.exiting:
                 return
             if not self._primed:
                 self._prime()
@@ -330,68 +332,3 @@ class Watcher:
 
 def _older(version: int | None, current: int | None) -> bool:
     return version is not None and current is not None and version < current
-
-
-_registry: dict[str, Watcher] = {}
-_registry_lock = threading.Lock()
-_exiting = False
-
-
-def get_watcher(
-    source: Source,
-    policy: Policy,
-    *,
-    nodes: Iterable[Node] = (),
-    version: int | None = None,
-) -> Watcher:
-    """Return this process's watcher of *source* (keyed by its URL), made on first request.
-
-    When several cache entries watch one source, the first made sets the policy and the
-    shortest ``refresh`` (seconds) wins. The watcher is not started: backends start it on
-    first use.
-    """
-    with _registry_lock:
-        watcher = _registry.get(source.url)
-        if watcher is None:
-            watcher = _registry[source.url] = Watcher(source, policy, nodes=nodes, version=version)
-        elif policy.refresh is not None and policy.refresh < watcher.refresh:
-            watcher.policy = replace(watcher.policy, refresh=policy.refresh)
-        return watcher
-
-
-def watchers() -> list[Watcher]:
-    """Return every watcher of this process."""
-    with _registry_lock:
-        return list(_registry.values())
-
-
-def stop_all(timeout: float = 5.0) -> bool:
-    """Stop and forget every watcher, waiting up to *timeout* seconds in total.
-
-    Return True when every thread ended. Used at interpreter exit and between tests.
-    """
-    with _registry_lock:
-        stopping = list(_registry.values())
-        _registry.clear()
-    for watcher in stopping:
-        with watcher._lock:
-            watcher._stop.set()
-    deadline = time.monotonic() + timeout
-    return all([watcher.stop(max(0.0, deadline - time.monotonic())) for watcher in stopping])
-
-
-def _stop_at_exit() -> None:
-    global _exiting
-    _exiting = True
-    stop_all(EXIT_JOIN)
-
-
-def _after_fork_in_child() -> None:
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for watcher in _registry.values():
-        watcher._after_fork_in_child()
-
-
-atexit.register(_stop_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)

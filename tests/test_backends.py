@@ -18,7 +18,7 @@ from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
 from cache_settings import ConfigurationError, memcached
-from cache_settings.watch import stop_all
+from cache_settings.watchers import stop_all
 from tests.helpers import wait_until
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults

@@ -20,7 +20,8 @@ from django.test import override_settings
 from cache_settings import ConfigurationError, ResolutionError
 from cache_settings.compat import SNAPSHOT_NAME
 from cache_settings.snapshot import load_snapshot
-from cache_settings.watch import Watcher, stop_all, watchers
+from cache_settings.watch import Watcher
+from cache_settings.watchers import stop_all, watchers
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults

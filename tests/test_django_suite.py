@@ -30,7 +30,7 @@ from django.test import override_settings
 from cache_settings import memcached
 from cache_settings.policy import OPTION_KEYS
 from cache_settings.settings import client_defaults
-from cache_settings.watch import stop_all
+from cache_settings.watchers import stop_all
 from tests.servers.memcached import MemcachedServer
 
 CLIENTS = ["pylibmc", "pymemcache"]

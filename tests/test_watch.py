@@ -26,7 +26,8 @@ from cache_settings.policy import Policy
 from cache_settings.signals import nodes_changed
 from cache_settings.snapshot import read_snapshot, write_snapshot
 from cache_settings.sources import Source
-from cache_settings.watch import Watcher, get_watcher, stop_all, watchers
+from cache_settings.watch import Watcher
+from cache_settings.watchers import get_watcher, stop_all, watchers
 from tests.helpers import wait_until
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
@@ -430,7 +431,7 @@ def test_watcher__interpreter_exits_promptly_with_a_blocking_query_in_flight(
         settings.configure(CACHES={{"default": cache_settings.memcached({url!r}, refresh=60)}})
         django.setup()
         from django.core.cache import cache
-        from cache_settings.watch import watchers
+        from cache_settings.watchers import watchers
         cache.set("k", 1)
         assert cache.get("k") == 1
         time.sleep(0.3)  # the watcher now waits in a blocking query

@@ -1,0 +1,85 @@
+"""This process's watchers: one per source URL, stopped at exit, carried across ``fork``.
+
+The refreshing backends ask :func:`get_watcher` for the watcher of their source; tests and
+the interpreter's exit stop them all with :func:`stop_all`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+from .nodes import Node
+from .policy import Policy
+from .sources import Source
+from .watch import Watcher
+
+__all__ = ["get_watcher", "stop_all", "watchers"]
+
+EXIT_JOIN = 0.5  # seconds, in total, to join watcher threads at interpreter exit
+
+_registry: dict[str, Watcher] = {}
+_registry_lock = threading.Lock()
+
+
+def get_watcher(
+    source: Source,
+    policy: Policy,
+    *,
+    nodes: Iterable[Node] = (),
+    version: int | None = None,
+) -> Watcher:
+    """Return this process's watcher of *source* (keyed by its URL), made on first request.
+
+    When several cache entries watch one source, the first made sets the policy and the
+    shortest ``refresh`` (seconds) wins. The watcher is not started: backends start it on
+    first use.
+    """
+    with _registry_lock:
+        watcher = _registry.get(source.url)
+        if watcher is None:
+            watcher = _registry[source.url] = Watcher(source, policy, nodes=nodes, version=version)
+        elif policy.refresh is not None and policy.refresh < watcher.refresh:
+            watcher.policy = replace(watcher.policy, refresh=policy.refresh)
+        return watcher
+
+
+def watchers() -> list[Watcher]:
+    """Return every watcher of this process."""
+    with _registry_lock:
+        return list(_registry.values())
+
+
+def stop_all(timeout: float = 5.0) -> bool:
+    """Stop and forget every watcher, waiting up to *timeout* seconds in total.
+
+    Return True when every thread ended. Used at interpreter exit and between tests.
+    """
+    with _registry_lock:
+        stopping = list(_registry.values())
+        _registry.clear()
+    for watcher in stopping:
+        with watcher._lock:
+            watcher._stop.set()
+    deadline = time.monotonic() + timeout
+    return all([watcher.stop(max(0.0, deadline - time.monotonic())) for watcher in stopping])
+
+
+def _stop_at_exit() -> None:
+    Watcher.exiting = True
+    stop_all(EXIT_JOIN)
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for watcher in _registry.values():
+        watcher._after_fork_in_child()
+
+
+atexit.register(_stop_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)
