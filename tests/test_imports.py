@@ -117,3 +117,22 @@ def test_import__consul_source_does_not_import_boto3(consul_agent: ConsulAgent) 
     assert "boto3" not in loaded
     assert "botocore" not in loaded
     assert "consul" in loaded  # the Consul client did the work, and only it
+
+
+def test_import__tenacity_only_once_a_retry_is_due(consul_agent: ConsulAgent) -> None:
+    """Issue 17: a source that answers its first attempt never imports tenacity."""
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    answered = f"""
+    import cache_settings
+    cache_settings.memcached("consul://{consul_agent.address}/memcached")
+    """
+    retried = """
+    import cache_settings
+    try:
+        cache_settings.resolve("consul://127.0.0.1:1/memcached", attempts=2, deadline=1)
+    except cache_settings.ResolutionError:
+        pass
+    """
+
+    assert "tenacity" not in loaded_after(answered)
+    assert "tenacity" in loaded_after(retried)

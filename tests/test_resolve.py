@@ -385,3 +385,109 @@ def test_memcached__consul_entry_stores_and_reads_through_django(
     with django_cache(dict(entry)) as cache:
         cache.set_many({f"k{i}": i for i in range(20)})
         assert cache.get_many([f"k{i}" for i in range(20)]) == {f"k{i}": i for i in range(20)}
+
+
+# --- messages: each cause once, what to do next ----------------------------------------------
+
+
+def test_resolve__permanent_error_is_not_retried() -> None:
+    @dataclass
+    class Unknown:
+        url: str = "unknown://host"
+        traits = Traits()
+        calls: list[float] = field(default_factory=list)
+
+        def resolve(self, timeout: float) -> list[Node]:
+            self.calls.append(timeout)
+            raise SourceError(self.url, "unknown host name", permanent=True)
+
+    source = Unknown()
+    started = time.monotonic()
+
+    with pytest.raises(ResolutionError, match=r"\(1 attempt: unknown host name\)"):
+        resolve(source, attempts=5)
+
+    assert len(source.calls) == 1
+    assert time.monotonic() - started < 0.5
+
+
+def test_resolve__the_same_cause_is_said_once_with_a_count() -> None:
+    source = Scripted(["connection refused after 0.01 s", "connection refused after 0.02 s"])
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(source, attempts=3)
+
+    message = str(raised.value)
+    assert "(3 attempts: connection refused after 0.01 s)" in message
+    assert message.count("connection refused") == 1
+    assert len(raised.value.errors) == 3
+
+
+def test_resolve__mixed_causes_each_counted() -> None:
+    with pytest.raises(ResolutionError, match=r"\(3 attempts: refused \(2 times\); reset\)"):
+        resolve(Scripted(["refused", "reset", "refused"]), attempts=3)
+
+
+def test_resolve__stale_snapshot_says_its_age_and_max_age(tmp_path: Path) -> None:
+    """Issue 15: the reason was only in a WARNING log line."""
+    snapshot = tmp_path / "fb.json"
+    write_snapshot(snapshot, "scripted://cluster", NODES, fetched_at=time.time() - 3600)
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, max_age=60)
+
+    message = str(raised.value)
+    assert f"no usable entry in snapshot {snapshot}" in message
+    assert "its list is 3600 s old, older than max_age=60 s" in message
+    assert "run `cache-settings resolve --settings" in message
+
+
+def test_resolve__missing_snapshot_entry_says_how_to_create_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    snapshot = tmp_path / "fb.json"
+    write_snapshot(snapshot, "scripted://other", NODES)
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
+
+    assert str(raised.value).endswith(
+        f"no usable entry in snapshot {snapshot}: it holds no list for this source; "
+        "run `cache-settings resolve --settings mysite.settings` to create it"
+    )
+
+
+def test_resolve__failure_carries_no_chained_traceback() -> None:
+    """A failing source at settings import prints one exception, not a chain of them."""
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Scripted(["down"]), attempts=1)
+
+    assert raised.value.__suppress_context__ or raised.value.__context__ is None
+    assert raised.value.__cause__ is None
+
+
+def test_ask__policy_max_reply_size_reaches_the_attempt() -> None:
+    """The cap a source's transport reads under (attempt.current()) is the policy's."""
+    from cache_settings.ask import ask
+    from cache_settings.attempt import current
+    from cache_settings.policy import Policy
+
+    seen: list[int] = []
+
+    @dataclass
+    class Reading:
+        url: str = "reading://x"
+        traits = Traits()
+
+        def resolve(self, timeout: float) -> list[Node]:
+            attempt = current()
+            assert attempt is not None
+            seen.append(attempt.max_reply_size)
+            attempt.check_size(2048)
+            return NODES
+
+    with pytest.raises(SourceError, match="reply larger than 1024 bytes"):
+        ask(Reading(), Policy(max_reply_size=1024), timeout=1.0)
+    assert ask(Reading(), Policy(), timeout=1.0).nodes == (NODES[1], NODES[0])
+    assert seen == [1024, 32 * 1024 * 1024]
