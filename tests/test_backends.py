@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
 from cache_settings import ConfigurationError, memcached
+from cache_settings.snapshot import load_snapshot
+from cache_settings.sources.consul import Consul
 from cache_settings.watchers import stop_all
 from tests.helpers import wait_until
 from tests.servers.consul import ConsulAgent
@@ -289,3 +292,88 @@ def test_backend__close_before_first_use_contacts_nothing(faults: Faults) -> Non
     assert cache._client is None  # type: ignore[attr-defined]
     assert not cache._watcher.running  # type: ignore[attr-defined]
     handler.close_all()
+
+
+# --- plain-data entries ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_backend__hand_written_consul_entry_works_and_follows_a_change(
+    client: str,
+    consul_agent: ConsulAgent,
+    fresh_memcached_nodes: list[MemcachedServer],
+    tmp_path: Path,
+) -> None:
+    """Issue 12, judged 5: an ordinary CACHES entry, as a 12-factor site writes it."""
+    first, second, _ = fresh_memcached_nodes
+    service = f"mc-{uuid.uuid4().hex[:8]}"
+    old = consul_agent.add(service, first.host, first.port, node="n1")
+    snapshot = tmp_path / "nodes.json"
+    entry = {
+        "BACKEND": REFRESHING[client],
+        "LOCATION": f"consul://{consul_agent.address}/{service}",
+        "OPTIONS": {"refresh": 5, "snapshot": str(snapshot)},
+    }
+    handler = CacheHandler({"default": entry})
+    cache = handler["default"]
+    try:
+        cache.set("before", 1)
+        assert cache.make_key("before") in first.keys()
+        consul_agent.add(service, second.host, second.port, node="n2")
+        consul_agent.remove(old)
+
+        def on_second() -> bool:
+            cache.get("probe")  # an operation: the backend takes the watcher's new list
+            return cache.client_servers == [second.location]  # type: ignore[attr-defined,no-any-return]
+
+        assert wait_until(on_second, 5.0)
+        cache.set("after", 2)
+        assert cache.make_key("after") in second.keys()
+        saved = load_snapshot(snapshot)
+        assert [[n.port for n in e.nodes] for e in saved.values()] == [[second.port]]
+        assert entry["OPTIONS"] == {"refresh": 5, "snapshot": str(snapshot)}  # untouched
+    finally:
+        handler.close_all()
+
+
+def test_backend__memcached_entry_starts_from_the_settings_time_answer(
+    consul_agent: ConsulAgent, fresh_memcached_nodes: list[MemcachedServer]
+) -> None:
+    """The first cache use asks nothing: the answer memcached() got is found again."""
+    first = fresh_memcached_nodes[0]
+    service = f"mc-{uuid.uuid4().hex[:8]}"
+    consul_agent.add(service, first.host, first.port)
+    entry = dict(memcached(f"consul://{consul_agent.address}/{service}", refresh=60))
+    consul_agent.pause()  # from now on the agent accepts and never answers
+    handler = CacheHandler({"default": entry})
+    try:
+        started = time.monotonic()
+        handler["default"].set("k", 1)
+        assert time.monotonic() - started < 1.0
+        assert handler["default"].get("k") == 1
+    finally:
+        handler.close_all()
+
+
+def test_backend__memcached_entry_keeps_the_token_of_its_source_object(
+    consul_agent: ConsulAgent, fresh_memcached_nodes: list[MemcachedServer]
+) -> None:
+    """LOCATION holds the redacted URL; the watcher asks with the Source object's token."""
+    first, second, _ = fresh_memcached_nodes
+    consul_agent.needs_standin("token checks")
+    token = "7d1c0b2a-watcher-token"
+    service = f"mc-{uuid.uuid4().hex[:8]}"
+    consul_agent.add(service, first.host, first.port, node="n1")
+    consul_agent.require_token(token)
+    source = Consul(service, agent=consul_agent.address, token=token)
+    entry = dict(memcached(source, backend="pymemcache", refresh=60))
+    assert token not in json.dumps(entry)
+    handler = CacheHandler({"default": entry})
+    try:
+        cache = handler["default"]
+        cache.set("k", 1)
+        consul_agent.add(service, second.host, second.port, node="n2")
+
+        assert wait_until(lambda: cache.get("p") is None and len(cache.client_servers) == 2, 5.0)  # type: ignore[attr-defined]
+    finally:
+        handler.close_all()

@@ -7,7 +7,8 @@ expectations, run for each client library, with Django's stock backend and with 
 refreshing one (``refresh=N``), against three real memcached daemons, with the CACHES
 entries built by :func:`cache_settings.memcached` and nothing else. Cull tests do not
 apply to memcached (Django excludes them too); tests that patch Django's internals are
-replaced by the same checks over real sockets.
+replaced by the same checks over real sockets. The tests that write their own
+``LOCATION`` or ``OPTIONS`` run against the refreshing backends too, as Django's do.
 """
 
 from __future__ import annotations
@@ -510,8 +511,9 @@ def test_memcached_deletes_key_on_failed_set__too_large_value(cache: BaseCache) 
     assert cache.get("small_value") == "b"
 
 
-def test_location_multiple_servers__every_spelling(backend: str) -> None:
-    params = {"BACKEND": memcached("memcached://a:1", backend=backend)["BACKEND"]}  # type: ignore[arg-type]
+def test_location_multiple_servers__every_spelling(entry: dict[str, Any]) -> None:
+    """A plain LOCATION under our BACKEND too: Django's stock behaviour, exactly."""
+    params = {"BACKEND": entry["BACKEND"]}
     for location in (
         ["server1.tld", "server2:11211"],
         "server1.tld;server2:11211",
@@ -519,6 +521,66 @@ def test_location_multiple_servers__every_spelling(backend: str) -> None:
     ):
         with override_settings(CACHES={"default": {**params, "LOCATION": location}}):
             assert default_cache._servers == ["server1.tld", "server2:11211"]  # type: ignore[attr-defined]
+
+
+CLIENT_SERVERS = [
+    ("unix:/run/memcached/socket", "/run/memcached/socket"),
+    ("/run/memcached/socket", "/run/memcached/socket"),
+    ("localhost", "localhost"),
+    ("localhost:11211", "localhost:11211"),
+    ("[::1]", "[::1]"),
+    ("[::1]:11211", "[::1]:11211"),
+    ("127.0.0.1", "127.0.0.1"),
+    ("127.0.0.1:11211", "127.0.0.1:11211"),
+]
+
+
+@pytest.mark.parametrize(("location", "expected"), CLIENT_SERVERS)
+def test_pylibmc_client_servers__as_django_reads_location(
+    kind: str, location: str, expected: str
+) -> None:
+    """Django's test_pylibmc_client_servers: an entry with only BACKEND and LOCATION."""
+    made = memcached("memcached://a:1", backend="pylibmc", refresh=5 if kind != "stock" else None)
+    with override_settings(CACHES={"default": {"BACKEND": made["BACKEND"], "LOCATION": location}}):
+        assert default_cache.client_servers == [expected]  # type: ignore[attr-defined]
+
+
+def test_own_options__replace_ours_and_keep_the_source(
+    backend: str, entry: dict[str, Any], fresh_memcached_nodes: list[MemcachedServer]
+) -> None:
+    """Django's test_pylibmc_options / test_pymemcache_options: OPTIONS replaced whole.
+
+    With a refreshing entry, LOCATION is still the source URL, now under the default
+    policy; the client gets exactly the OPTIONS given.
+    """
+    if backend == "pylibmc":
+        options: dict[str, Any] = {"binary": True, "behaviors": {"tcp_nodelay": True}}
+    else:
+        options = {"no_delay": True}
+    with override_settings(CACHES=_caches_setting(entry, OPTIONS=options)):
+        client: Any = default_cache._cache  # type: ignore[attr-defined]
+        if backend == "pylibmc":
+            assert client.binary is True
+            assert client.behaviors["tcp_nodelay"] == 1
+        else:
+            assert client.default_kwargs["no_delay"] is True
+        default_cache.set("own-options", 1)
+        assert default_cache.get("own-options") == 1
+        servers = sorted(server.location for server in fresh_memcached_nodes)
+        assert sorted(default_cache.client_servers) == servers  # type: ignore[attr-defined]
+        default_cache.clear()
+
+
+def test_close__before_first_use_works_and_asks_no_source(entry: dict[str, Any]) -> None:
+    """Django's test_close runs on a fresh backend: closing it must not fail or resolve."""
+    with override_settings(CACHES=_caches_setting(entry)):
+        backend = caches["default"]
+        signals.request_finished.send(sender=__name__)
+        watcher = getattr(backend, "_watcher", None)
+        assert watcher is None or not watcher.running
+        backend.set("after-close", 1)
+        assert backend.get("after-close") == 1
+        backend.clear()
 
 
 def test_close__disconnects_pymemcache_only(
