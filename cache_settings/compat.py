@@ -41,7 +41,7 @@ from .sources import Source
 from .sources.config_endpoint import ConfigEndpoint
 from .sources.consul import Consul
 
-__all__ = ["ConsulMemcachedCache", "ElastiCache"]
+__all__ = ["SNAPSHOT_NAME", "ConsulMemcachedCache", "ElastiCache"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Per-process watchers: one daemon thread per source keeps its node list fresh.
 
-DESIGN.md, "Refreshing backends": one watcher per source per process
+docs/architecture.md, "One path to a source": one watcher per source per process
 (:mod:`cache_settings.watchers` keeps them), started lazily on first cache use,
 restarted after ``fork``, stopped at exit. A watcher publishes an
 immutable :class:`State` ``(generation, nodes)`` in one attribute; readers (the backends,
@@ -257,7 +257,7 @@ class Watcher:
         nodes, version = answer.nodes, answer.version
         with self._write_lock:
             current = self.state
-            # DESIGN.md: never apply a lower ElastiCache config version (logged once each).
+            # README, "Sources": never apply a lower ElastiCache config version (logged once).
             if ordered and _older(version, self.version):
                 if self._stale_logged != version:
                     self._stale_logged = version

@@ -1,9 +1,9 @@
 """Lean import: settings-time cost, measured in fresh interpreters.
 
-Every ``manage.py`` command and every worker imports settings. DESIGN.md, "Client
-defaults": ``import cache_settings`` pulls in neither boto3, requests nor a Consul client;
-each source imports its client library when it first resolves, and a client library is
-imported when its backend is first used.
+Every ``manage.py`` command and every worker imports settings. README.md, "Install":
+``import cache_settings`` pulls in neither boto3, requests nor a Consul client; each source
+imports its client library when it first resolves, and a client library is imported when its
+backend is first used. tenacity comes only once a retry is due.
 """
 
 from __future__ import annotations

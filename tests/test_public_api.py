@@ -1,4 +1,4 @@
-"""The public names of DESIGN.md exist, are exported, and ``__all__`` is sorted and complete."""
+"""The public names of the README exist, are exported, and ``__all__`` is sorted and complete."""
 
 from __future__ import annotations
 
