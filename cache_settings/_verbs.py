@@ -109,7 +109,7 @@ def _finish(
 
 def _live(target: Target, *, snapshot: str | None) -> Resolution:
     # live_only: a snapshot answer would hide the outage these verbs exist to catch.
-    policy = replace(target.policy, snapshot=snapshot, max_age=None)
+    policy = replace(target.policy, snapshot=snapshot)
     return resolve_with(target.source, policy, live_only=True)
 
 
