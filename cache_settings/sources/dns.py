@@ -279,10 +279,11 @@ class _Lookup:
                     )
                 rcode = response.rcode()
                 if rcode == dns.rcode.NXDOMAIN:
-                    # Retrying within this resolution cannot make the name exist: pass
-                    # permanent=True here once SourceError takes that keyword (in progress).
+                    # Retrying within this resolution cannot make the name exist.
                     raise SourceError(
-                        self.source, f"NXDOMAIN: {name} does not exist (nameserver {where})"
+                        self.source,
+                        f"NXDOMAIN: {name} does not exist (nameserver {where})",
+                        permanent=True,
                     )
                 if rcode != dns.rcode.NOERROR:
                     failures[where] = f"answered {dns.rcode.to_text(rcode)}"

@@ -20,9 +20,11 @@ from cache_settings import (
     resolve,
 )
 from cache_settings.attempt import Attempt, run
+from cache_settings.policy import Policy
 from cache_settings.snapshot import write_snapshot
 from cache_settings.sources.dns import DNS
-from cache_settings.watch import Watcher, stop_all
+from cache_settings.watch import Watcher
+from cache_settings.watchers import stop_all
 from tests.helpers import django_cache, wait_until
 from tests.servers.dns import MISSING_NAME, DNSServer
 from tests.servers.memcached import MemcachedServer
@@ -214,6 +216,7 @@ def test_dns__nxdomain_says_so(dns_server: DNSServer) -> None:
         source(f"dns+{MISSING_NAME}:11211", dns_server).resolve(timeout=2)
 
     assert caught.value.source.startswith(f"dns://{MISSING_NAME}:11211?nameserver=")
+    assert caught.value.permanent  # resolve() does not retry it
 
 
 def test_dns__name_without_records_of_the_type_says_no_records(dns_server: DNSServer) -> None:
@@ -308,7 +311,7 @@ def test_watcher__removed_a_record_disappears_within_refresh(
 ) -> None:
     name = dns_server.name()
     dns_server.set_addresses(name, ["10.0.7.1", "10.0.7.2", "10.0.7.3"])
-    watcher = Watcher(source(f"dns+{name}:11211", dns_server), refresh=0.5)
+    watcher = Watcher(source(f"dns+{name}:11211", dns_server), Policy(refresh=0.5))
     watchers.append(watcher)
     watcher.start()
     assert len(watcher.nodes) == 3

@@ -14,6 +14,7 @@ import pytest
 
 from cache_settings import ConfigurationError, Node, SourceError, parse_source
 from cache_settings.attempt import Attempt, run
+from cache_settings.policy import Policy
 from cache_settings.snapshot import write_snapshot
 from cache_settings.sources.file import QUIET, File, parse_node_list
 from cache_settings.watch import Watcher
@@ -230,7 +231,7 @@ def test_watcher__polling_a_rewritten_file_holds_only_whole_lists(
     whole = {tuple(sorted(lines)) for lines in lists}
     path = tmp_path / "nodes"
     path.write_text("".join(f"{line}\n" for line in lists[0]))
-    watcher = Watcher(file_source(path), refresh=0.1, deadline=0.5)
+    watcher = Watcher(file_source(path), Policy(refresh=0.1, deadline=0.5))
     watcher.start()
     seen: set[tuple[str, ...]] = set()
     writer = threading.Thread(target=rewrite_in_place, args=(path, lists, 1000, writer_stop))
