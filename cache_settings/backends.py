@@ -39,6 +39,7 @@ from typing import Any
 
 from django.core.cache.backends import memcached
 
+from . import forking
 from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
 from .policy import DEFAULT_REFRESH, Policy
@@ -47,12 +48,6 @@ from .watch import Watcher
 from .watchers import get_watcher
 
 __all__ = ["PyLibMCCache", "PyMemcacheCache"]
-
-
-# pylibmc clients inherited through fork(): freeing one would make libmemcached send
-# "quit" on connections the parent still uses, so a child keeps them instead (one per
-# backend instance per fork, and only once the node list or the process changed).
-_inherited: list[Any] = []
 
 
 class _RefreshingCache(memcached.BaseMemcachedCache):
@@ -71,6 +66,7 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         params = dict(params)
         params["OPTIONS"] = dict(params.get("OPTIONS") or {})
         found = self._cache_settings_source(server, params)
+        forking.install()  # a forked child never uses or frees a client built before
         self._watcher = None
         self._generation = -1  # no client yet: the first operation builds one
         self._client = None
@@ -132,10 +128,15 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
     @property
     def _cache(self) -> Any:
         watcher = self._watcher
-        if watcher is None:  # a plain node list: Django's client, built once
-            if self._client is None:
-                self._client = self._class(self.client_servers, **self._options)
-            return self._client
+        if watcher is None:
+            # A plain node list: Django's client, built once and kept where Django's
+            # cached_property keeps it, so that cache_settings/forking.py detaches it in a
+            # forked child exactly as it does Django's own backends' clients.
+            client = self.__dict__.get("_cache")
+            if client is None:
+                client = self._class(self.client_servers, **self._options)
+                self.__dict__["_cache"] = client
+            return client
         if self._generation != watcher.generation:
             self._rebuild_client(watcher)
         return self._client
@@ -161,11 +162,18 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         self._client = self._class(self.client_servers, **self._options)
         self._client_pid = os.getpid()
         self._generation = generation
-        if old is not None:
-            self._retire_client(old, inherited=old_pid != self._client_pid)
+        if old is None:
+            return
+        if old_pid != self._client_pid:
+            forking.release_inherited(old)  # the parent's: send nothing on its connections
+        else:
+            self._retire_client(old)
 
-    def _retire_client(self, client: Any, *, inherited: bool) -> None:
-        """Let go of a client built for an older node list (or in the parent process)."""
+    def _retire_client(self, client: Any) -> None:
+        """Let go of a client built for an older node list in this process.
+
+        Nothing to do for pylibmc: freed, libmemcached closes its connections itself.
+        """
 
     def close(self, **kwargs: Any) -> None:
         """Close the client's connections, as Django's backend does, without asking a source."""
@@ -191,12 +199,6 @@ class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
                 "BACKEND cache_settings.backends.PyMemcacheCache"
             )
 
-    def _retire_client(self, client: Any, *, inherited: bool) -> None:
-        # Freed here, libmemcached closes its connections (after a "quit"); in a forked
-        # child those connections are the parent's too, so the client is kept instead.
-        if inherited:
-            _inherited.append(client)
-
 
 class PyMemcacheCache(_RefreshingCache, memcached.PyMemcacheCache):
     """Django's ``PyMemcacheCache`` whose servers follow a source (``memcached(refresh=N)``).
@@ -204,9 +206,8 @@ class PyMemcacheCache(_RefreshingCache, memcached.PyMemcacheCache):
     ``OPTIONS["tls_context"]`` is passed to every client, before and after a swap.
     """
 
-    def _retire_client(self, client: Any, *, inherited: bool) -> None:
-        # Closing pymemcache sockets sends nothing, so it is safe in a forked child too,
-        # and leaves no socket for the garbage collector to warn about.
+    def _retire_client(self, client: Any) -> None:
+        # Closing the sockets now leaves none for the garbage collector to warn about.
         client.disconnect_all()
 
     def _close_unused(self, watcher: Watcher) -> None:

@@ -7,16 +7,19 @@ beside Django's stock backends.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import CacheHandler
+from django.core.cache import CacheHandler, caches
 from django.core.cache.backends.base import BaseCache
+from django.test import override_settings
 
 from cache_settings import ConfigurationError, memcached
 from cache_settings.snapshot import load_snapshot
@@ -377,3 +380,32 @@ def test_backend__memcached_entry_keeps_the_token_of_its_source_object(
         assert wait_until(lambda: cache.get("p") is None and len(cache.client_servers) == 2, 5.0)  # type: ignore[attr-defined]
     finally:
         handler.close_all()
+
+
+def test_backend__plain_list_client_is_not_reused_in_a_forked_child(
+    fresh_memcached_node: MemcachedServer,
+) -> None:
+    """cache_settings/forking.py detaches a plain-list client as it does Django's own."""
+    entry = {"BACKEND": REFRESHING["pymemcache"], "LOCATION": fresh_memcached_node.location}
+    with override_settings(CACHES={"default": entry}):
+        cache = caches["default"]
+        cache.set("k", 1)
+        parent_client = cache._cache  # type: ignore[attr-defined]
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+            pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            try:
+                fresh = cache._cache is not parent_client  # type: ignore[attr-defined]
+                os.write(write, b"1" if fresh and cache.get("k") == 1 else b"0")
+            finally:
+                os._exit(0)
+        os.close(write)
+        try:
+            reported = os.read(read, 1)
+        finally:
+            os.close(read)
+            os.waitpid(pid, 0)
+        assert reported == b"1"
+        assert cache.get("k") == 1  # the parent's client still works
