@@ -332,8 +332,12 @@ def test_backend__hand_written_consul_entry_works_and_follows_a_change(
         assert wait_until(on_second, 5.0)
         cache.set("after", 2)
         assert cache.make_key("after") in second.keys()
-        saved = load_snapshot(snapshot)
-        assert [[n.port for n in e.nodes] for e in saved.values()] == [[second.port]]
+
+        # The watcher writes the snapshot right after it publishes the new list.
+        def saved() -> list[list[int]]:
+            return [[n.port for n in e.nodes] for e in load_snapshot(snapshot).values()]
+
+        assert wait_until(lambda: saved() == [[second.port]], 2.0), saved()
         assert entry["OPTIONS"] == {"refresh": 5, "snapshot": str(snapshot)}  # untouched
     finally:
         handler.close_all()
