@@ -89,23 +89,24 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
                 "-v", "--verbose", action="store_true", help="also log each resolution"
             )
 
-    def url_options(sub: argparse.ArgumentParser) -> None:
+    def source_verb(name: str, help: str, description: str, snapshot: str) -> None:
+        # resolve and check: a source URL with its options, or the settings' entries.
+        sub = verbs.add_parser(name, help=help, description=description)
+        sub.add_argument("url", nargs="?", metavar="URL", help="source URL, e.g. consul:///mc")
+        sub.add_argument("--snapshot", metavar="FILE", help=snapshot)
         sub.add_argument("--attempts", type=_positive_int, metavar="N", help="default 3")
         sub.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="default 5")
         sub.add_argument("--min-nodes", type=_positive_int, metavar="N", help="default 1")
+        settings_option(sub)
 
-    resolve_ = verbs.add_parser(
+    source_verb(
         "resolve",
-        help="resolve sources live and write their snapshots (pre-deploy)",
-        description="Resolve a source URL, or every memcached() entry of the settings, live "
-        "(a snapshot answer does not count), and write the snapshot files. Exit 0 when every "
-        "source answered, 1 when one failed.",
+        "resolve sources live and write their snapshots (pre-deploy)",
+        "Resolve a source URL, or every memcached() entry of the settings, live (a snapshot "
+        "answer does not count), and write the snapshot files. Exit 0 when every source "
+        "answered, 1 when one failed.",
+        "snapshot file to write",
     )
-    resolve_.add_argument("url", nargs="?", metavar="URL", help="source URL, e.g. consul:///mc")
-    resolve_.add_argument("--snapshot", metavar="FILE", help="snapshot file to write")
-    url_options(resolve_)
-    settings_option(resolve_)
-
     show = verbs.add_parser(
         "show",
         help="show the nodes, age and version held by snapshot files",
@@ -114,17 +115,13 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
     )
     show.add_argument("files", nargs="*", metavar="FILE", help="snapshot files")
     settings_option(show)
-
-    check = verbs.add_parser(
+    source_verb(
         "check",
-        help="compare live node lists with the snapshots (cron, monitoring)",
-        description="Resolve live and compare with the snapshot without writing it. Exit 0 "
-        "when equal, 1 when a list changed, a snapshot is missing or a source failed.",
+        "compare live node lists with the snapshots (cron, monitoring)",
+        "Resolve live and compare with the snapshot without writing it. Exit 0 when equal, "
+        "1 when a list changed, a snapshot is missing or a source failed.",
+        "snapshot file to compare with",
     )
-    check.add_argument("url", nargs="?", metavar="URL", help="source URL")
-    check.add_argument("--snapshot", metavar="FILE", help="snapshot file to compare with")
-    url_options(check)
-    settings_option(check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,15 +82,8 @@ def resolve(
             says each cause once and what to do next.
         ConfigurationError: an invalid URL or argument.
     """
-    src = parse_source(source)
-    policy = Policy(
-        attempts=attempts,
-        deadline=deadline,
-        min_nodes=min_nodes,
-        max_age=max_age,
-        snapshot=as_path(snapshot),
-    )
-    return resolve_with(src, policy, live_only=live_only)
+    policy = Policy(attempts, deadline, min_nodes, max_age, as_path(snapshot))
+    return resolve_with(parse_source(source), policy, live_only=live_only)
 
 
 def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> Resolution:

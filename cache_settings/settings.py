@@ -90,14 +90,7 @@ def memcached(
         ConfigurationError: an invalid URL or argument.
     """
     src = parse_source(source)
-    policy = Policy(
-        attempts=attempts,
-        deadline=deadline,
-        min_nodes=min_nodes,
-        max_age=max_age,
-        snapshot=as_path(snapshot),
-        refresh=refresh,
-    )
+    policy = Policy(attempts, deadline, min_nodes, max_age, as_path(snapshot), refresh)
     django = _django_keys(django_keys)
     if on_failure not in ("raise", "locmem", "dummy"):
         raise ConfigurationError(

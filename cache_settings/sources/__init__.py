@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
 from ..exceptions import ConfigurationError
@@ -116,55 +116,29 @@ class WatchableSource(Source, Protocol):
         """Ask once, waiting for a change past *index* when the source can."""
 
 
-def _static(url: SplitResult) -> Source:
-    from .static import Static
+def _factory(name: str) -> Callable[[SplitResult], Source]:
+    """Return the ``from_url`` of the source class *name*, imported on its first call."""
 
-    return Static.from_url(url)
+    def build(url: SplitResult) -> Source:
+        source_class: Any = __getattr__(name)
+        return cast(Source, source_class.from_url(url))
 
-
-def _consul(url: SplitResult) -> Source:
-    from .consul import Consul
-
-    return Consul.from_url(url)
-
-
-def _config_endpoint(url: SplitResult) -> Source:
-    from .config_endpoint import ConfigEndpoint
-
-    return ConfigEndpoint.from_url(url)
-
-
-def _elasticache_api(url: SplitResult) -> Source:
-    from .elasticache_api import ElastiCacheAPI
-
-    return ElastiCacheAPI.from_url(url)
-
-
-def _dns(url: SplitResult) -> Source:
-    from .dns import DNS
-
-    return DNS.from_url(url)
-
-
-def _file(url: SplitResult) -> Source:
-    from .file import File
-
-    return File.from_url(url)
+    return build
 
 
 # The modules are imported by their factory so that parsing one scheme never pulls in
 # another's client library.
 SCHEMES: dict[str, Callable[[SplitResult], Source]] = {
-    "consul": _consul,
-    "dns": _dns,
-    "dnssrv": _dns,
-    "dnssrvnoa": _dns,
-    "elasticache": _config_endpoint,
-    "elasticache-api": _elasticache_api,
-    "file": _file,
-    "memcached": _static,
-    "pylibmc": _static,
-    "pymemcache": _static,
+    "consul": _factory("Consul"),
+    "dns": _factory("DNS"),
+    "dnssrv": _factory("DNS"),
+    "dnssrvnoa": _factory("DNS"),
+    "elasticache": _factory("ConfigEndpoint"),
+    "elasticache-api": _factory("ElastiCacheAPI"),
+    "file": _factory("File"),
+    "memcached": _factory("Static"),
+    "pylibmc": _factory("Static"),
+    "pymemcache": _factory("Static"),
 }
 
 
