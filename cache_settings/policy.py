@@ -141,26 +141,16 @@ def as_path(value: str | os.PathLike[str] | None) -> str | None:
 
 
 def _snapshot_path(value: object) -> str:
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+    # snapshot.py refuses what no snapshot can live at (a directory, a link, a NUL); the
+    # path is kept as given, so that messages and the CLI show what the settings say.
+    from .snapshot import check_snapshot_path
+
+    if not isinstance(value, str | os.PathLike):
         raise ConfigurationError(
             f"snapshot must be the path of a JSON file (str or os.PathLike) or None, not {value!r}"
         )
-    path = os.fspath(value)
-    if not isinstance(path, str):
-        raise ConfigurationError(f"snapshot must be a text path, not {path!r}")
-    _check_snapshot_path(path)
-    return path
-
-
-def _check_snapshot_path(path: str) -> None:
-    # SWITCH: the one call site of cache_settings.snapshot.check_snapshot_path, which refuses
-    # a directory and other paths no snapshot can live at. Until snapshot.py has it, such a
-    # path fails when the snapshot is first read or written.
-    from . import snapshot
-
-    check = getattr(snapshot, "check_snapshot_path", None)
-    if check is not None:
-        check(path)
+    check_snapshot_path(value)
+    return os.fspath(value)
 
 
 #: The ``OPTIONS`` keys of a refreshing backend that hold the policy, never passed to a client.

@@ -100,3 +100,11 @@ def test_policy__option_keys_are_documented() -> None:
         "snapshot",
     )
     assert Policy().max_reply_size == DEFAULT_MAX_REPLY_SIZE
+
+
+def test_policy__a_directory_is_no_snapshot(tmp_path: Path) -> None:
+    """snapshot.check_snapshot_path is applied where the policy is validated, once."""
+    with pytest.raises(ConfigurationError, match="directory"):
+        Policy(snapshot=str(tmp_path))
+    with pytest.raises(ConfigurationError, match="directory"):
+        memcached("memcached://10.0.0.1", snapshot=tmp_path / "var" / "..")
