@@ -128,18 +128,19 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
     @property
     def _cache(self) -> Any:
         watcher = self._watcher
-        if watcher is None:
-            # A plain node list: Django's client, built once and kept where Django's
-            # cached_property keeps it, so that cache_settings/forking.py detaches it in a
-            # forked child exactly as it does Django's own backends' clients.
-            client = self.__dict__.get("_cache")
-            if client is None:
-                client = self._class(self.client_servers, **self._options)
-                self.__dict__["_cache"] = client
-            return client
-        if self._generation != watcher.generation:
+        if watcher is not None and self._generation == watcher.generation:
+            return self._client  # the request path: one comparison
+        if watcher is not None:
             self._rebuild_client(watcher)
-        return self._client
+            return self._client
+        # A plain node list: Django's client, built once and kept where Django's
+        # cached_property keeps it, so that cache_settings/forking.py detaches it in a
+        # forked child exactly as it does Django's own backends' clients.
+        client = self.__dict__.get("_cache")
+        if client is None:
+            client = self._class(self.client_servers, **self._options)
+            self.__dict__["_cache"] = client
+        return client
 
     def _rebuild_client(self, watcher: Watcher) -> None:
         watcher.start()  # first use in this process: start (or restart) the watcher
