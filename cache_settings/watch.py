@@ -160,8 +160,9 @@ class Watcher:
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread and wait up to *timeout* seconds; return True once it has ended.
 
-        A Consul blocking query in flight ends when the agent answers; the thread is a
-        daemon, so an unanswered one never holds up the interpreter's exit.
+        A Consul blocking query in flight ends when the agent answers, or at its bound
+        (``blocking_timeout``); the thread is a daemon, so it never holds up the
+        interpreter's exit.
         """
         with self._lock:
             self._stop.set()
