@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
-from cache_settings import ConfigurationError, SourceError, memcached
+from cache_settings import ConfigurationError, ResolutionError, SourceError, memcached
 from cache_settings.exceptions import SnapshotError
 from cache_settings.nodes import Node
+from cache_settings.policy import Policy
+from cache_settings.resolve import resolve_with
 from cache_settings.snapshot import (
     check_snapshot_path,
     load_snapshot,
@@ -500,13 +502,30 @@ class _Down:
         raise SourceError(self.url, "connection refused")
 
 
-def test_memcached__snapshot_symlinked_to_dev_zero__locmem_within_deadline(area: Path) -> None:
-    """The issue's case: MemoryError escaped through on_failure="locmem"."""
+def test_memcached__snapshot_symlinked_to_dev_zero__refused_at_once(area: Path) -> None:
+    """The issue's case: MemoryError escaped through on_failure="locmem".
+
+    The policy's validation (cache_settings/policy.py) runs check_snapshot_path, so the
+    settings are refused at once with a ConfigurationError naming the link.
+    """
     path = area / "shared" / "nodes.json"
     path.symlink_to("/dev/zero")
     started = time.monotonic()
 
-    entry = memcached(_Down(), snapshot=path, attempts=1, deadline=0.5, on_failure="locmem")
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        memcached(_Down(), snapshot=path, attempts=1, deadline=0.5, on_failure="locmem")
 
-    assert entry["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert time.monotonic() - started < 2.0
+
+
+def test_resolve__snapshot_linked_to_dev_zero_after_start__resolution_error(area: Path) -> None:
+    """A link planted after the settings were read: the fallback read refuses it in time."""
+    path = area / "shared" / "nodes.json"
+    policy = Policy(attempts=1, deadline=0.5, snapshot=str(path))
+    path.symlink_to("/dev/zero")
+    started = time.monotonic()
+
+    with pytest.raises(ResolutionError, match="no usable entry in snapshot"):
+        resolve_with(_Down(), policy)
+
     assert time.monotonic() - started < 2.0
