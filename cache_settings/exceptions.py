@@ -35,10 +35,11 @@ class ConfigurationError(CacheSettingsError, ImproperlyConfigured):
 class SourceError(CacheSettingsError):
     """Raised when one attempt to ask a source for its nodes fails."""
 
-    def __init__(self, source: str, reason: str) -> None:
+    def __init__(self, source: str, reason: str, *, permanent: bool = False) -> None:
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+        self.permanent = permanent
 
 
 class ResolutionError(CacheSettingsError):
