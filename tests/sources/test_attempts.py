@@ -164,6 +164,7 @@ try:
 except SourceError as exc:
     error = str(exc)
 elapsed = time.monotonic() - started
+time.sleep(1.0)  # an abandoned read would go on growing the process meanwhile
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"growth_kib": peak - before, "elapsed": elapsed, "error": error}))
 """
@@ -173,7 +174,7 @@ print(json.dumps({"growth_kib": peak - before, "elapsed": elapsed, "error": erro
 def test_attempts__consul_reply_that_never_ends_costs_little_memory(
     faults: Faults, tmp_path: Path, deadline: float
 ) -> None:
-    """Measured in a fresh process: peak RSS growth <= 64 MB, and the call ends in time."""
+    """Measured in a fresh process, up to a second after the call: peak RSS growth <= 64 MB."""
     url = f"consul://{faults.endless(ENDLESS_HEADS['consul'])}/memcached"
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(_RSS_PROBE))

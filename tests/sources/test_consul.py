@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -367,12 +368,15 @@ def test_consul__environment_is_never_changed_while_resolving(
                     missing.append(name)
 
     reader = threading.Thread(target=read)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over often, so a brief removal is seen
     reader.start()
     try:
         answers = [source.resolve(timeout=2) for _ in range(100)]
     finally:
         done.set()
         reader.join()
+        sys.setswitchinterval(switch)
 
     assert answers == [[Node("10.0.0.1", 11211)]] * 100
     assert missing == []
