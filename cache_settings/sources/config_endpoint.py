@@ -27,24 +27,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import ssl
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import SplitResult, quote, urlencode
 
+from ..attempt import DEFAULT_MAX_REPLY_SIZE, Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
+from ._transport import close, connect, failure, start_tls, within
 from ._url import Query, redact
 
-__all__ = ["MAX_REPLY_BYTES", "ConfigEndpoint", "parse_cluster_config"]
+__all__ = ["ConfigEndpoint", "parse_cluster_config"]
 
 logger = logging.getLogger(__name__)
 
-#: A reply longer than this is refused: a few thousand nodes fit in a tenth of it.
-MAX_REPLY_BYTES = 1024 * 1024
 _MAX_HEADER = 256
 _TRAILER = b"\r\nEND\r\n"
 _CONFIG_GET = b"config get cluster\r\n"
@@ -52,20 +50,32 @@ _LEGACY_GET = b"get AmazonElastiCache:cluster\r\n"
 _HEADERS = {b"CONFIG": b"cluster", b"VALUE": b"AmazonElastiCache:cluster"}
 
 
+class _FallbackState:
+    """Whether a ``fallback=single`` source's last answer came from a plain memcached server."""
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = False
+
+
 class _NotAnEndpoint(SourceError):
     """Raised when a plain memcached server answers instead of a configuration endpoint."""
 
 
-def parse_cluster_config(reply: bytes, *, source: str = "elasticache") -> tuple[int, list[Node]]:
+def parse_cluster_config(
+    reply: bytes, *, source: str = "elasticache", max_size: int = DEFAULT_MAX_REPLY_SIZE
+) -> tuple[int, list[Node]]:
     """Return ``(config version, nodes)`` from one whole ``config get cluster`` reply.
 
     Raise SourceError, naming *source*, for anything that is not exactly one well-formed
-    reply (an empty node list is returned as ``[]``: the resolver enforces ``min_nodes``).
+    reply of at most *max_size* data bytes (an empty node list is returned as ``[]``: the
+    resolver enforces ``min_nodes``).
     """
     header, sep, rest = reply.partition(b"\r\n")
     if not sep:
         raise SourceError(source, f"reply has no complete first line: {_show(reply)}")
-    length = _parse_header(header, source=source, command=_CONFIG_GET)
+    length = _parse_header(header, source=source, command=_CONFIG_GET, max_size=max_size)
     if len(rest) < length:
         raise SourceError(source, f"reply ended after {len(rest)} of {length} bytes")
     data, trailer = rest[:length], rest[length:]
@@ -79,7 +89,7 @@ def parse_cluster_config(reply: bytes, *, source: str = "elasticache") -> tuple[
     return _parse_data(data, source=source)
 
 
-def _parse_header(line: bytes, *, source: str, command: bytes) -> int:
+def _parse_header(line: bytes, *, source: str, command: bytes, max_size: int) -> int:
     """Return the data length a reply's first line (without ``\\r\\n``) announces."""
     words = line.split(b" ")
     if line in (b"ERROR", b"END"):
@@ -89,6 +99,7 @@ def _parse_header(line: bytes, *, source: str, command: bytes) -> int:
             f"not an ElastiCache configuration endpoint: it answered {line.decode()!r} to "
             f"{command.decode().strip()!r}; use memcached://HOST:PORT for a plain memcached "
             "server, or add ?fallback=single to use it as the only node",
+            permanent=True,
         )
     if words[0] in (b"SERVER_ERROR", b"CLIENT_ERROR"):
         raise SourceError(source, f"server answered {_show(line)}")
@@ -102,8 +113,10 @@ def _parse_header(line: bytes, *, source: str, command: bytes) -> int:
             source, f"unexpected reply {_show(line)}; expected 'CONFIG cluster 0 <length>'"
         )
     length = int(words[3])
-    if length > MAX_REPLY_BYTES:
-        raise SourceError(source, f"reply of {length} bytes exceeds the {MAX_REPLY_BYTES} limit")
+    if length > max_size:
+        raise SourceError(
+            source, f"reply of {length} bytes is larger than {max_size} bytes (max_reply_size)"
+        )
     return length
 
 
@@ -171,6 +184,13 @@ class ConfigEndpoint:
     tls: TLSConfig | None = None
     address: str = "ip"
     fallback: str = "none"
+    # Polling a plain memcached server with fallback=single logs one WARNING when it starts
+    # answering so, then DEBUG until it answers as an endpoint again: one per outage, not
+    # one per poll. The state lives in the source (one per watcher), not in the module, so
+    # that two sources never share it and nothing process-wide changes.
+    _fallback: _FallbackState = field(
+        default_factory=_FallbackState, init=False, repr=False, compare=False
+    )
 
     # Auto Discovery has no blocking query: watch() answers at once, and polls.
     blocking: ClassVar[bool] = False
@@ -258,70 +278,72 @@ class ConfigEndpoint:
 
         The version is None when ``fallback=single`` used a plain memcached server.
         """
-        deadline = time.monotonic() + timeout
+        return within(self.url, timeout, self._ask)
+
+    def _ask(self, attempt: Attempt) -> tuple[int | None, list[Node]]:
+        conn = None
         try:
             # A fresh connection, hence a fresh DNS lookup, every attempt: the endpoint is
             # a CNAME to one of the nodes, and AWS repoints it when that node goes away.
-            with self._connect(deadline) as conn:
-                reader = _Reader(conn, deadline, self.url)
+            conn = connect(attempt, self.host, self.port)
+            if self.tls is not None:  # SNI and certificate verification use the endpoint's name
+                conn = start_tls(attempt, conn, self.tls.context(), self.host)
+            reader = _Reader(conn, attempt)
+            try:
+                version, nodes = reader.ask(_CONFIG_GET)
+            except _NotAnEndpoint:
+                # Engines before 1.4.14 have no "config" command (AWS guide); they keep
+                # the same reply under this key.
+                logger.debug("%s: no 'config' command, trying the legacy key", self.url)
                 try:
-                    version, nodes = reader.ask(_CONFIG_GET)
-                except _NotAnEndpoint:
-                    # Engines before 1.4.14 have no "config" command (AWS guide); they keep
-                    # the same reply under this key.
-                    logger.debug("%s: no 'config' command, trying the legacy key", self.url)
-                    try:
-                        version, nodes = reader.ask(_LEGACY_GET)
-                    except _NotAnEndpoint as exc:
-                        raise _NotAnEndpoint(
-                            self.url,
-                            "not an ElastiCache configuration endpoint: 'config get cluster' is "
-                            "an unknown command there and 'get AmazonElastiCache:cluster' "
-                            f"{'misses' if 'END' in exc.reason else 'fails'} (a plain memcached "
-                            "server?); use memcached://HOST:PORT for a single server, or add "
-                            "?fallback=single to use it as the only node",
-                        ) from None
+                    version, nodes = reader.ask(_LEGACY_GET)
+                except _NotAnEndpoint as exc:
+                    raise _NotAnEndpoint(
+                        self.url,
+                        "not an ElastiCache configuration endpoint: 'config get cluster' is "
+                        "an unknown command there and 'get AmazonElastiCache:cluster' "
+                        f"{'misses' if 'END' in exc.reason else 'fails'} (a plain memcached "
+                        "server?); use memcached://HOST:PORT for a single server, or add "
+                        "?fallback=single to use it as the only node",
+                        permanent=True,
+                    ) from None
         except _NotAnEndpoint:
             if self.fallback != "single":
                 raise
-            logger.warning(
+            level = logging.DEBUG if self._fallback.active else logging.WARNING
+            self._fallback.active = True
+            logger.log(
+                level,
                 "%s: not an ElastiCache configuration endpoint; using it as the only node "
-                "(fallback=single)",
+                "(fallback=single; said once until it answers as an endpoint)",
                 self.url,
             )
             return None, [Node(self.host, self.port, tls=self.tls is not None)]
         except (OSError, UnicodeError) as exc:  # ssl.SSLError is an OSError; IDNA: Unicode
-            raise SourceError(self.url, _describe(exc, timeout)) from exc
+            raise failure(exc, attempt, "the endpoint") from None
+        finally:
+            close(attempt, conn)
+        if self._fallback.active:
+            self._fallback.active = False
+            logger.info("%s: answers as a configuration endpoint again", self.url)
         if self.tls is not None:
             nodes = [Node(n.host, n.port, n.ip, tls=True) for n in nodes]
         elif self.address == "hostname":
             nodes = [Node(n.host, n.port) for n in nodes]
         return version, list(unique_sorted(nodes))
 
-    def _connect(self, deadline: float) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=_left(deadline))
-        if self.tls is None:
-            return sock
-        try:
-            sock.settimeout(_left(deadline))
-            # SNI and certificate verification both use the endpoint's name.
-            return self.tls.context().wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-
 
 class _Reader:
-    """Send commands and read replies on one connection, all within one deadline."""
+    """Send commands and read replies on one connection, all within one attempt."""
 
-    def __init__(self, conn: socket.socket, deadline: float, source: str) -> None:
+    def __init__(self, conn: socket.socket, attempt: Attempt) -> None:
         self._conn = conn
-        self._deadline = deadline
-        self._source = source
+        self._attempt = attempt
+        self._source = attempt.source
         self._buffer = b""
 
     def ask(self, command: bytes) -> tuple[int, list[Node]]:
-        self._conn.settimeout(_left(self._deadline))
+        self._conn.settimeout(self._attempt.check())
         self._conn.sendall(command)
         # Read the header line, then exactly <len> bytes and the trailer, however the
         # bytes are split into TCP segments; never more, so a second command can follow.
@@ -334,7 +356,8 @@ class _Reader:
                     f"connection closed before a complete reply line ({_show(self._buffer)})",
                 )
         header, _, self._buffer = self._buffer.partition(b"\r\n")
-        length = _parse_header(header, source=self._source, command=command)
+        limit = self._attempt.max_reply_size
+        length = _parse_header(header, source=self._source, command=command, max_size=limit)
         need = length + len(_TRAILER)
         while len(self._buffer) < need:
             if not self._receive():
@@ -346,31 +369,11 @@ class _Reader:
                     else "reply ended before its END line",
                 )
         reply, self._buffer = header + b"\r\n" + self._buffer[:need], self._buffer[need:]
-        return parse_cluster_config(reply, source=self._source)
+        return parse_cluster_config(reply, source=self._source, max_size=limit)
 
     def _receive(self) -> bool:
-        self._conn.settimeout(_left(self._deadline))
+        self._conn.settimeout(self._attempt.check())
         chunk = self._conn.recv(65536)
+        self._attempt.check()  # a cancelled attempt's read ends as if the peer closed
         self._buffer += chunk
         return bool(chunk)
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("deadline passed")
-    return left
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted: {exc.verify_message or exc}"
-    if isinstance(exc, TimeoutError):
-        return f"no complete reply within {timeout:g} seconds"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the endpoint's name: {exc.strerror or exc}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc}"
-    if isinstance(exc, OSError):
-        return f"cannot talk to the endpoint: {exc.strerror or exc}"
-    return str(exc)

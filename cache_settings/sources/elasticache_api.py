@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import threading
-import time
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
+from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, unique_sorted
 from ..tls import TLSConfig
-from . import Traits
+from . import Traits, _aws
+from ._transport import within
 from ._url import Query
-
-if TYPE_CHECKING:
-    import boto3.session
-    from mypy_boto3_elasticache import ElastiCacheClient
 
 __all__ = ["ElastiCacheAPI", "nodes_from_clusters", "nodes_from_serverless"]
 
@@ -37,13 +32,6 @@ _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 _SECRET = re.compile(r"[A-Za-z0-9/+=]{40,}")
 _NOT_FOUND = {"CacheClusterNotFound", "ServerlessCacheNotFoundFault"}
 _INSTALL = 'pip install "django-cache-settings[aws]"'
-
-# boto3 Sessions load the shared config files and discover credentials (possibly from the
-# instance metadata service) once; clients made from a cached session cost ~3 ms instead of
-# ~50-150 ms. A Session is not thread-safe, so clients are created under the lock. The key
-# includes a digest of the AWS_* environment, so a changed environment gets a new session.
-_sessions: dict[tuple[str | None, str], boto3.session.Session] = {}
-_sessions_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,30 +122,33 @@ class ElastiCacheAPI:
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the ElastiCache API once; return within *timeout* seconds or raise SourceError."""
-        deadline = time.monotonic() + timeout
         try:
             import boto3  # noqa: F401  (only to fail early, with the fix, when it is missing)
-            from botocore.exceptions import BotoCoreError, ClientError
         except ImportError as exc:
             raise ConfigurationError(
                 f"{self.url}: the elasticache-api:// source needs boto3: {_INSTALL}"
             ) from exc
+        return within(self.url, timeout, self._resolve)
+
+    def _resolve(self, attempt: Attempt) -> list[Node]:
+        from botocore.exceptions import BotoCoreError, ClientError, NoRegionError, ProfileNotFound
 
         try:
-            with closing(self._client(deadline)) as client:
+            with (
+                _aws.checked_out(self.profile) as session,
+                closing(_aws.client(session, attempt, self.region, self.endpoint_url)) as client,
+            ):
                 try:
-                    reply: Mapping[str, Any] = client.describe_cache_clusters(
-                        CacheClusterId=self.name, ShowCacheNodeInfo=True
+                    return nodes_from_clusters(
+                        client.describe_cache_clusters(
+                            CacheClusterId=self.name, ShowCacheNodeInfo=True
+                        ),
+                        source=self.url,
                     )
                 except ClientError as exc:
                     if _error_code(exc) not in _NOT_FOUND:
                         raise
-                else:
-                    return nodes_from_clusters(reply, source=self.url)
-            logger.debug("%s: no cluster %s, asking for a serverless cache", self.url, self.name)
-            # No such cluster: maybe a serverless cache. The client's timeouts were fitted
-            # to the whole attempt, so the second call gets a client fitted to what is left.
-            with closing(self._client(deadline)) as client:
+                logger.debug("%s: no cluster %s, asking for serverless caches", self.url, self.name)
                 try:
                     reply = client.describe_serverless_caches(ServerlessCacheName=self.name)
                 except ClientError as exc:
@@ -166,38 +157,9 @@ class ElastiCacheAPI:
                     raise SourceError(
                         self.url,
                         f"no ElastiCache cluster or serverless cache named {self.name} "
-                        f"in {self._region(client)}",
+                        f"in {self.region or client.meta.region_name}",
                     ) from None
                 return nodes_from_serverless(reply, source=self.url)
-        except ClientError as exc:
-            message = exc.response.get("Error", {}).get("Message") or ""
-            raise SourceError(self.url, self._describe(_error_code(exc), message)) from None
-        except BotoCoreError as exc:
-            raise SourceError(self.url, self._describe(type(exc).__name__, str(exc))) from None
-
-    def _client(self, deadline: float) -> ElastiCacheClient:
-        """Return a new client whose timeouts fit in the time left before *deadline*."""
-        import boto3.session
-        from botocore.exceptions import NoRegionError, ProfileNotFound
-
-        started = time.monotonic()
-        if started >= deadline or not _sessions_lock.acquire(timeout=deadline - started):
-            raise SourceError(self.url, "timed out before the ElastiCache API was asked")
-        try:
-            environ = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-            key = (self.profile, hashlib.sha256(repr(environ).encode()).hexdigest())
-            session = _sessions.get(key)
-            if session is None:
-                if len(_sessions) >= 16:
-                    _sessions.clear()
-                session = _sessions[key] = boto3.session.Session(profile_name=self.profile)
-            client = self._fitted_client(session, deadline)
-            if time.monotonic() - started > 0.05 * (deadline - started):
-                # A new session spent a noticeable share of the time loading the service
-                # model and finding credentials after the timeouts were fixed; both are
-                # cached now, so a second client (~3 ms) gets timeouts that still fit.
-                client.close()
-                client = self._fitted_client(session, deadline)
         except ProfileNotFound:
             raise ConfigurationError(
                 f"{self.url}: AWS profile {self.profile!r} is not in the AWS config files"
@@ -206,35 +168,20 @@ class ElastiCacheAPI:
             raise ConfigurationError(
                 f"{self.url}: no AWS region; add ?region=… or set AWS_DEFAULT_REGION"
             ) from None
-        finally:
-            _sessions_lock.release()
-        if time.monotonic() >= deadline:
-            client.close()
-            raise SourceError(self.url, "timed out while creating the ElastiCache client")
-        return client
-
-    def _region(self, client: ElastiCacheClient) -> str:
-        return self.region or client.meta.region_name
-
-    def _fitted_client(self, session: boto3.session.Session, deadline: float) -> ElastiCacheClient:
-        from botocore.config import Config
-
-        # Our resolver retries with back-off under a deadline, so botocore must not
-        # retry too: one attempt, and timeouts that add up to the time left. The
-        # connect share is small because a healthy endpoint connects in milliseconds.
-        left = max(deadline - time.monotonic(), 0.001)
-        config = Config(
-            connect_timeout=left * 0.3,
-            read_timeout=left * 0.7,
-            # total_max_attempts counts the first call; max_attempts would count retries.
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            user_agent_extra="django-cache-settings",
-        )
-        # None for region_name / endpoint_url leaves boto3's own chain in charge
-        # (AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_ELASTICACHE, profiles).
-        return session.client(
-            "elasticache", region_name=self.region, endpoint_url=self.endpoint_url, config=config
-        )
+        except ClientError as exc:
+            message = exc.response.get("Error", {}).get("Message") or ""
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise SourceError(
+                self.url, self._describe(_error_code(exc), message), permanent=status == 403
+            ) from None
+        except BotoCoreError as exc:
+            raise SourceError(self.url, self._describe(type(exc).__name__, str(exc))) from None
+        except (SourceError, ConfigurationError):
+            raise
+        except Exception as exc:  # botocore meeting a hostile reply: whatever it raises
+            raise SourceError(
+                self.url, f"malformed ElastiCache API reply ({type(exc).__name__})"
+            ) from None
 
     def _describe(self, code: str, text: str) -> str:
         """Return a message naming the cluster and the error, with every credential scrubbed."""

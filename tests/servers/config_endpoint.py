@@ -41,7 +41,7 @@ class ConfigEndpointServer:
     Attributes set by tests: ``legacy`` (engine 1.4.5), ``plain`` (stock memcached),
     ``chunk_sizes`` (send every reply a few bytes at a time, cycling through the sizes),
     and, through :meth:`set_nodes` / :meth:`set_raw`, what ``config get cluster`` returns.
-    ``commands`` records every command line received.
+    ``commands`` records every command line received (ended by ``\r\n`` or a bare ``\n``).
     """
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -140,12 +140,15 @@ class ConfigEndpointServer:
     def _commands(self, conn: socket.socket) -> None:
         buffer = b""
         while True:
-            while b"\r\n" not in buffer:
+            # memcached ends a command at "\n" and drops one "\r" before it (proto_text.c),
+            # so "version\n", as django-elasticache sends it, is a command too.
+            while b"\n" not in buffer:
                 chunk = conn.recv(4096)
                 if not chunk:
                     return
                 buffer += chunk
-            line, _, buffer = buffer.partition(b"\r\n")
+            line, _, buffer = buffer.partition(b"\n")
+            line = line.removesuffix(b"\r")
             with self._lock:
                 self.commands.append(line)
             reply, close = self._answer(line)

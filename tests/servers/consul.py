@@ -4,8 +4,11 @@ The stand-in follows the API docs (https://developer.hashicorp.com/consul/api-do
 ``GET /v1/health/service/:service`` (``passing``, repeatable ``tag``, ``dc``, ``near``,
 ``node-meta``, ``ns``; blocking ``index``/``wait``), ``PUT /v1/catalog/register``,
 ``PUT /v1/catalog/deregister`` and ``GET /v1/status/leader``, with the ``X-Consul-*``
-headers and ACL answers (403) of a real agent. Tests add instances through the catalog
-API, so the same helper drives a real agent.
+headers and ACL answers of a real agent: 403 ``ACL not found`` for an unknown token, and,
+on list endpoints, results the token may not read left out with
+``X-Consul-Results-Filtered-By-ACLs: true`` ("Results Filtered by ACLs" in the API docs).
+``filter=`` takes a subset of Consul's filter expressions (see ``tests/servers/consul_filter.py``).
+Tests add instances through the catalog API, so the same helper drives a real agent.
 
 Fixtures: ``consul_server`` (session), ``consul_agent`` (per test, state reset) and
 ``consul_tls_address`` (an https listener sharing the stand-in's state).
@@ -30,6 +33,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
+from tests.servers.consul_filter import FilterError, evaluate
 from tests.servers.tls import TLSFiles
 
 __all__ = [
@@ -106,7 +110,9 @@ class ConsulState:
             self.service_index: dict[str, int] = {}
             self.requests: list[Request] = []
             self.token: str | None = None
+            self.acl_filters = False  # anonymous requests: filtered list, not 403
             self.shuffle = False
+            self.raw: tuple[bytes, dict[str, str]] | None = None  # a hostile health reply
             self.ignore_passing = False
             self.generation += 1
             self.released.set()
@@ -239,6 +245,8 @@ class ConsulState:
         tags = params.get("tag", [])
         meta = [pair.partition(":")[::2] for pair in params.get("node-meta", [])]
         passing = params.get("passing", [None])[0] not in (None, "0", "false")
+        if "filter" in params:
+            evaluate(params["filter"][0], {})  # a bad expression is an error, matches or not
         entries = []
         for (node_name, service_id), service in sorted(self.services.items()):
             node = self.nodes[node_name]
@@ -256,7 +264,10 @@ class ConsulState:
                 and any(c["Status"] != "passing" for c in checks)
             ):
                 continue
-            entries.append({"Node": node, "Service": service, "Checks": checks})
+            entry = {"Node": node, "Service": service, "Checks": checks}
+            if "filter" in params and not evaluate(params["filter"][0], entry):
+                continue
+            entries.append(entry)
         if self.shuffle:
             random.shuffle(entries)
         return entries
@@ -290,17 +301,20 @@ class _Handler(BaseHTTPRequestHandler):
             released.wait()
             self.close_connection = True
             return
+        anonymous = False
         if state.token is not None and self._token(query, headers) != state.token:
             if self._token(query, headers):
                 return self._reply(403, "ACL not found", content_type="text/plain")
-            return self._reply(
-                403,
-                "Permission denied: anonymous token lacks permission 'service:read'",
-                content_type="text/plain",
-            )
+            if not state.acl_filters:
+                return self._reply(
+                    403,
+                    "Permission denied: anonymous token lacks permission 'service:read'",
+                    content_type="text/plain",
+                )
+            anonymous = True  # the anonymous token reads nothing: every result is filtered
         path = unquote(parts.path)
         if self.command == "GET" and path.startswith("/v1/health/service/"):
-            return self._health(path.removeprefix("/v1/health/service/"), query)
+            return self._health(path.removeprefix("/v1/health/service/"), query, anonymous)
         if self.command == "GET" and path == "/v1/status/leader":
             return self._reply(200, json.dumps("127.0.0.1:8300"))
         if self.command == "PUT" and path in ("/v1/catalog/register", "/v1/catalog/deregister"):
@@ -325,8 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
             return value
         return dict(query).get("token") or None
 
-    def _health(self, name: str, query: tuple[tuple[str, str], ...]) -> None:
+    def _health(self, name: str, query: tuple[tuple[str, str], ...], anonymous: bool) -> None:
         state = self.server.state
+        if state.raw is not None:
+            return self._send_raw(*state.raw)
         params = dict(query)
         if params.get("dc") not in (None, "", state.datacenter):
             return self._reply(500, "No path to datacenter", content_type="text/plain")
@@ -350,9 +366,25 @@ class _Handler(BaseHTTPRequestHandler):
                     ),
                     timeout=wait,
                 )
-            entries = state.health_service(name, query)
+            try:
+                entries = state.health_service(name, query)
+            except FilterError as exc:
+                return self._reply(
+                    400, f"Failed to create evaluator: {exc}", content_type="text/plain"
+                )
             current = max(state.service_index.get(name, 1), 1)
-        return self._reply(200, json.dumps(entries), index=current)
+        filtered = anonymous and bool(entries)
+        return self._reply(200, "[]" if anonymous else json.dumps(entries), index=current,
+                           filtered=filtered)  # fmt: skip
+
+    def _send_raw(self, body: bytes, headers: Mapping[str, str]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in {"X-Consul-Index": "7", **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
 
     def _reply(
         self,
@@ -361,6 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
         *,
         index: int | None = None,
         content_type: str = "application/json",
+        filtered: bool = False,
     ) -> None:
         data = body.encode()
         self.send_response(status)
@@ -372,6 +405,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Consul-Knownleader", "true")
             self.send_header("X-Consul-Lastcontact", "0")
             self.send_header("X-Consul-Effective-Consistency", "leader")
+        if filtered:
+            self.send_header("X-Consul-Results-Filtered-By-ACLs", "true")
         self.end_headers()
         self.wfile.write(data)
 
@@ -481,6 +516,23 @@ class ConsulAgent:
         """Set the instance's check to *status* (passing, warning or critical)."""
         self._register(instance, status)
 
+    def set_node_status(self, instance: Instance, status: str) -> None:
+        """Give the instance's node a node-level check (no ServiceID) in *status*."""
+        self._put("/v1/catalog/register", {
+            "Node": instance.node, "Address": instance.node_address, "SkipNodeUpdate": True,
+            "Check": {"Node": instance.node, "CheckID": "node-disk", "Name": "Disk space",
+                      "Status": status},
+        })  # fmt: skip
+
+    def set_maintenance(self, instance: Instance) -> None:
+        """Put the instance in maintenance, as ``consul maint -service`` does (a critical check)."""
+        self._put("/v1/catalog/register", {
+            "Node": instance.node, "Address": instance.node_address, "SkipNodeUpdate": True,
+            "Check": {"Node": instance.node, "ServiceID": instance.service_id,
+                      "CheckID": f"_service_maintenance:{instance.service_id}",
+                      "Name": "Service Maintenance Mode", "Status": "critical"},
+        })  # fmt: skip
+
     def remove(self, instance: Instance) -> None:
         """Deregister the instance (its service and check)."""
         self._put(
@@ -512,9 +564,24 @@ class ConsulAgent:
         self._standin("require_token").token = token
         self._token = token
 
+    def filter_by_acl(self, token: str) -> None:
+        """Act as an agent whose ACLs default to deny (stand-in only).
+
+        Requests with *token* read everything; an unknown token gets 403 ``ACL not found``;
+        without a token (the anonymous token, which may read nothing) the health endpoint
+        answers 200 with an empty list and ``X-Consul-Results-Filtered-By-ACLs: true``.
+        """
+        state = self._standin("filter_by_acl")
+        state.token, state.acl_filters = token, True
+        self._token = token
+
     def shuffle(self) -> None:
         """Return entries in a random order (stand-in only)."""
         self._standin("shuffle").shuffle = True
+
+    def answer_raw(self, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Answer every health query 200 with exactly *body* (stand-in only)."""
+        self._standin("answer_raw").raw = (body, dict(headers or {}))
 
     def ignore_passing(self) -> None:
         """Act as an agent that ignores ``?passing`` (stand-in only)."""

@@ -86,6 +86,7 @@ class ElastiCacheAPIServer:
     serverless: dict[str, _Serverless] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     mode: str | None = None  # None, "throttle", "access_denied", "hang"
+    raw: tuple[int, bytes] | None = None  # (status, body) answered to every signed request
     mode_actions: frozenset[str] | None = None  # None: every action
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -128,6 +129,10 @@ class ElastiCacheAPIServer:
         self.mode = mode
         self.mode_actions = frozenset(actions) if actions is not None else None
 
+    def set_raw(self, status: int, body: bytes) -> None:
+        """Answer every signed request with exactly *body* (``text/xml``) and *status*."""
+        self.raw = (status, body)
+
     def actions(self) -> list[str]:
         """Return the actions received so far, in order."""
         with self.lock:
@@ -142,6 +147,7 @@ class ElastiCacheAPIServer:
             self.requests.clear()
         self.mode = None
         self.mode_actions = None
+        self.raw = None
         self.release = threading.Event()
 
 
@@ -188,6 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
                     action, params, auth["key"], auth["region"], self.headers.get("User-Agent", "")
                 )
             )
+        if state.raw is not None:
+            return self._send(state.raw[0], state.raw[1], str(uuid.uuid4()))
         if state.mode and (state.mode_actions is None or action in state.mode_actions):
             if state.mode == "throttle":
                 return self._error(400, "Throttling", "Rate exceeded")

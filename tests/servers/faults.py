@@ -1,4 +1,5 @@
-"""Loopback network faults: a black hole and a TCP proxy that delays, resets or cuts replies.
+"""Loopback network faults: a black hole, an endless talker, and a TCP proxy that delays,
+trickles, resets or cuts replies.
 
 Each fault is a small real server on ``127.0.0.1:0`` served by daemon threads. The
 function-scoped ``faults`` fixture hands out a :class:`Faults` and closes everything it
@@ -8,6 +9,8 @@ made at teardown::
         address = faults.blackhole()                          # "127.0.0.1:PORT"
         proxy = faults.proxy(memcached_node.location, cut_after=12)
         proxy.set(blackhole=True)                             # change the mode at run time
+        slow = faults.proxy(agent, chunk=1, pause=0.05)       # one byte every 50 ms
+        address = faults.endless(b"HTTP/1.1 200 OK\r\n\r\n[")  # then b" " forever
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import pytest
 
-__all__ = ["Faults", "Proxy", "ProxyMode", "faults"]
+__all__ = ["Endless", "Faults", "Proxy", "ProxyMode", "faults"]
 
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 2.0  # seconds the proxy waits for its target
@@ -39,6 +42,7 @@ class ProxyMode:
     cut_after: int | None = None
     chunk: int | None = None
     blackhole: bool = False
+    pause: float = CHUNK_PAUSE
 
 
 class Proxy:
@@ -82,19 +86,20 @@ class Proxy:
         cut_after: int | None = None,
         chunk: int | None = None,
         blackhole: bool = False,
+        pause: float = CHUNK_PAUSE,
     ) -> None:
         """Replace the whole mode; arguments left out go back to a transparent proxy.
 
         ``delay`` seconds before each server-to-client chunk; ``reset`` answers with a
         TCP RST (``SO_LINGER`` 0) on accept or on the next data; ``cut_after`` forwards
         only that many bytes of the server's reply per connection, then closes;
-        ``chunk`` forwards the reply that many bytes at a time with a short pause;
+        ``chunk`` forwards the reply that many bytes at a time, ``pause`` seconds apart;
         ``blackhole`` holds new connections open and drops data on existing ones.
         The mode applies to open connections from their next chunk of data on.
         """
         if self.target is None and not blackhole:
             raise ValueError("a proxy without a target can only be a black hole")
-        self.mode = ProxyMode(delay, reset, cut_after, chunk, blackhole)
+        self.mode = ProxyMode(delay, reset, cut_after, chunk, blackhole, pause)
 
     def close(self) -> None:
         """Stop accepting, end every connection and join the threads."""
@@ -180,7 +185,7 @@ class Proxy:
                     return
                 step = mode.chunk or len(data) or 1
                 for start in range(0, len(data), step):
-                    if start and self._stopped.wait(CHUNK_PAUSE):
+                    if start and self._stopped.wait(mode.pause):
                         return
                     client.sendall(data[start : start + step])
                 replied += len(data)
@@ -188,11 +193,56 @@ class Proxy:
                     return
 
 
+class Endless:
+    """A server on 127.0.0.1 that answers every connection with a head, then filler forever."""
+
+    def __init__(self, head: bytes, fill: bytes) -> None:
+        self._head, self._fill = head, fill * max(1, 65536 // max(len(fill), 1))
+        self._stopped = threading.Event()
+        self._listener = socket.socket()
+        self._listener.bind((HOST, 0))
+        self._listener.listen(128)
+        self._listener.settimeout(POLL)
+        self.address = f"{HOST}:{self._listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept_loop, daemon=True)
+        self._accepter.start()
+
+    def close(self) -> None:
+        """Stop accepting and end every connection."""
+        self._stopped.set()
+        self._accepter.join(timeout=5)
+        self._listener.close()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+
+    def _accept_loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._talk, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _talk(self, client: socket.socket) -> None:
+        # OSError: the client went away, which is how every connection ends.
+        with client, contextlib.suppress(OSError):
+            client.settimeout(CONNECT_TIMEOUT)
+            client.recv(65536)
+            client.sendall(self._head)
+            while not self._stopped.is_set():
+                client.sendall(self._fill)
+
+
 class Faults:
     """Factory of loopback faults for one test; :meth:`close` ends them all."""
 
     def __init__(self) -> None:
-        self._proxies: list[Proxy] = []
+        self._proxies: list[Proxy | Endless] = []
 
     def blackhole(self) -> str:
         """Return ``"127.0.0.1:PORT"`` of a server that accepts and never sends a byte."""
@@ -209,11 +259,22 @@ class Faults:
         cut_after: int | None = None,
         chunk: int | None = None,
         blackhole: bool = False,
+        pause: float = CHUNK_PAUSE,
     ) -> Proxy:
         """Return a running :class:`Proxy` to ``target``; see :meth:`Proxy.set` for the mode."""
-        proxy = Proxy(target, ProxyMode(delay, reset, cut_after, chunk, blackhole))
+        proxy = Proxy(target, ProxyMode(delay, reset, cut_after, chunk, blackhole, pause))
         self._proxies.append(proxy)
         return proxy
+
+    def endless(self, head: bytes, fill: bytes = b" ") -> str:
+        """Return ``"127.0.0.1:PORT"`` of a server that answers *head*, then *fill* forever.
+
+        Each connection reads what the client sends first, then writes as fast as the
+        client reads, until the client goes away: a reply that never ends.
+        """
+        server = Endless(head, fill)
+        self._proxies.append(server)
+        return server.address
 
     def refused(self) -> str:
         """Return ``"127.0.0.1:PORT"`` where nothing listens, so connecting is refused."""

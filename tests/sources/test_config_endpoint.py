@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import time
@@ -12,14 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cache_settings.attempt import DEFAULT_MAX_REPLY_SIZE
 from cache_settings.exceptions import ConfigurationError, SourceError
 from cache_settings.nodes import Node
 from cache_settings.sources import WatchableSource, parse_source
-from cache_settings.sources.config_endpoint import (
-    MAX_REPLY_BYTES,
-    ConfigEndpoint,
-    parse_cluster_config,
-)
+from cache_settings.sources.config_endpoint import ConfigEndpoint, parse_cluster_config
 from cache_settings.tls import TLSConfig
 from tests.servers.config_endpoint import ConfigEndpointServer, cluster_reply
 from tests.servers.faults import Faults
@@ -117,8 +115,8 @@ def test_parse_cluster_config__error_names_plain_memcached():
 
 
 def test_parse_cluster_config__oversize_refused():
-    with pytest.raises(SourceError, match="exceeds"):
-        parse_cluster_config(b"CONFIG cluster 0 %d\r\n" % (MAX_REPLY_BYTES + 1))
+    with pytest.raises(SourceError, match=r"larger than \d+ bytes \(max_reply_size\)"):
+        parse_cluster_config(b"CONFIG cluster 0 %d\r\n" % (DEFAULT_MAX_REPLY_SIZE + 1))
 
 
 # Bytes after END: a socket reader stops at END, so only the parser sees them.
@@ -294,6 +292,51 @@ def test_config_endpoint__fallback_single_uses_the_endpoint(config_endpoint):
     assert source.watch(None, timeout=2) == (None, [Node("127.0.0.1", config_endpoint.port)])
 
 
+def test_config_endpoint__not_an_endpoint_is_permanent(config_endpoint):
+    config_endpoint.plain = True
+
+    with pytest.raises(SourceError) as info:
+        endpoint(config_endpoint).resolve(timeout=2)
+
+    assert info.value.permanent, "asking again cannot turn memcached into an endpoint"
+
+
+def test_config_endpoint__fallback_single_warns_once_per_outage(config_endpoint, caplog):
+    """Polling a plain memcached with fallback=single: one WARNING, not one per poll."""
+    source = endpoint(config_endpoint, fallback="single")
+    config_endpoint.plain = True
+
+    with caplog.at_level(logging.DEBUG, logger="cache_settings.sources.config_endpoint"):
+        for _ in range(5):
+            source.watch(None, timeout=2)
+        config_endpoint.plain = False
+        config_endpoint.set_nodes(THREE)
+        source.watch(None, timeout=2)
+        config_endpoint.plain = True
+        source.watch(None, timeout=2)
+        source.watch(None, timeout=2)
+
+    levels = [
+        logging.getLevelName(r.levelno)
+        for r in caplog.records
+        if "not an ElastiCache configuration endpoint" in r.getMessage()
+    ]
+    assert levels == ["WARNING", *["DEBUG"] * 4, "WARNING", "DEBUG"]
+    assert any(
+        "answers as a configuration endpoint again" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_config_endpoint__each_source_warns_for_itself(config_endpoint, caplog):
+    config_endpoint.plain = True
+
+    with caplog.at_level(logging.WARNING, logger="cache_settings.sources.config_endpoint"):
+        endpoint(config_endpoint, fallback="single").resolve(timeout=2)
+        endpoint(config_endpoint, fallback="single").resolve(timeout=2)
+
+    assert len(caplog.records) == 2
+
+
 def test_config_endpoint__fallback_single_ignored_for_a_real_endpoint(config_endpoint):
     config_endpoint.set_nodes(THREE)
 
@@ -345,7 +388,7 @@ def test_config_endpoint__length_too_long_times_out(config_endpoint):
     config_endpoint.set_raw(AWS_EXAMPLE_AS_PRINTED)
     started = time.monotonic()
 
-    with pytest.raises(SourceError, match=r"no complete reply within 0\.3 seconds"):
+    with pytest.raises(SourceError, match=r"no complete answer within 0\.30 s"):
         endpoint(config_endpoint).resolve(timeout=0.3)
 
     assert time.monotonic() - started < 0.3 * 1.2
@@ -359,9 +402,9 @@ def test_config_endpoint__header_line_too_long(config_endpoint):
 
 
 def test_config_endpoint__oversize_reply_refused(config_endpoint):
-    config_endpoint.set_raw(b"CONFIG cluster 0 %d\r\n" % (MAX_REPLY_BYTES * 4))
+    config_endpoint.set_raw(b"CONFIG cluster 0 %d\r\n" % (DEFAULT_MAX_REPLY_SIZE * 4))
 
-    with pytest.raises(SourceError, match="exceeds"):
+    with pytest.raises(SourceError, match=r"larger than \d+ bytes \(max_reply_size\)"):
         endpoint(config_endpoint).resolve(timeout=2)
 
 
@@ -378,15 +421,17 @@ def test_config_endpoint__connection_refused():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound but not listening: connections are refused
 
-        with pytest.raises(SourceError, match="cannot talk to the endpoint") as info:
+        with pytest.raises(SourceError, match="cannot reach the endpoint") as info:
             ConfigEndpoint("127.0.0.1", port).resolve(timeout=2)
 
     assert info.value.source == f"elasticache://127.0.0.1:{port}"
 
 
 def test_config_endpoint__unknown_name():
-    with pytest.raises(SourceError, match="cannot resolve"):
+    with pytest.raises(SourceError, match="unknown host name") as unknown:
         ConfigEndpoint("no-such-host.invalid").resolve(timeout=2)
+
+    assert unknown.value.permanent, "no retry can make the name exist"
 
 
 def source_at(address: str, **kwargs: object) -> ConfigEndpoint:
@@ -399,7 +444,7 @@ def test_config_endpoint__black_hole_within_timeout(faults: Faults, timeout: flo
     address = faults.blackhole()
     started = time.monotonic()
 
-    with pytest.raises(SourceError, match="no complete reply within"):
+    with pytest.raises(SourceError, match="no complete answer within"):
         source_at(address).resolve(timeout=timeout)
 
     elapsed = time.monotonic() - started
@@ -407,7 +452,7 @@ def test_config_endpoint__black_hole_within_timeout(faults: Faults, timeout: flo
 
 
 def test_config_endpoint__refused_through_faults(faults: Faults):
-    with pytest.raises(SourceError, match="cannot talk to the endpoint.*refused"):
+    with pytest.raises(SourceError, match="cannot reach the endpoint.*refused"):
         source_at(faults.refused()).resolve(timeout=2)
 
 
@@ -415,7 +460,7 @@ def test_config_endpoint__reset_by_peer(config_endpoint, faults: Faults):
     config_endpoint.set_nodes(THREE)
     proxy = faults.proxy(config_endpoint.address, reset=True)
 
-    with pytest.raises(SourceError, match="cannot talk to the endpoint|connection closed"):
+    with pytest.raises(SourceError, match="connection to the endpoint was reset|connection closed"):
         source_at(proxy.address).resolve(timeout=2)
 
 
@@ -503,7 +548,9 @@ def test_config_endpoint__tls_with_right_ca(tls_endpoint, tls_files):
 def test_config_endpoint__tls_with_unknown_ca(tls_endpoint, tls_files):
     source = ConfigEndpoint("localhost", tls_endpoint.port, tls=TLSConfig(ca=tls_files.other_ca))
 
-    with pytest.raises(SourceError, match="certificate not trusted"):
+    with pytest.raises(
+        SourceError, match="TLS with the endpoint failed: certificate verify failed"
+    ):
         source.resolve(timeout=3)
 
     assert tls_endpoint.commands == []
@@ -517,7 +564,7 @@ def test_config_endpoint__tls_checks_the_host_name(tls_ca, tls_files):
         server.set_nodes(THREE)
         source = ConfigEndpoint("localhost", server.port, tls=TLSConfig(ca=tls_files.ca))
 
-        with pytest.raises(SourceError, match="certificate not trusted.*mismatch"):
+        with pytest.raises(SourceError, match="certificate verify failed.*mismatch"):
             source.resolve(timeout=3)
 
         assert server.commands == []
@@ -527,7 +574,7 @@ def test_config_endpoint__tls_against_plain_tcp(config_endpoint, tls_files):
     config_endpoint.set_nodes(THREE)
     source = ConfigEndpoint("localhost", config_endpoint.port, tls=TLSConfig(ca=tls_files.ca))
 
-    with pytest.raises(SourceError, match=r"TLS|no complete reply|cannot talk"):
+    with pytest.raises(SourceError, match=r"TLS|no complete answer|reset|closed"):
         source.resolve(timeout=1)
 
 
@@ -622,3 +669,18 @@ def test_from_url__error_hides_user_info():
 def test_config_endpoint__bad_arguments(kwargs: dict[str, object], message: str):
     with pytest.raises(ConfigurationError, match=message):
         ConfigEndpoint(**kwargs)  # type: ignore[arg-type]
+
+
+# -- the stand-in -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"])
+def test_standin__commands_end_at_a_bare_newline_as_in_memcached(config_endpoint, ending):
+    """django-elasticache sends ``version\\n``; memcached answers it, so the stand-in does."""
+    config_endpoint.set_nodes(THREE)
+    with socket.create_connection((config_endpoint.host, config_endpoint.port), timeout=2) as conn:
+        conn.sendall(b"version" + ending)
+        reply = conn.recv(100)
+
+    assert reply == b"VERSION 1.6.22\r\n"
+    assert config_endpoint.commands == [b"version"]

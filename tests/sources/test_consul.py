@@ -3,22 +3,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import socket
 import socketserver
+import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from urllib3.exceptions import InsecureRequestWarning
 
-from cache_settings import ConfigurationError, Node, SourceError, parse_source
-from cache_settings.sources import consul as consul_module
-from cache_settings.sources.consul import Consul, blocking_wait, parse_health_service
+from cache_settings import ConfigurationError, Node, SourceError, memcached, parse_source
+from cache_settings.sources.consul import STATUSES, Consul, blocking_wait, parse_health_service
 from tests.servers.consul import ConsulAgent, ConsulServer, parse_duration
 from tests.servers.tls import TLSFiles
 
@@ -222,7 +219,7 @@ def test_consul__explicit_agent_and_token_win_over_environment(
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", "wrong-token")
     monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
 
-    source = Consul("memcached", agent=consul_agent.address, token=TOKEN, tls=False)
+    source = Consul("memcached", agent=consul_agent.address, token=TOKEN, agent_tls=False)
 
     assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
     assert consul_agent.health_requests("memcached")[-1].headers["x-consul-token"] == TOKEN
@@ -331,9 +328,9 @@ def test_consul__ipv6_agent_is_named_in_brackets_in_errors(
 @pytest.mark.parametrize(
     ("source", "variables"),
     [
-        (Consul("memcached", agent="127.0.0.1", tls=True), {}),
+        (Consul("memcached", agent="127.0.0.1", agent_tls=True), {}),
         (Consul("memcached"), {"CONSUL_HTTP_ADDR": "127.0.0.1", "CONSUL_HTTP_SSL": "true"}),
-        (Consul("memcached", tls=True), {"CONSUL_HTTP_ADDR": "127.0.0.1"}),
+        (Consul("memcached", agent_tls=True), {"CONSUL_HTTP_ADDR": "127.0.0.1"}),
     ],
 )
 def test_consul__tls_without_a_port_stays_on_8500(
@@ -353,45 +350,264 @@ def test_consul__https_agent_without_a_port_uses_8501() -> None:
         Consul("memcached", agent="https://127.0.0.1").resolve(timeout=1)
 
 
-def test_consul__forked_child_is_not_stuck_on_a_build_in_progress(
+def test_consul__environment_is_never_changed_while_resolving(
     consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A fork while another thread builds a client copies its lock held, variables hidden."""
+    """Another thread of the site reading CONSUL_HTTP_ADDR never finds it gone (issue 12)."""
     consul_agent.add("memcached", "10.0.0.1", 11211)
-    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_agent.address)
-    source = Consul("memcached")
-    with consul_module._BUILD_LOCK, consul_module._hidden_environment():
-        assert "CONSUL_HTTP_ADDR" not in os.environ
-        with warnings.catch_warnings():
-            # Python 3.12+ warns that forking a threaded process may deadlock: the point here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the child: report through the exit code only
-            code = 1
-            try:
-                code = 0 if source.resolve(timeout=2) == [Node("10.0.0.1", 11211)] else 2
-            finally:
-                os._exit(code)
-    assert os.environ["CONSUL_HTTP_ADDR"] == consul_agent.address
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "[::1]:8500")  # a form python-consul2 rejects
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+    source = Consul.from_url(urlsplit(f"consul://{consul_agent.address}/memcached?tls=false"))
+    done = threading.Event()
+    missing: list[str] = []
 
-    deadline = time.monotonic() + 10
-    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung")
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    def read() -> None:
+        while not done.is_set():
+            for name in ("CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL"):
+                if name not in os.environ:
+                    missing.append(name)
+
+    reader = threading.Thread(target=read)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over often, so a brief removal is seen
+    reader.start()
+    try:
+        answers = [source.resolve(timeout=2) for _ in range(100)]
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(switch)
+
+    assert answers == [[Node("10.0.0.1", 11211)]] * 100
+    assert missing == []
+
+
+# --- health policy (issue 14, item 5) -----------------------------------------------------------
+
+
+def test_consul__status_passing_warning_keeps_warning_and_drops_critical(
+    consul_agent: ConsulAgent,
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    consul_agent.add("memcached", "10.0.0.2", 11211, status="warning")
+    consul_agent.add("memcached", "10.0.0.3", 11211, status="critical")
+    on_warning_node = consul_agent.add("memcached", "10.0.0.4", 11211)
+    consul_agent.set_node_status(on_warning_node, "warning")
+    on_critical_node = consul_agent.add("memcached", "10.0.0.5", 11211)
+    consul_agent.set_node_status(on_critical_node, "critical")
+    in_maintenance = consul_agent.add("memcached", "10.0.0.6", 11211)
+    consul_agent.set_maintenance(in_maintenance)
+    url = f"consul://{consul_agent.address}/memcached?status=passing,warning"
+
+    nodes = parse_source(url).resolve(timeout=2)
+    default = Consul("memcached", agent=consul_agent.address).resolve(timeout=2)
+
+    assert nodes == [Node(f"10.0.0.{n}", 11211) for n in (1, 2, 4)]
+    assert default == [Node("10.0.0.1", 11211)]
+    if not consul_agent.real:  # the agent cannot filter on "passing or warning": not asked to
+        assert "passing" not in dict(consul_agent.health_requests("memcached")[-2].query)
+
+
+def test_consul__maintenance_is_its_own_status(consul_agent: ConsulAgent) -> None:
+    """As Consul's API client aggregates: maintenance outranks the other statuses."""
+    consul_agent.add("memcached", "10.0.0.1", 11211, status="critical")
+    in_maintenance = consul_agent.add("memcached", "10.0.0.2", 11211)
+    consul_agent.set_maintenance(in_maintenance)
+
+    critical = Consul("memcached", agent=consul_agent.address, status=("critical",))
+    maintenance = Consul("memcached", agent=consul_agent.address, status=("maintenance",))
+
+    assert critical.resolve(timeout=2) == [Node("10.0.0.1", 11211)]
+    assert maintenance.resolve(timeout=2) == [Node("10.0.0.2", 11211)]
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "canonical"),
+    [
+        (
+            "consul:///mc?status=warning,passing",
+            ("passing", "warning"),
+            "?status=passing%2Cwarning",
+        ),
+        ("consul:///mc?status=passing", ("passing",), ""),
+        ("consul:///mc?passing=false", STATUSES, "?passing=false"),
+        ("consul:///mc?status=maintenance,critical,warning,passing", STATUSES, "?passing=false"),
+    ],
+)
+def test_consul_url__status_round_trips(url: str, status: tuple[str, ...], canonical: str) -> None:
+    source = parse_source(url)
+
+    assert isinstance(source, Consul)
+    assert source.status == status
+    assert source.url == f"consul:///mc{canonical}"
+    assert parse_source(source.url) == source
+
+
+def test_consul__filter_expression_is_passed_to_the_agent(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211, node_meta={"rack": "r1"})
+    consul_agent.add("memcached", "10.0.0.2", 11211, node_meta={"rack": "r2"})
+    url = f"consul://{consul_agent.address}/memcached?filter=Node.Meta.rack%20%3D%3D%20%22r2%22"
+    source = parse_source(url)
+
+    assert source.resolve(timeout=2) == [Node("10.0.0.2", 11211)]
+    assert source.url.endswith("/memcached?filter=Node.Meta.rack+%3D%3D+%22r2%22")
+    if not consul_agent.real:
+        sent = consul_agent.health_requests("memcached")[-1].params("filter")
+        assert sent == ['Node.Meta.rack == "r2"']
+
+
+def test_consul__bad_filter_expression_is_named(consul_agent: ConsulAgent) -> None:
+    source = Consul("memcached", agent=consul_agent.address, filter_expr="Node.Meta ==")
+
+    with pytest.raises(SourceError, match="answered 400"):
+        source.resolve(timeout=2)
+
+
+# --- ACL answers (issue 14, item 6) -----------------------------------------------------------
+
+
+def test_consul__acl_filtered_empty_answer_names_the_token(consul_agent: ConsulAgent) -> None:
+    consul_agent.filter_by_acl(TOKEN)
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+
+    with pytest.raises(SourceError) as info:
+        Consul("memcached", agent=consul_agent.address).resolve(timeout=2)
+    allowed = Consul("memcached", agent=consul_agent.address, token=TOKEN).resolve(timeout=2)
+
+    assert "ACLs hid them (no token was sent)" in info.value.reason
+    assert "token with service:read on 'memcached'" in info.value.reason
+    assert "CONSUL_HTTP_TOKEN or token=" in info.value.reason
+    assert info.value.permanent
+    assert allowed == [Node("10.0.0.1", 11211)]
+    assert consul_agent.health_requests("memcached")[0].headers.get("x-consul-token") is None
+
+
+def test_consul__acl_filtered_answer_with_a_token_never_prints_it(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent filters for a token it knows that may not read; the message says so."""
+    consul_agent.answer_raw(b"[]", {"X-Consul-Results-Filtered-By-ACLs": "true"})
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", TOKEN)
+
+    with pytest.raises(SourceError, match="the token sent cannot read them") as info:
+        Consul("memcached", agent=consul_agent.address).resolve(timeout=2)
+
+    assert TOKEN not in str(info.value)
+
+
+def test_consul__empty_service_without_the_acl_header_is_just_empty(
+    consul_agent: ConsulAgent,
+) -> None:
+    consul_agent.filter_by_acl(TOKEN)  # nothing registered: nothing to filter, no header
+
+    source = Consul("memcached", agent=consul_agent.address)
+
+    assert source.resolve(timeout=2) == []
+
+
+def test_consul__unknown_token_is_permanently_refused(consul_agent: ConsulAgent) -> None:
+    consul_agent.filter_by_acl(TOKEN)
+
+    with pytest.raises(SourceError, match="permission denied by the agent .*ACL not found") as info:
+        Consul("memcached", agent=consul_agent.address, token="wrong-token").resolve(timeout=2)
+
+    assert info.value.permanent
+    assert "wrong-token" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"consul://{TOKEN}%0A@127.0.0.1:8500/memcached",
+        f"consul://127.0.0.1:8500/memcached?token={TOKEN}%0D",
+        f"consul://127.0.0.1:8500/memcached?token={TOKEN}%0D%0AX-Evil:%201",
+        f"consul://127.0.0.1:8500/memcached?token=%20{TOKEN}",
+    ],
+)
+def test_consul__token_with_control_characters_is_refused_unechoed(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="the token in the URL holds") as info:
+        parse_source(url)
+
+    for text in (str(info.value), repr(info.value)):
+        assert TOKEN not in text
+        assert TOKEN.replace("-", "%2D") not in text
+
+
+@pytest.mark.parametrize("value", [f"{TOKEN}\n", f"{TOKEN}\r", f"{TOKEN}\r\n", f"\t{TOKEN}"])
+def test_consul__environment_token_with_control_characters_is_refused_unechoed(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", value)
+    source = Consul("memcached", agent=consul_agent.address)
+
+    with pytest.raises(ConfigurationError, match="CONSUL_HTTP_TOKEN holds") as info:
+        source.resolve(timeout=2)
+
+    assert TOKEN not in str(info.value)
+    assert consul_agent.state is None or consul_agent.requests == [], "the token was sent"
+
+
+def test_consul__explicit_token_with_control_characters_is_refused_unechoed() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Consul("memcached", token=f"{TOKEN}\n")
+
+    assert TOKEN not in str(info.value)
+
+
+# --- HTTPS agent, plain memcached nodes (issue 12, judged 4) ----------------------------------
+
+
+def test_memcached__https_agent_gives_a_plain_pylibmc_entry(
+    consul_agent: ConsulAgent,
+    consul_tls_address: str,
+    tls_files: TLSFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``tls=true`` is TLS to the agent; the memcached nodes stay plain TCP."""
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    monkeypatch.setenv("CONSUL_CACERT", tls_files.ca)
+
+    entry = memcached(f"consul://{consul_tls_address}/memcached?tls=true", backend="pylibmc")
+
+    assert entry["BACKEND"] == "django.core.cache.backends.memcached.PyLibMCCache"
+    assert entry["LOCATION"] == ["10.0.0.1:11211"]
+    assert "tls_context" not in entry.get("OPTIONS", {})
 
 
 # --- failures and deadlines -------------------------------------------------------------------
 
 
 def test_consul__refused_connection_is_a_source_error() -> None:
-    with pytest.raises(
-        SourceError, match="cannot reach the agent http://127.0.0.1:1: Connection refused$"
-    ):
+    with pytest.raises(SourceError) as info:
         Consul("memcached", agent="127.0.0.1:1").resolve(timeout=1)
+
+    assert info.value.reason == (
+        "cannot reach the agent http://127.0.0.1:1: Connection refused "
+        "(check the agent address in the URL)"
+    )
+    assert not info.value.permanent
+
+
+def test_consul__default_agent_unreachable_says_where_to_set_it() -> None:
+    """The message names the agent asked and the two ways to name another one."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8500)) == 0:
+            pytest.skip("something listens on 127.0.0.1:8500 here")
+
+    with pytest.raises(SourceError) as info:
+        Consul("memcached").resolve(timeout=1)
+
+    assert info.value.reason.startswith("cannot reach the agent http://127.0.0.1:8500: ")
+    assert info.value.reason.endswith("(set CONSUL_HTTP_ADDR or put the agent in the URL)")
+
+
+def test_consul__unknown_agent_host_name_is_permanent() -> None:
+    source = Consul("memcached", agent="no-such-agent.invalid:8500")
+
+    with pytest.raises(SourceError, match="unknown host name") as info:
+        source.resolve(timeout=2)
+
+    assert info.value.permanent
 
 
 def test_consul__hung_agent_fails_within_the_timeout(consul_agent: ConsulAgent) -> None:
@@ -399,7 +615,7 @@ def test_consul__hung_agent_fails_within_the_timeout(consul_agent: ConsulAgent) 
     source = Consul("memcached", agent=consul_agent.address)
 
     started = time.monotonic()
-    with pytest.raises(SourceError, match="Timeout"):
+    with pytest.raises(SourceError, match="no complete answer within 0.50 s"):
         source.resolve(timeout=0.5)
     elapsed = time.monotonic() - started
 
@@ -556,7 +772,7 @@ def test_consul__https_agent_from_environment(
 def test_consul__https_agent_with_unknown_ca_is_a_source_error(
     consul_agent: ConsulAgent, consul_tls_address: str, tls_files: TLSFiles
 ) -> None:
-    source = Consul("memcached", agent=consul_tls_address, tls=True, ca=tls_files.other_ca)
+    source = Consul("memcached", agent=consul_tls_address, agent_tls=True, ca=tls_files.other_ca)
 
     with pytest.raises(SourceError, match="TLS with the agent .* failed.*certificate verify"):
         source.resolve(timeout=2)
@@ -566,11 +782,9 @@ def test_consul__https_agent_without_verification(
     consul_agent: ConsulAgent, consul_tls_address: str
 ) -> None:
     consul_agent.add("memcached", "10.0.0.1", 11211)
-    source = Consul("memcached", agent=consul_tls_address, tls=True, verify=False)
+    source = Consul("memcached", agent=consul_tls_address, agent_tls=True, verify=False)
 
-    # requests warns on every unverified request; the user asked for it with verify=false.
-    with pytest.warns(InsecureRequestWarning):
-        nodes = source.resolve(timeout=2)
+    nodes = source.resolve(timeout=2)
 
     assert nodes == [Node("10.0.0.1", 11211)]
 
@@ -605,7 +819,7 @@ def test_parse_health_service__tags_and_passing() -> None:
                entry("10.0.0.3", tags=["a", "b"], statuses=("warning",))]  # fmt: skip
 
     strict = parse_health_service(entries, source="s", address="service", tags=("b", "a"))
-    loose = parse_health_service(entries, source="s", tags=("a",), passing=False)
+    loose = parse_health_service(entries, source="s", tags=("a",), status=STATUSES)
 
     assert strict == [Node("10.0.0.1", 11211)]
     assert loose == [Node(f"10.0.0.{n}", 11211) for n in (1, 2, 3)]
@@ -710,7 +924,12 @@ def test_parse_health_service__malformed_replies_are_source_errors(
         (
             "consul://agent:8501/memcached?tls=true&ca=/ca.pem&cert=/c.pem&key=/k.pem",
             Consul(
-                "memcached", agent="agent:8501", tls=True, ca="/ca.pem", cert="/c.pem", key="/k.pem"
+                "memcached",
+                agent="agent:8501",
+                agent_tls=True,
+                ca="/ca.pem",
+                cert="/c.pem",
+                key="/k.pem",
             ),
             "consul://agent:8501/memcached?tls=true&ca=%2Fca.pem&cert=%2Fc.pem&key=%2Fk.pem",
         ),
@@ -756,8 +975,15 @@ def test_consul_url__https_agent_is_written_as_tls() -> None:
         ("consul://", "one service name"),
         ("consul://agent:8500/", "one service name"),
         ("consul://agent/a/b", "one service name"),
-        ("consul://agent:99999/memcached", "invalid port '99999'"),
-        ("consul://bad host/memcached", "not a host name"),
+        ("consul://agent:99999/memcached", r"agent address 'agent:99999' is not host\[:port\]"),
+        ("consul://bad host/memcached", r"agent address 'bad host' is not host\[:port\]"),
+        (
+            "consul://127.0.0.1:8500:99/memcached",
+            r"^consul://127.0.0.1:8500:99/memcached: the agent address '127.0.0.1:8500:99' is not "
+            r"host\[:port\] \(a port 1..65535\), http://host\[:port\] or https://host\[:port\]$",
+        ),
+        ("consul:///memcached?status=passing,sick", "status=.*must list"),
+        ("consul:///memcached?status=warning&passing=false", "give status= or passing=, not both"),
         ("consul:///memcached?passing=maybe", "passing='maybe' must be true or false"),
         ("consul:///memcached?tls=2", "tls='2' must be true or false"),
         ("consul:///memcached?node-meta=rack", "node-meta='rack' must be key:value"),

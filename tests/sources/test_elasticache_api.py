@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cache_settings.exceptions import ConfigurationError, SourceError
+from cache_settings import resolve
+from cache_settings.exceptions import ConfigurationError, ResolutionError, SourceError
 from cache_settings.nodes import Node
 from cache_settings.sources import parse_source
 from cache_settings.sources.elasticache_api import (
@@ -370,7 +372,7 @@ def test_elasticache_api__hung_endpoint_raises_within_timeout(
     timeout = 1.0
 
     started = time.monotonic()
-    with pytest.raises(SourceError, match="ReadTimeoutError for mc"):
+    with pytest.raises(SourceError, match="no complete answer within 1.00 s from the ElastiCache"):
         _source(aws_env).resolve(timeout=timeout)
     elapsed = time.monotonic() - started
 
@@ -385,7 +387,7 @@ def test_elasticache_api__serverless_fallback_shares_the_timeout(
     timeout = 1.0
 
     started = time.monotonic()
-    with pytest.raises(SourceError, match="ReadTimeoutError for sl"):
+    with pytest.raises(SourceError, match="no complete answer within 1.00 s from the ElastiCache"):
         _source(aws_env, "sl").resolve(timeout=timeout)
     elapsed = time.monotonic() - started
 
@@ -399,12 +401,12 @@ def test_elasticache_api__refused_connection_raises_source_error(
         "mc", region="us-east-1", endpoint_url=f"http://127.0.0.1:{_free_port()}"
     )
 
-    with pytest.raises(SourceError, match="EndpointConnectionError for mc"):
+    with pytest.raises(SourceError, match="cannot reach the ElastiCache API endpoint .*refused"):
         source.resolve(timeout=2)
 
 
 def test_elasticache_api__no_time_left_raises_source_error(aws_env: ElastiCacheAPIServer) -> None:
-    with pytest.raises(SourceError, match="timed out"):
+    with pytest.raises(SourceError, match="no time left"):
         _source(aws_env).resolve(timeout=0)
 
     assert aws_env.requests == []
@@ -658,3 +660,62 @@ def test_elasticache_api__credentials_in_endpoint_url_stay_out_of_repr_url_and_e
     for text in (repr(source), source.url, str(raised.value)):
         assert "S3CRETPW" not in text
         assert "AKIAXX" not in text
+
+
+# --- endpoint_url user info never leaves the source (issue 13) -------------------------------
+
+USER_INFO = "mc-user:Pa55w0rd%21Secret"
+
+
+@pytest.mark.parametrize("endpoint", ["stand-in", "refused"])
+def test_elasticache_api__endpoint_user_info_stays_in_the_source(
+    aws_env: ElastiCacheAPIServer, caplog: pytest.LogCaptureFixture, endpoint: str
+) -> None:
+    """Not in exceptions, messages, logs at DEBUG (botocore's included), nor on the wire."""
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    host = (
+        aws_env.endpoint_url.split("//", 1)[1]
+        if endpoint == "stand-in"
+        else (f"127.0.0.1:{_free_port()}")
+    )
+    url = f"elasticache-api://mc?region=us-east-1&endpoint_url=http://{USER_INFO}@{host}"
+    caplog.set_level(logging.DEBUG)
+
+    if endpoint == "stand-in":
+        outcome: object = resolve(url, attempts=1, deadline=5)
+    else:
+        with pytest.raises(ResolutionError) as raised:
+            resolve(url, attempts=1, deadline=5)
+        outcome = raised.value
+        assert "cannot reach the ElastiCache API endpoint" in str(outcome)
+
+    source = parse_source(url)
+    for text in (str(outcome), repr(outcome), caplog.text, source.url, repr(source)):
+        for secret in ("Pa55w0rd", "mc-user", "Pa55w0rd%21", "Pa55w0rd!"):
+            assert secret not in text
+    assert any(r.name.startswith("botocore") for r in caplog.records), "botocore logged nothing"
+
+
+def test_elasticache_api__access_denied_is_permanent_and_throttling_is_not(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.fail("access_denied")
+    with pytest.raises(SourceError) as denied:
+        _source(aws_env).resolve(timeout=5)
+    aws_env.fail("throttle")
+    with pytest.raises(SourceError) as throttled:
+        _source(aws_env).resolve(timeout=5)
+
+    assert denied.value.permanent
+    assert not throttled.value.permanent
+
+
+def test_elasticache_api__unknown_endpoint_host_is_permanent(aws_env: ElastiCacheAPIServer) -> None:
+    source = ElastiCacheAPI(
+        "mc", region="us-east-1", endpoint_url="http://no-such-endpoint.invalid:4566"
+    )
+
+    with pytest.raises(SourceError, match="unknown host name") as info:
+        source.resolve(timeout=3)
+
+    assert info.value.permanent

@@ -1,0 +1,148 @@
+"""Talking to the AWS API for ``elasticache-api://``: boto3 sessions and a bounded transport.
+
+boto3 signs and serializes each request and parses its reply; the request itself is sent
+by :mod:`._transport`, on sockets the attempt tracks, under its deadline and size cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
+
+from ..attempt import Attempt
+from ..tls import TLSConfig
+from . import _transport
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+    from mypy_boto3_elasticache import ElastiCacheClient
+
+__all__ = ["Session", "checked_out", "client"]
+
+# A boto3 Session loads the shared config files and the service model, and finds credentials
+# (possibly from the instance metadata service), once: a client from a used session costs
+# ~3 ms instead of ~50-150 ms. Sessions are not thread-safe, so each attempt takes one out
+# of this pool and puts it back when done: no lock is held while a session finds credentials,
+# and a lookup that hangs keeps only its own session (a later attempt makes another). The key
+# includes a digest of the AWS_* environment, so a changed environment gets new sessions.
+# list.pop/append and dict.setdefault are atomic, so the pool needs no lock either.
+_idle: dict[tuple[str | None, str], list[Session]] = {}
+_IDLE_PER_KEY = 4
+_MAX_KEYS = 16
+
+
+class Session:
+    """A boto3 session and the TLS context its settings ask for (``ca_bundle``)."""
+
+    def __init__(self, profile: str | None) -> None:
+        import boto3.session
+        import botocore.session
+
+        self.core = botocore.session.Session()
+        self.boto3 = boto3.session.Session(botocore_session=self.core, profile_name=profile)
+        self._context: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """Return a verifying context: ``AWS_CA_BUNDLE``/``ca_bundle``, else botocore's CAs."""
+        if self._context is None:
+            from botocore.httpsession import get_cert_path
+
+            bundle = self.core.get_config_variable("ca_bundle") or get_cert_path(True)
+            self._context = TLSConfig(ca=bundle).context()
+        return self._context
+
+
+@contextmanager
+def checked_out(profile: str | None) -> Iterator[Session]:
+    """Lend a session to one attempt (see ``_idle``), made afresh when none is idle."""
+    environ = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+    key = (profile, hashlib.sha256(repr(environ).encode()).hexdigest())
+    try:
+        session = _idle[key].pop()
+    except (KeyError, IndexError):
+        session = Session(profile)
+    try:
+        yield session
+    finally:
+        if len(_idle) > _MAX_KEYS:
+            _idle.clear()
+        idle = _idle.setdefault(key, [])
+        if len(idle) < _IDLE_PER_KEY:
+            idle.append(session)
+
+
+def client(
+    session: Session, attempt: Attempt, region: str | None, endpoint_url: str | None
+) -> ElastiCacheClient:
+    """Return an ElastiCache client whose every request is sent within *attempt*."""
+    from botocore.config import Config
+
+    config = Config(
+        # Our resolver retries with back-off under a deadline, so botocore must not retry
+        # too; total_max_attempts counts the first call.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        user_agent_extra="django-cache-settings",
+    )
+    # None for region_name / endpoint_url leaves boto3's own chain in charge (AWS_REGION,
+    # AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_ELASTICACHE, profiles). The endpoint's user info
+    # never reaches botocore, which would log it; AWS requests carry their SigV4 signature
+    # where basic authentication would go, so it was never sent anyway.
+    if endpoint_url is not None:
+        parts = urlsplit(endpoint_url)
+        endpoint_url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    made = session.boto3.client(
+        "elasticache", region_name=region, endpoint_url=endpoint_url, config=config
+    )
+    # botocore's documented "before-send" event ("Botocore Events"): a handler that returns
+    # an AWSResponse fulfils the request, which botocore has signed and serialized, and
+    # botocore parses that reply as usual. It is the one public hook that lets the request
+    # run on sockets the attempt tracks; the alternative replaces the urllib3 pool classes
+    # inside the client's private endpoint object. The stubs type handlers as returning None.
+    handler = cast("Callable[..., None]", _Sender(attempt, session))
+    made.meta.events.register("before-send.elasticache", handler)
+    return made
+
+
+class _Sender:
+    """A ``before-send`` handler: sends botocore's signed request within one attempt."""
+
+    def __init__(self, attempt: Attempt, session: Session) -> None:
+        self._attempt, self._session = attempt, session
+
+    def __call__(self, request: AWSPreparedRequest, **kwargs: object) -> AWSResponse:
+        from botocore.awsrequest import AWSResponse
+        from botocore.compat import HTTPHeaders
+
+        parts = urlsplit(request.url)
+        body = request.body
+        if body is not None and not isinstance(body, bytes | bytearray | str):
+            body = body.read()
+        reply = _transport.request(
+            self._attempt,
+            request.method,
+            request.url,
+            peer=f"the ElastiCache API endpoint {parts.scheme}://{parts.netloc}",
+            headers=dict(request.headers.items()),
+            body=bytes(body) if isinstance(body, bytearray) else body,
+            context=self._session.context() if parts.scheme == "https" else None,
+            hint="check endpoint_url, AWS_ENDPOINT_URL_ELASTICACHE and the region",
+        )
+        headers = HTTPHeaders()
+        for name, value in reply.headers.items():
+            headers[name] = value
+        return AWSResponse(request.url, reply.status, headers, _Body(reply.body))
+
+
+class _Body:
+    """The ``raw`` of an AWSResponse whose body is already read."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **kwargs: object) -> Iterator[bytes]:
+        yield self._data

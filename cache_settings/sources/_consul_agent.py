@@ -1,0 +1,336 @@
+"""Talking to a Consul agent: where it is, and the consul client's health API over our transport.
+
+The agent's address, token and TLS come from the source's arguments, else from the consul
+CLI's variables, which are read and never changed. The request itself is built and its
+reply decoded by the installed consul client library (python-consul2 or py-consul): its
+``Health.service`` sends the documented parameters and its callback turns the HTTP status
+into ``consul`` exceptions and the body into JSON. Only the library's ``http`` object is
+ours (:class:`_AgentHTTP`): one bounded request per call (:mod:`._transport`), because the
+library's own constructor reads and trusts the environment, and its requests session neither
+ends at a deadline nor caps a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from ..attempt import Attempt
+from ..exceptions import ConfigurationError, SourceError
+from ..nodes import parse_node
+from ..tls import TLSConfig
+from ._transport import request
+
+if TYPE_CHECKING:
+    from .consul import Consul
+
+__all__ = [
+    "DEFAULT_AGENT",
+    "MAX_JSON_DEPTH",
+    "Agent",
+    "agent_settings",
+    "ask_health",
+    "blocking_wait",
+    "check_json_nesting",
+    "check_token",
+    "parse_agent",
+]
+
+logger = logging.getLogger("cache_settings.sources.consul")
+
+DEFAULT_AGENT = "127.0.0.1:8500"
+# Seconds allowed on top of a blocking query's wait for the reply to travel back.
+_MARGIN = 0.5
+#: Nesting levels a reply may have (62 always pass): a health entry needs 6, a proxy's
+#: opaque config a few more.
+MAX_JSON_DEPTH = 64
+# Go's strconv.ParseBool, which the consul CLI uses for CONSUL_HTTP_SSL(_VERIFY).
+_GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+# A token goes into an HTTP header: printable ASCII only (a stray newline is refused).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+# Measuring a JSON text's nesting (check_json_nesting): the bytes that shape it.
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}",:'))
+_QUOTE, _OPENERS = ord('"'), (ord("["), ord("{"))
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """The agent to ask, after the environment is applied."""
+
+    url: str  # scheme://host:port, IPv6 in brackets
+    token: str | None = field(repr=False)
+    namespace: str | None
+    context: ssl.SSLContext | None  # for https
+    hint: str  # what to check when the agent cannot be reached
+
+
+def agent_settings(source: Consul, environ: Mapping[str, str]) -> Agent:
+    """Return the agent *source* asks: its arguments, else the consul CLI's variables."""
+    agent, token = source.agent, source.token
+    address = agent or environ.get("CONSUL_HTTP_ADDR") or ""
+    if agent:
+        where, hint = source.url, "check the agent address in the URL"
+    elif address:
+        where, hint = "CONSUL_HTTP_ADDR", "check CONSUL_HTTP_ADDR"
+    else:
+        where, hint = "consul agent", "set CONSUL_HTTP_ADDR or put the agent in the URL"
+        address = DEFAULT_AGENT
+    scheme, hostport = parse_agent(address, where=where)
+    if scheme is None:
+        tls = source.agent_tls
+        tls = _go_bool(environ, "CONSUL_HTTP_SSL", False) if tls is None else tls
+        scheme = "https" if tls else "http"
+    if token is None:
+        token = environ.get("CONSUL_HTTP_TOKEN") or None
+        check_token(token, f"{source.url}: CONSUL_HTTP_TOKEN")
+    context = None
+    if scheme == "https":
+        context = TLSConfig(
+            source.ca or environ.get("CONSUL_CACERT") or None,
+            source.cert or environ.get("CONSUL_CLIENT_CERT") or None,
+            source.key or environ.get("CONSUL_CLIENT_KEY") or None,
+        ).context()
+        if not (source.verify and _go_bool(environ, "CONSUL_HTTP_SSL_VERIFY", True)):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    return Agent(
+        f"{scheme}://{hostport}",
+        token,
+        source.namespace or environ.get("CONSUL_NAMESPACE") or None,
+        context,
+        hint,
+    )
+
+
+def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
+    """Split ``[scheme://]host[:port]`` into the scheme (or None) and ``host:port``."""
+    scheme, sep, rest = text.strip().rpartition("://")
+    if sep and scheme.lower() not in ("http", "https"):
+        raise ConfigurationError(
+            f"{where}: {text!r} is not supported; use host:port, http://host:port "
+            "or https://host:port (unix sockets are not supported)"
+        )
+    try:
+        node = parse_node(
+            rest.rstrip("/"), default_port=8501 if scheme.lower() == "https" else 8500
+        )
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{where}: the agent address {text!r} is not host[:port] (a port 1..65535), "
+            "http://host[:port] or https://host[:port]"
+        ) from None
+    return (scheme.lower() or None), node.location
+
+
+def check_token(token: str | None, what: str) -> None:
+    """Raise ConfigurationError, without echoing *token*, when it cannot be an HTTP header."""
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise ConfigurationError(
+            f"{what} holds spaces, control characters (a trailing newline?) or non-ASCII "
+            "characters, so it is not sent; write the token without them"
+        )
+
+
+def check_json_nesting(body: bytes, *, source: str) -> None:
+    """Raise SourceError when the JSON *body* nests deeper than :data:`MAX_JSON_DEPTH` levels.
+
+    Python's decoder recurses once per level: checked first, a reply nested 100,000 deep
+    is refused in one linear pass instead of ending in a RecursionError. Bytes that cannot
+    shape the nesting go first, at C speed: escapes, every byte but brackets, quotes,
+    commas and colons, then empty strings (in valid JSON two adjacent quotes are one), then
+    innermost empty containers (one pass of each, so up to two levels; the limit allows
+    for them). Unbalanced brackets are refused too, as the decoder would refuse them.
+    """
+    shape = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    shape = shape.replace(b'""', b"").translate(None, b",:").replace(b"[]", b"").replace(b"{}", b"")
+    depth, inside, deepest = 0, False, MAX_JSON_DEPTH - 2
+    for byte in shape:
+        if byte == _QUOTE:
+            inside = not inside
+        elif inside:
+            continue
+        elif byte in _OPENERS:
+            depth += 1
+            if depth > deepest:
+                break
+        else:
+            depth -= 1
+            if depth < 0:
+                break
+    else:
+        return
+    raise SourceError(
+        source, f"malformed reply: JSON nested deeper than {MAX_JSON_DEPTH} levels, or unbalanced"
+    )
+
+
+def blocking_wait(timeout: float) -> tuple[int, float]:
+    """Return ``(wait, request timeout)`` in seconds for a blocking query given *timeout*.
+
+    Consul holds a blocking query for ``wait`` plus up to ``wait / 16`` of jitter
+    (API docs, "Blocking Queries"), and the reply needs a moment to travel back, so
+    the wait is the largest whole second that fits in *timeout* with both; at least 1 s.
+    The request timeout never exceeds *timeout*.
+    """
+    wait = max(1, math.floor((timeout - _MARGIN) * 16 / 17))
+    return wait, min(wait + wait / 16 + _MARGIN, timeout)
+
+
+def ask_health(
+    attempt: Attempt, source: Consul, agent: Agent, *, index: int | None, wait: int | None
+) -> tuple[int, Any]:
+    """Return ``(X-Consul-Index, decoded entries)`` of one query for *source*'s instances.
+
+    An empty answer that the agent's ACLs filtered (``X-Consul-Results-Filtered-By-ACLs``,
+    API docs, "Results Filtered by ACLs") is a permanent SourceError naming the fix.
+    """
+    url, consul, health, response_type = source.url, *_library(source.url)
+    # Neither client sends a namespace or a filter, and python-consul2 sends one tag only;
+    # the endpoint takes ns, filter and repeated tag (API docs, "List Service Instances").
+    extra = [("tag", tag) for tag in source.tags[1:]]
+    extra += [("ns", agent.namespace)] if agent.namespace else []
+    extra += [("filter", source.filter_expr)] if source.filter_expr else []
+    http = _AgentHTTP(attempt, agent, response_type, extra)
+    try:
+        received, entries = health(_Client(http)).service(
+            source.service,
+            index=index,
+            wait=f"{wait}s" if wait else None,
+            passing=source.passing,
+            tag=source.tags[0] if source.tags else None,
+            dc=source.dc,
+            near=source.near,
+            token=agent.token,
+            node_meta=dict(source.node_meta) or None,
+        )
+    except SourceError:
+        raise
+    except consul.ACLPermissionDenied as exc:
+        raise SourceError(
+            url,
+            f"permission denied by the agent {agent.url} ({_clean(exc, agent)}); use a token "
+            f"with service:read on {source.service!r} (CONSUL_HTTP_TOKEN or token=)",
+            permanent=True,
+        ) from None
+    except consul.ConsulException as exc:
+        raise SourceError(url, f"the agent {agent.url} answered {_clean(exc, agent)}") from None
+    except Exception as exc:  # whatever the library meets decoding a hostile reply
+        raise SourceError(
+            url, f"malformed reply from {agent.url}: {type(exc).__name__}: {_clean(exc, agent)}"
+        ) from None
+    if entries is None:  # python-consul2 turns a 404 into (index, None)
+        raise SourceError(url, f"the agent {agent.url} answered 404 Not Found")
+    if not (isinstance(received, str) and received.isascii() and received.isdigit()):
+        raise SourceError(url, f"the agent {agent.url} sent no valid X-Consul-Index")
+    if len(received) > 20 or int(received) >= 2**64:  # Consul's indexes are uint64
+        raise SourceError(url, f"the agent {agent.url} sent an X-Consul-Index out of range")
+    if http.filtered and entries == []:
+        sent = "no token was sent" if agent.token is None else "the token sent cannot read them"
+        raise SourceError(
+            url,
+            f"the agent {agent.url} answered no instance: its ACLs hid them ({sent}); set "
+            f"CONSUL_HTTP_TOKEN or token= to a token with service:read on {source.service!r}",
+            permanent=True,
+        )
+    if http.filtered:
+        logger.warning("%s: the agent's ACLs hid some instances from this token", url)
+    return int(received), entries
+
+
+def _library(source: str) -> tuple[Any, Any, Any]:
+    try:
+        import consul
+        import consul.base
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{source}: the Consul client is not installed ({exc}); "
+            'pip install "django-cache-settings[consul]"'
+        ) from None
+    # py-consul has the class as consul.base.Health, python-consul2 as Consul.Health.
+    health = getattr(consul.base, "Health", None) or consul.base.Consul.Health
+    return consul, health, consul.base.Response
+
+
+class _Client:
+    """What the clients' ``Health`` API reads of a ``consul.Consul``; never its constructor."""
+
+    dc = None
+    token = None
+    consistency = "default"
+
+    def __init__(self, http: _AgentHTTP) -> None:
+        self.http = http
+
+    def prepare_headers(self, token: str | None = None) -> dict[str, str]:
+        return {"X-Consul-Token": token} if token else {}
+
+
+class _AgentHTTP:
+    """The clients' ``http`` interface: one GET within the attempt, its reply handed back."""
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        agent: Agent,
+        response_type: Any,
+        extra: list[tuple[str, str]],
+    ) -> None:
+        self._attempt, self._agent, self._response, self._extra = (
+            attempt, agent, response_type, extra,
+        )  # fmt: skip
+        self.filtered = False
+
+    def get(
+        self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False
+    ) -> Any:
+        query = [*(params or ()), *self._extra]
+        url = self._agent.url + quote(path, safe="/:") + (f"?{urlencode(query)}" if query else "")
+        reply = request(
+            self._attempt,
+            "GET",
+            url,
+            peer=f"the agent {self._agent.url}",
+            headers=headers,
+            context=self._agent.context,
+            hint=self._agent.hint,
+        )
+        marker = reply.headers.get("X-Consul-Results-Filtered-By-ACLs") or ""
+        self.filtered = marker.strip().lower() == "true"
+        try:
+            text = reply.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SourceError(self._attempt.source, "malformed reply: not UTF-8") from None
+        if 200 <= reply.status < 300:
+            check_json_nesting(reply.body, source=self._attempt.source)
+            self._attempt.check()  # the client decodes next: not past the deadline
+        values = {
+            "code": reply.status,
+            "headers": reply.headers,
+            "body": text,
+            "content": reply.body,
+        }
+        return callback(self._response(*(values[name] for name in self._response._fields)))
+
+
+def _go_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if not value:
+        return default
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    raise ConfigurationError(f"{name}={value!r} must be true or false")
+
+
+def _clean(exc: BaseException, agent: Agent) -> str:
+    """Return the error's text, shortened and without the token."""
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return text.replace(agent.token, "<token>") if agent.token else text
