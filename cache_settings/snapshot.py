@@ -87,7 +87,7 @@ from ._snapshot_format import (
 )
 from .exceptions import ConfigurationError, SnapshotError
 from .nodes import Node, unique_sorted
-from .sources._url import redact
+from .redact import SECRET_KEYS, redact_url
 
 __all__ = [
     "FORMAT",
@@ -113,9 +113,6 @@ _FUTURE_TOLERANCE = 300.0
 
 # Last components that name a directory whatever exists: "var/", "var/.", "var/..".
 _DIRECTORY_NAMES = frozenset({"", os.curdir, os.pardir})
-
-# Query keys that carry secrets; the same set redact() strips.
-_SECRET_KEYS = frozenset({"token", "password", "secret"})
 
 
 def check_snapshot_path(path: str | os.PathLike[str]) -> str:
@@ -313,9 +310,10 @@ def _check_source(source: str) -> None:
         raise ValueError(f"snapshot key must be a non-empty string, not {source!r}")
     parts = urlsplit(source)
     keys = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
-    if "@" in parts.netloc or keys & _SECRET_KEYS:
+    if "@" in parts.netloc or keys & SECRET_KEYS:
         raise ValueError(
-            f"snapshot key {redact(parts)!r} carries credentials; pass the source's redacted url"
+            f"snapshot key {redact_url(parts)!r} carries credentials; "
+            "pass the source's redacted url"
         )
 
 

@@ -167,8 +167,8 @@ class Consul:
 
     @property
     def traits(self) -> Traits:
-        """Consul lists plain memcached nodes; ``agent_tls`` is TLS to the agent only."""
-        return Traits()
+        """Plain memcached nodes (``agent_tls`` is TLS to the agent only); the token is secret."""
+        return Traits(secrets=(self.token,) if self.token else ())
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the agent once, within *timeout* seconds, for the service's instances."""

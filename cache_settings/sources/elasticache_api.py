@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping
 from contextlib import closing
@@ -14,6 +13,7 @@ from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, unique_sorted
+from ..redact import environment_secrets, scrub
 from ..tls import TLSConfig
 from . import Traits, _aws
 from ._transport import within
@@ -284,8 +284,5 @@ def _error_code(exc: Exception) -> str:
 
 def _scrub(text: str) -> str:
     """Remove anything shaped like an AWS credential, and the environment's own, from *text*."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
+    text = scrub(text, environment_secrets())
     return _SECRET.sub("***", _ACCESS_KEY_ID.sub("***", text))
