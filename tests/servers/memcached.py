@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -54,6 +55,7 @@ class MemcachedServer:
         self.port = port or free_port()
         self.tls_files = tls_files
         self._process: subprocess.Popen[bytes] | None = None
+        self.paused = False
 
     @property
     def tls(self) -> bool:
@@ -90,9 +92,22 @@ class MemcachedServer:
             ]
         return argv
 
+    def pause(self) -> None:
+        """Stop the daemon with SIGSTOP: the kernel still accepts connections, nothing answers."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        """Let a paused daemon run on (SIGCONT) with its memory intact; a no-op otherwise."""
+        if self._process is not None and self.paused:
+            self._process.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def start(self) -> MemcachedServer:
-        """Start the daemon (a no-op when running) and wait until it accepts connections."""
+        """Start the daemon and wait until it accepts connections; a running one only resumes."""
         if self.running:
+            self.resume()
             return self
         self._process = subprocess.Popen(
             self.command(),
@@ -122,6 +137,7 @@ class MemcachedServer:
     def stop(self) -> None:
         """Kill the daemon and reap it; a no-op when stopped."""
         process, self._process = self._process, None
+        self.paused = False
         if process is None:
             return
         # SIGKILL, not SIGTERM: memcached 1.6 spends ~0.7 s joining its threads on SIGTERM,
