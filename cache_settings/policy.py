@@ -7,7 +7,7 @@ backends and their watchers, ``cache_settings.compat`` and the command line. In 
 
     "OPTIONS": {"refresh": 30, "snapshot": "/app/cache-nodes.json", "deadline": 5,
                 "attempts": 3, "min_nodes": 1, "max_age": 86400,
-                "max_reply_size": 33554432}
+                "max_reply_size": 33554432, "rejoin": "flush"}
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ import math
 import os
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .exceptions import ConfigurationError
 from .nodes import Node
+from .rejoin import REJOIN_POLICIES
 
 __all__ = [
     "DEFAULT_REFRESH",
     "OPTION_KEYS",
     "Policy",
+    "Rejoin",
     "as_path",
     "check_count",
     "check_seconds",
@@ -34,6 +36,9 @@ __all__ = [
 #: Seconds between polls when a refreshing backend's ``OPTIONS`` name no ``refresh``; AWS's
 #: own Auto Discovery clients poll once a minute. Consul is followed by blocking queries.
 DEFAULT_REFRESH = 60.0
+
+#: What a watcher does with a node that returns to its list (cache_settings.rejoin).
+Rejoin = Literal["flush", "keep"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,9 @@ class Policy:
         snapshot: path of the last-known-good JSON file, or None.
         refresh: seconds between polls of a refreshing backend; None: no refreshing.
         max_reply_size: bytes one reply may hold before the attempt fails.
+        rejoin: ``"flush"`` (the default): a refreshing backend's watcher sends
+            ``flush_all`` to a node that returns to the list before it takes keys again,
+            so it never serves values from before it left; ``"keep"``: use it as it is.
 
     Raises:
         ConfigurationError: a value of the wrong type, or not positive and finite.
@@ -60,8 +68,14 @@ class Policy:
     snapshot: str | None = None
     refresh: float | None = None
     max_reply_size: int = DEFAULT_MAX_REPLY_SIZE
+    rejoin: Rejoin = "flush"
 
     def __post_init__(self) -> None:
+        if self.rejoin not in REJOIN_POLICIES:
+            raise ConfigurationError(
+                f"rejoin must be 'flush' (flush a node that returns to the list) or 'keep', "
+                f"not {self.rejoin!r}"
+            )
         check_count(self.attempts, "attempts")
         check_count(self.min_nodes, "min_nodes")
         check_count(self.max_reply_size, "max_reply_size", unit=" of bytes")

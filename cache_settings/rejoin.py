@@ -29,14 +29,24 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+from .exceptions import ConfigurationError
 from .nodes import Node
+from .tls import TLSConfig
 
-__all__ = ["REJOIN_POLICIES", "Departures", "flush_node"]
+if TYPE_CHECKING:
+    from .policy import Policy
+    from .sources import Traits
+
+__all__ = ["FLUSH_TIMEOUT", "REJOIN_POLICIES", "Departures", "Rejoins", "flush_node"]
 
 logger = logging.getLogger(__name__)
 
 REJOIN_POLICIES = ("flush", "keep")
+#: Seconds one flush may take at most (less when the policy's deadline is shorter). It
+#: runs on the watcher thread, never on the request path.
+FLUSH_TIMEOUT = 1.0
 
 
 class Departures:
@@ -87,3 +97,86 @@ def flush_node(node: Node, *, timeout: float, tls_context: ssl.SSLContext | None
     if reply != b"OK\r\n":
         return f"unexpected reply {reply[:80]!r}"
     return ""
+
+
+class Rejoins:
+    """One watcher's rejoin policy: flush the nodes that return before they are published.
+
+    *url* names the source in log lines; *traits* are the source's declared traits, which
+    say which nodes speak TLS (``node_tls`` for all of them, ``node_tls_if_needed`` for
+    nodes marked ``Node.tls``). The TLS context is built once, on the first TLS flush.
+    """
+
+    def __init__(self, url: str, traits: Traits) -> None:
+        self.url = url
+        self.departures = Departures()
+        self._node_tls = traits.node_tls
+        self._tls_if_needed = traits.node_tls_if_needed or TLSConfig()
+        self._context: ssl.SSLContext | None = None
+
+    def admit(
+        self, current: tuple[Node, ...], nodes: tuple[Node, ...], policy: Policy
+    ) -> tuple[Node, ...] | None:
+        """Return the part of *nodes* that may replace *current*, or None to keep *current*.
+
+        With ``policy.rejoin == "flush"``, each node of *nodes* that left an earlier list
+        is flushed first (bounded by ``min(policy.deadline, FLUSH_TIMEOUT)`` seconds); one
+        that cannot be flushed is left out (a WARNING says why) and tried again with the
+        next answer. When that leaves fewer than ``policy.min_nodes``, the answer is not
+        used (None, logged). Never raises for a network failure.
+        """
+        if policy.rejoin != "flush":
+            return nodes
+        returning = self.departures.update(current, nodes)
+        if not returning:
+            return nodes
+        timeout = min(policy.deadline, FLUSH_TIMEOUT)
+        flushed: list[Node] = []
+        refused: set[Node] = set()
+        for node in (node for node in nodes if node in returning):
+            started = time.monotonic()
+            reason = self._flush(node, timeout)
+            if reason:
+                refused.add(node)
+                logger.warning(
+                    "%s: %s returned to the list but could not be flushed (%s); leaving it "
+                    "out so that it serves no value from before it left, and trying again "
+                    "with the next answer",
+                    self.url,
+                    node.location,
+                    reason,
+                )
+            else:
+                flushed.append(node)
+                logger.info(
+                    "%s: %s returned to the list; flushed it (%.1f ms) before use",
+                    self.url,
+                    node.location,
+                    (time.monotonic() - started) * 1000,
+                )
+        admitted = tuple(node for node in nodes if node not in refused)
+        too_few = policy.too_few(admitted)
+        if too_few is not None:
+            logger.warning(
+                "%s: keeping the last good %d node(s): without the nodes that could not be "
+                "flushed the answer has %s",
+                self.url,
+                len(current),
+                too_few.removeprefix("answered "),
+            )
+            return None
+        # Forgotten only once a list that holds them is published: a node flushed for an
+        # answer that is not used takes no keys from this process until a later flush.
+        for node in flushed:
+            self.departures.returned(node)
+        return admitted
+
+    def _flush(self, node: Node, timeout: float) -> str:
+        if self._node_tls is None and not node.tls:
+            return flush_node(node, timeout=timeout)
+        if self._context is None:
+            try:
+                self._context = (self._node_tls or self._tls_if_needed).context()
+            except ConfigurationError as exc:
+                return str(exc)
+        return flush_node(node, timeout=timeout, tls_context=self._context)

@@ -11,7 +11,7 @@ from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
 from .entries import Entry, is_collecting, record
 from .exceptions import ConfigurationError, ResolutionError
 from .forking import install as _install_fork_guard
-from .policy import Policy, as_path
+from .policy import Policy, Rejoin, as_path
 from .redact import url_secrets
 from .resolve import resolve_with
 from .sources import Source, parse_source
@@ -59,6 +59,7 @@ def memcached(
     min_nodes: int = 1,
     on_failure: OnFailure = "raise",
     refresh: float | None = None,
+    rejoin: Rejoin = "flush",
     options: Mapping[str, Any] | None = None,
     **django_keys: Any,
 ) -> CacheConfig:
@@ -80,6 +81,10 @@ def memcached(
             seconds ± 10 %. The entry is then plain data: ``LOCATION`` is the source's
             redacted URL and the policy sits in ``OPTIONS`` (see
             :mod:`cache_settings.policy`).
+        rejoin: with *refresh*, what happens to a node that returns to the list after
+            leaving it: ``"flush"`` (the default) sends it ``flush_all`` before it takes
+            keys again, so it never serves values from before it left; ``"keep"`` uses
+            it as it is (see :mod:`cache_settings.rejoin`).
         options: the entry's ``OPTIONS``; each key overrides our defaults, and a
             ``behaviors`` dict is merged key by key.
         django_keys: ``timeout``, ``key_prefix``, ``version``, ``key_function``.
@@ -90,7 +95,9 @@ def memcached(
         ConfigurationError: an invalid URL or argument.
     """
     src = parse_source(source)
-    policy = Policy(attempts, deadline, min_nodes, max_age, as_path(snapshot), refresh)
+    policy = Policy(
+        attempts, deadline, min_nodes, max_age, as_path(snapshot), refresh, rejoin=rejoin
+    )
     django = _django_keys(django_keys)
     if on_failure not in ("raise", "locmem", "dummy"):
         raise ConfigurationError(

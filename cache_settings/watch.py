@@ -22,6 +22,9 @@ Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
 - Guards: an empty, below-``min_nodes`` or failing answer keeps the last good list (one
   WARNING per outage, one INFO on recovery); a configuration endpoint's answer with a
   lower config version than the one in use is ignored; an identical list is no change.
+- A node that returns to the list after leaving it is flushed before the list that holds
+  it is published, or left out while that fails (``Policy.rejoin``,
+  :class:`cache_settings.rejoin.Rejoins`).
 - Each change bumps ``generation``, is logged at INFO with the added and removed nodes,
   written to the snapshot and sent as :data:`cache_settings.signals.nodes_changed`.
 """
@@ -40,6 +43,7 @@ from .ask import Answer, TooFewNodes, ask, backoff, save, sleep_for
 from .exceptions import CacheSettingsError, ResolutionError, SourceError
 from .nodes import Node, unique_sorted
 from .policy import DEFAULT_REFRESH, Policy
+from .rejoin import Rejoins
 from .resolve import resolve_with
 from .signals import nodes_changed
 from .sources import Source, WatchableSource
@@ -103,6 +107,7 @@ class Watcher:
         self.error: ResolutionError | None = None
         self._failing = False
         self._stale_logged: int | None = None
+        self._rejoins = Rejoins(self.url, source.traits)
         self._init_process()
 
     @property
@@ -274,6 +279,13 @@ class Watcher:
                 logger.info("%s: source recovered with %d node(s)", self.url, len(nodes))
             if version is not None:
                 self.version = version
+            if nodes != current.nodes:
+                # Flushes the nodes that return, on this thread, before they are published.
+                admitted = self._rejoins.admit(current.nodes, nodes, self.policy)
+                if admitted is None:
+                    return False
+                nodes = admitted
+                answer = replace(answer, nodes=nodes)
             if nodes == current.nodes:
                 return False
             old, new = set(current.nodes), set(nodes)

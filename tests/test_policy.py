@@ -32,6 +32,7 @@ BAD = [
     ("max_reply_size", 1.5, "max_reply_size must be a positive integer of bytes"),
     ("snapshot", 42, "snapshot must be the path of a JSON file"),
     ("snapshot", "", "snapshot must be the path of a JSON file"),
+    ("rejoin", "drop", "rejoin must be 'flush'"),
 ]
 
 
@@ -42,7 +43,8 @@ def test_policy__bad_values_are_configuration_errors(name: str, value: Any, mess
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "message"), [b for b in BAD if b[0] not in ("refresh", "max_reply_size")]
+    ("name", "value", "message"),
+    [b for b in BAD if b[0] not in ("refresh", "max_reply_size", "rejoin")],
 )
 def test_resolve__checks_its_arguments_through_the_policy(
     name: str, value: Any, message: str
@@ -97,6 +99,7 @@ def test_policy__option_keys_are_documented() -> None:
         "max_reply_size",
         "min_nodes",
         "refresh",
+        "rejoin",
         "snapshot",
     )
     assert Policy().max_reply_size == DEFAULT_MAX_REPLY_SIZE

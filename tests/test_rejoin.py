@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import pytest
+
+from cache_settings import ConfigurationError, memcached, parse_source
 from cache_settings.nodes import Node
-from cache_settings.rejoin import Departures, flush_node
+from cache_settings.policy import Policy
+from cache_settings.rejoin import Departures, Rejoins, flush_node
 from tests.servers.faults import Faults
-from tests.servers.memcached import MemcachedServer
+from tests.servers.memcached import MemcachedFactory, MemcachedServer
+from tests.servers.tls import TLSFiles
 
 
 def _node(address: str) -> Node:
@@ -56,3 +62,59 @@ def test_flush_node__black_hole_costs_at_most_its_timeout(faults: Faults) -> Non
 
     assert reason
     assert time.monotonic() - started < 0.3 + 0.2  # margin: thread scheduling on 2 cores
+
+
+def test_rejoins__a_tls_node_is_flushed_over_the_tls_its_source_declares(
+    memcached_factory: MemcachedFactory, tls_files: TLSFiles
+) -> None:
+    server = memcached_factory(tls=True)
+    try:
+        server.call(b"set stale 0 0 3\r\nold\r\n", (b"STORED\r\n",))
+        declared = parse_source(f"pymemcache://{server.location}?tls=true&ca={tls_files.ca}")
+        undeclared = parse_source(f"pymemcache://{server.location}")
+        node, plain = declared.resolve(1.0)[0], undeclared.resolve(1.0)[0]
+        rejoins = Rejoins(declared.url, declared.traits)
+        without_tls = Rejoins(undeclared.url, undeclared.traits)
+        assert rejoins.admit((node,), (), Policy()) == ()  # the node leaves
+        assert without_tls.admit((plain,), (), Policy()) == ()
+
+        # Spoken in plain text, flush_all never reaches a TLS-only daemon: the node stays out.
+        assert without_tls.admit((), (plain,), Policy()) is None
+        assert server.keys() == ["stale"]
+        assert rejoins.admit((), (node,), Policy()) == (node,)
+        assert server.keys() == []
+    finally:
+        server.stop()
+
+
+def test_rejoins__keep_publishes_a_returning_node_without_a_flush(
+    fresh_memcached_node: MemcachedServer,
+) -> None:
+    server = fresh_memcached_node
+    server.call(b"set stale 0 0 3\r\nold\r\n", (b"STORED\r\n",))
+    node = _node(server.location)
+    rejoins = Rejoins("memcached://test", parse_source("memcached://10.0.0.1").traits)
+    keep = Policy(rejoin="keep")
+
+    assert rejoins.admit((node,), (), keep) == ()
+    assert rejoins.admit((), (node,), keep) == (node,)
+    assert server.keys() == ["stale"]
+
+
+@pytest.mark.parametrize("value", ["drop", "", None, True])
+def test_policy__rejoin_is_flush_or_keep(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"rejoin must be 'flush' .* or 'keep', not"):
+        Policy(rejoin=value)
+    with pytest.raises(ConfigurationError, match=r"^mysite: OPTIONS rejoin must be 'flush'"):
+        Policy.from_options({"rejoin": value}, where="mysite")
+
+
+def test_memcached__rejoin_keep_is_plain_data_in_options() -> None:
+    entry = memcached("memcached://10.0.0.1:11211", refresh=30, rejoin="keep")
+    default = memcached("memcached://10.0.0.1:11211", refresh=30)
+
+    options = dict(entry["OPTIONS"])
+    assert options["rejoin"] == "keep"
+    assert "rejoin" not in default["OPTIONS"]  # the default is not written
+    assert Policy.from_options(options, where="test").rejoin == "keep"
+    assert "rejoin" not in options  # removed before the client sees OPTIONS
