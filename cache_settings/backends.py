@@ -12,7 +12,7 @@ A ``CACHES`` entry for these backends is plain data::
   from a per-process watcher of that source (:mod:`cache_settings.watch`). The policy keys
   of ``OPTIONS`` (:data:`cache_settings.policy.OPTION_KEYS`: ``refresh`` (default 60),
   ``snapshot``, ``deadline``, ``attempts``, ``min_nodes``, ``max_age``,
-  ``max_reply_size``) are removed before Django's client sees ``OPTIONS``; every other
+  ``max_reply_size``, ``rejoin``) are removed before Django's client sees ``OPTIONS``; every other
   key goes to the client as with Django's own backend. A source that declares TLS nodes
   gets a verifying ``tls_context`` unless ``OPTIONS`` has one. An unknown scheme is a
   :class:`~cache_settings.ConfigurationError`.
