@@ -115,6 +115,7 @@ class Rejoins:
         self._node_tls = traits.node_tls
         self._tls_if_needed = traits.node_tls_if_needed or TLSConfig()
         self._context: ssl.SSLContext | None = None
+        self._warned: set[Node] = set()  # refused nodes already logged at WARNING
 
     def admit(
         self, current: tuple[Node, ...], nodes: tuple[Node, ...], policy: Policy
@@ -124,8 +125,9 @@ class Rejoins:
         With ``policy.rejoin == "flush"``, each node of *nodes* that left an earlier list
         is flushed first (bounded by ``min(policy.deadline, FLUSH_TIMEOUT)`` seconds); one
         that cannot be flushed is left out (a WARNING says why) and tried again with the
-        next answer. When that leaves fewer than ``policy.min_nodes``, the answer is not
-        used (None, logged). Never raises for a network failure.
+        next answer (WARNING once per node, then DEBUG until it is flushed). When that
+        leaves fewer than ``policy.min_nodes``, the answer is not used (None, logged).
+        Never raises for a network failure.
         """
         if policy.rejoin != "flush":
             return nodes
@@ -140,7 +142,10 @@ class Rejoins:
             reason = self._flush(node, timeout)
             if reason:
                 refused.add(node)
-                logger.warning(
+                level = logging.DEBUG if node in self._warned else logging.WARNING
+                self._warned.add(node)
+                logger.log(
+                    level,
                     "%s: %s returned to the list but could not be flushed (%s); leaving it "
                     "out so that it serves no value from before it left, and trying again "
                     "with the next answer",
@@ -150,6 +155,7 @@ class Rejoins:
                 )
             else:
                 flushed.append(node)
+                self._warned.discard(node)
                 logger.info(
                     "%s: %s returned to the list; flushed it (%.1f ms) before use",
                     self.url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -99,6 +100,23 @@ def test_rejoins__keep_publishes_a_returning_node_without_a_flush(
     assert rejoins.admit((node,), (), keep) == ()
     assert rejoins.admit((), (node,), keep) == (node,)
     assert server.keys() == ["stale"]
+
+
+def test_rejoins__an_unflushable_node_is_left_out_with_one_warning_until_flushed(
+    faults: Faults, fresh_memcached_node: MemcachedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "cache_settings.rejoin")
+    live, down = _node(fresh_memcached_node.location), _node(faults.refused())
+    rejoins = Rejoins("memcached://test", parse_source("memcached://10.0.0.1").traits)
+    assert rejoins.admit((live, down), (live,), Policy()) == (live,)
+
+    for _ in range(3):  # three answers list it again; it refuses every flush
+        assert rejoins.admit((live,), (live, down), Policy()) == (live,)
+
+    about = [r for r in caplog.records if down.location in r.getMessage()]
+    assert [r.levelname for r in about] == ["WARNING", "DEBUG", "DEBUG"]
+    assert "could not be flushed (ConnectionRefusedError" in about[0].getMessage()
+    assert down in rejoins.departures
 
 
 @pytest.mark.parametrize("value", ["drop", "", None, True])
