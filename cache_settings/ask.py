@@ -41,12 +41,14 @@ class Answer:
     """One live answer: the nodes, de-duplicated and sorted, the source's version, and when.
 
     ``version`` is a configuration endpoint's config version or a Consul index, else None;
-    ``fetched_at`` the Unix time (seconds) of the answer.
+    ``fetched_at`` the Unix time (seconds) of the answer; ``source`` the redacted URL of
+    the source that answered (a chain's member; None when not known).
     """
 
     nodes: tuple[Node, ...]
     version: int | None = None
     fetched_at: float = field(default_factory=time.time)
+    source: str | None = None
 
 
 class TooFewNodes(SourceError):
@@ -77,7 +79,7 @@ def ask(source: Source, policy: Policy, *, timeout: float, index: int | None = N
         version, nodes = run(attempt, lambda: _call(source, index, timeout))
     else:
         version, nodes = _call(source, index, timeout)
-    answer = Answer(unique_sorted(nodes), version)
+    answer = Answer(unique_sorted(nodes), version, source=source.url)
     reason = policy.too_few(answer.nodes)
     if reason is not None:
         raise TooFewNodes(source.url, reason, answer)

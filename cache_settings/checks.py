@@ -22,6 +22,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .chain import members
 from .entries import Entry, entries
 from .exceptions import SnapshotError, SourceError
 from .policy import OPTION_KEYS
@@ -69,7 +70,9 @@ def check_snapshots(
         if snapshot is None or not entry.source.traits.needs_network:
             continue
         try:
-            stored = load_snapshot(snapshot).get(entry.source.url)
+            held = load_snapshot(snapshot)
+            # A chain: its first member with an entry (each member keeps its own).
+            stored = next((held[m.url] for m in members(entry.source) if m.url in held), None)
         except SnapshotError as exc:
             messages.append(
                 Warning(

@@ -59,7 +59,7 @@ class ResolutionError(CacheSettingsError):
     def __init__(self, source: str, errors: Sequence[BaseException], detail: str = "") -> None:
         message = f"{source}: no node list could be resolved"
         if errors:
-            message += f" ({_summary(errors)})"
+            message += f" ({_summary(source, errors)})"
         if detail:
             message += f"; {detail}"
         super().__init__(message)
@@ -71,15 +71,19 @@ class SnapshotError(CacheSettingsError):
     """Raised when a snapshot file cannot be read or is malformed."""
 
 
-def _summary(errors: Sequence[BaseException]) -> str:
+def _summary(source: str, errors: Sequence[BaseException]) -> str:
     # Causes that differ only in a number (a duration, a port) are one cause; each is said
-    # once, in the order first seen, with a count when it ended more than one attempt.
+    # once, in the order first seen, with a count when it ended more than one attempt. A
+    # chain's causes name the member they came from.
     first: dict[str, str] = {}
     counts: Counter[str] = Counter()
     for error in errors:
-        reason = error.reason if isinstance(error, SourceError) else str(error)
-        key = re.sub(r"\d+(\.\d+)?", "#", reason)
-        first.setdefault(key, reason)
+        member, reason = "", str(error)
+        if isinstance(error, SourceError):
+            member = "" if error.source == source else f"{error.source}: "
+            reason = error.reason
+        key = member + re.sub(r"\d+(\.\d+)?", "#", reason)
+        first.setdefault(key, member + reason)
         counts[key] += 1
     head = f"{len(errors)} attempt{'s' if len(errors) > 1 else ''}"
     if len(first) == 1:

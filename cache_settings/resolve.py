@@ -9,12 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .ask import Answer, ask, backoff, save
+from .ask import Answer, backoff, save
+from .chain import as_source, ask_in_order, members
 from .exceptions import ResolutionError, SnapshotError, SourceError
 from .nodes import Node
 from .policy import Policy, as_path
-from .snapshot import load_snapshot, read_snapshot
-from .sources import Source, parse_source
+from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
+from .sources import Source
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -57,7 +58,7 @@ def is_offline() -> bool:
 
 
 def resolve(
-    source: str | Source,
+    source: str | Source | Sequence[str | Source],
     *,
     attempts: int = 3,
     deadline: float = 5.0,
@@ -77,61 +78,74 @@ def resolve(
     seconds is returned instead. With *live_only* (pre-deploy checks) the snapshot is
     written but never read.
 
+    A list of sources is a chain (:mod:`cache_settings.chain`): each attempt asks them in
+    order, each within a fair share of the time left, and the first live answer wins;
+    ``Resolution.source`` names the one that answered (or whose snapshot entry stood in).
+
     Raises:
         ResolutionError: neither a live answer nor a trusted snapshot entry; the message
             says each cause once and what to do next.
         ConfigurationError: an invalid URL or argument.
     """
     policy = Policy(attempts, deadline, min_nodes, max_age, as_path(snapshot))
-    return resolve_with(parse_source(source), policy, live_only=live_only)
+    return resolve_with(as_source(source), policy, live_only=live_only)
 
 
 def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> Resolution:
-    """Return the nodes of *source* under *policy*, as :func:`resolve` does."""
+    """Return the nodes of *source* (one source or a chain) under *policy*, as :func:`resolve`."""
     # A static list needs no network, so offline mode still reads it from the settings.
-    if is_offline() and not live_only and source.traits.needs_network:
+    offline = is_offline() and not live_only
+    asking = [member for member in members(source) if not (offline and member.traits.needs_network)]
+    if not asking:
         return _from_snapshot(source, policy, (), reason=f"{OFFLINE_VARIABLE}=1")
 
     started = time.monotonic()
     deadline_at = started + policy.deadline
     errors: list[SourceError] = []
+    rounds: list[int] = []
 
     def attempt() -> Answer:
-        try:
-            left = deadline_at - time.monotonic()
-            if left <= 0:
-                raise SourceError(source.url, f"deadline of {policy.deadline:g} s reached")
-            return ask(source, policy, timeout=left)
-        except SourceError as exc:
-            errors.append(exc)
-            raise
+        # One attempt asks every source still in `asking`, in order (one, for a single
+        # source); a source that failed for good has left `asking`.
+        rounds.append(len(rounds) + 1)
+        return ask_in_order(asking, policy, deadline_at=deadline_at, errors=errors)
 
     try:
         try:
             answer = attempt()
         except SourceError as first:
-            # A static list cannot fail for a reason a retry would fix. tenacity is imported
-            # only here, once a retry is due: most settings imports never need it.
-            if first.permanent or policy.attempts == 1 or not source.traits.needs_network:
+            # A permanent failure or a static list left `asking`: no retry would change it.
+            # tenacity is imported only here, once a retry is due: most settings imports
+            # never need it.
+            if not asking or policy.attempts == 1:
                 raise
-            answer = _retry(source, policy, deadline_at, first, attempt)
+            answer = _retry(source, policy, deadline_at, first, attempt, asking)
     except SourceError:
         if live_only:
             raise ResolutionError(source.url, errors) from None
         return _from_snapshot(source, policy, errors, reason="source failed")
 
+    answered = answer.source or source.url
     logger.info(
         "%s: resolved %d node(s) in %.0f ms (attempt %d)",
-        source.url,
+        answered,
         len(answer.nodes),
         (time.monotonic() - started) * 1000,
-        len(errors) + 1,
+        len(rounds),
     )
+    if answered != members(source)[0].url:
+        earlier = {error.source: error for error in errors if error.source != answered}
+        logger.warning(
+            "%s: answered by %s; before it: %s",
+            source.url,
+            answered,
+            "; ".join(str(error) for error in earlier.values()),
+        )
     # Saving the answer must not hold settings import past its deadline either; a writer
     # that finds the lock taken that long only logs (a later write succeeds).
-    save(policy, source.url, answer, lock_timeout=max(deadline_at - time.monotonic(), 0.1))
+    save(policy, answered, answer, lock_timeout=max(deadline_at - time.monotonic(), 0.1))
     return Resolution(
-        answer.nodes, "live", answer.fetched_at, source.url, answer.version, tuple(errors)
+        answer.nodes, "live", answer.fetched_at, answered, answer.version, tuple(errors)
     )
 
 
@@ -141,6 +155,7 @@ def _retry(
     deadline_at: float,
     first: SourceError,
     attempt: Callable[[], Answer],
+    asking: list[Source],
 ) -> Answer:
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
@@ -157,7 +172,8 @@ def _retry(
         stop=stop_after_attempt(policy.attempts)
         | stop_before_delay(max(deadline_at - time.monotonic(), 0.0)),
         wait=backoff(1.0),
-        retry=retry_if_exception(lambda exc: isinstance(exc, SourceError) and not exc.permanent),
+        # Retried while a source is left that a retry could change (see ask_in_order).
+        retry=retry_if_exception(lambda exc: isinstance(exc, SourceError) and bool(asking)),
         before_sleep=lambda state: _log_retry(source, state),
         reraise=True,
     )
@@ -167,11 +183,14 @@ def _retry(
 def _log_retry(source: Source, state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
+    reason = error.reason if isinstance(error, SourceError) else error
+    if isinstance(error, SourceError) and error.source != source.url:
+        reason = str(error)  # a chain's member: name it
     logger.info(
         "%s: attempt %d failed (%s); retrying in %.2f s",
         source.url,
         state.attempt_number,
-        error.reason if isinstance(error, SourceError) else error,
+        reason,
         wait,
     )
 
@@ -183,18 +202,15 @@ def _from_snapshot(
     *,
     reason: str,
 ) -> Resolution:
-    entry = None
-    if policy.snapshot is not None:
-        entry = read_snapshot(policy.snapshot, source.url, max_age=policy.max_age)
-    too_few = policy.too_few(entry.nodes) if entry is not None else None
-    if entry is None or too_few is not None:
-        detail = _unusable(source, policy) if too_few is None else f"snapshot {too_few}"
-        error = ResolutionError(source.url, errors, f"{reason}; {detail}")
+    found = _first_usable(source, policy)
+    if found is None:
+        error = ResolutionError(source.url, errors, f"{reason}; {_unusable(source, policy)}")
         logger.error("%s", error)
         raise error from None  # the causes are in the message and in .errors
+    member, entry = found
     logger.warning(
         "%s: %s (%s); using %d node(s) from snapshot %s (%.0f s old)",
-        source.url,
+        member,
         reason,
         errors[-1].reason if errors else "not asked",
         len(entry.nodes),
@@ -202,8 +218,19 @@ def _from_snapshot(
         entry.age(),
     )
     return Resolution(
-        entry.nodes, "snapshot", entry.fetched_at, source.url, entry.version, tuple(errors)
+        entry.nodes, "snapshot", entry.fetched_at, member, entry.version, tuple(errors)
     )
+
+
+def _first_usable(source: Source, policy: Policy) -> tuple[str, SnapshotEntry] | None:
+    """Return the first trusted snapshot entry in chain order (a single source: its own)."""
+    if policy.snapshot is None:
+        return None
+    for member in members(source):
+        entry = read_snapshot(policy.snapshot, member.url, max_age=policy.max_age)
+        if entry is not None and policy.too_few(entry.nodes) is None:
+            return member.url, entry
+    return None
 
 
 def _unusable(source: Source, policy: Policy) -> str:
@@ -214,14 +241,24 @@ def _unusable(source: Source, policy: Policy) -> str:
     module = os.environ.get("DJANGO_SETTINGS_MODULE") or "<settings module>"
     fix = f"run `cache-settings resolve --settings {module}` to create it"
     try:
-        entry = load_snapshot(policy.snapshot).get(source.url)
+        stored = load_snapshot(policy.snapshot)
     except SnapshotError as exc:
         return f"{where}: {exc}; {fix}"
+    why = [(member.url, _why(stored.get(member.url), policy)) for member in members(source)]
+    if all(text.startswith("its list") for _, text in why):
+        fix = fix.replace("create", "refresh")
+    if len(why) == 1:
+        return f"{where}: {why[0][1]}; {fix}"
+    each = "; ".join(f"{url}: {text}" for url, text in why)
+    return f"{where} for any of its {len(why)} sources ({each}); {fix}"
+
+
+def _why(entry: SnapshotEntry | None, policy: Policy) -> str:
+    """Say why one source's snapshot *entry* is not trusted."""
     if entry is None:
-        return f"{where}: it holds no list for this source; {fix}"
+        return "it holds no list for this source"
     if policy.max_age is not None and entry.age() > policy.max_age:
-        return (
-            f"{where}: its list is {entry.age():.0f} s old, older than "
-            f"max_age={policy.max_age:g} s; {fix.replace('create', 'refresh')}"
-        )
-    return f"{where}: its fetched_at lies in the future (a clock or the file is wrong); {fix}"
+        return f"its list is {entry.age():.0f} s old, older than max_age={policy.max_age:g} s"
+    if policy.too_few(entry.nodes) is not None:
+        return f"its list has {len(entry.nodes)} node(s), fewer than min_nodes={policy.min_nodes}"
+    return "its fetched_at lies in the future (a clock or the file is wrong)"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, cast
 
+from .chain import as_source, members, written_urls
 from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
 from .entries import Entry, is_collecting, record
 from .exceptions import ConfigurationError, ResolutionError
@@ -14,7 +15,7 @@ from .forking import install as _install_fork_guard
 from .policy import Policy, Rejoin, as_path
 from .redact import url_secrets
 from .resolve import resolve_with
-from .sources import Source, parse_source
+from .sources import Source
 from .tls import TLSConfig
 
 __all__ = ["BACKENDS", "REFRESHING_BACKENDS", "CacheConfig", "client_defaults", "memcached"]
@@ -49,7 +50,7 @@ _FALLBACKS: dict[str, str] = {
 
 
 def memcached(
-    source: str | Source,
+    source: str | Source | Sequence[str | Source],
     *,
     backend: Backend | None = None,
     snapshot: str | os.PathLike[str] | None = None,
@@ -66,9 +67,11 @@ def memcached(
     """Return one CACHES entry for the memcached nodes of *source*.
 
     *source* is a URL (``consul:///memcached?tag=prod``, ``elasticache://…``,
-    ``elasticache-api://…``, ``memcached://h1,h2``) or a Source object. The nodes
-    are resolved now, as :func:`cache_settings.resolve` does, with *attempts*,
-    *deadline* (seconds), *snapshot*, *max_age* (seconds) and *min_nodes*.
+    ``elasticache-api://…``, ``memcached://h1,h2``) or a Source object, or a list of
+    them: a chain, asked in order, whose first live answer wins
+    (:mod:`cache_settings.chain`). The nodes are resolved now, as
+    :func:`cache_settings.resolve` does, with *attempts*, *deadline* (seconds),
+    *snapshot*, *max_age* (seconds) and *min_nodes*.
 
     Args:
         backend: ``"pylibmc"`` (the default) or ``"pymemcache"`` (the default,
@@ -78,9 +81,9 @@ def memcached(
         refresh: seconds; selects a refreshing backend
             (:mod:`cache_settings.backends`) that follows the source's changes at run
             time: Consul by blocking queries, other sources polled every *refresh*
-            seconds ± 10 %. The entry is then plain data: ``LOCATION`` is the source's
-            redacted URL and the policy sits in ``OPTIONS`` (see
-            :mod:`cache_settings.policy`).
+            seconds ± 10 % (a chain is always polled). The entry is then plain data:
+            ``LOCATION`` is the source's redacted URL (a chain: the list of its members'
+            URLs) and the policy sits in ``OPTIONS`` (see :mod:`cache_settings.policy`).
         rejoin: with *refresh*, what happens to a node that returns to the list after
             leaving it: ``"flush"`` (the default) sends it ``flush_all`` before it takes
             keys again, so it never serves values from before it left; ``"keep"`` uses
@@ -94,7 +97,7 @@ def memcached(
             snapshot gave a node list.
         ConfigurationError: an invalid URL or argument.
     """
-    src = parse_source(source)
+    src = as_source(source)
     policy = Policy(
         attempts, deadline, min_nodes, max_age, as_path(snapshot), refresh, rejoin=rejoin
     )
@@ -107,7 +110,7 @@ def memcached(
         raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
     tls = src.traits.node_tls
     chosen = _choose_backend(src, backend, tls)
-    secrets = tuple(url_secrets(source)) if isinstance(source, str) else ()
+    secrets = tuple(secret for url in written_urls(source) for secret in url_secrets(url))
     try:
         resolution = resolve_with(src, policy)
     except ResolutionError as exc:
@@ -144,7 +147,8 @@ def memcached(
         # sees OPTIONS. The backend finds the Source object (and its token) and this
         # settings-time answer again through cache_settings.entries, by the URL.
         entry["BACKEND"] = REFRESHING_BACKENDS[chosen]
-        entry["LOCATION"] = src.url
+        urls = [member.url for member in members(src)]
+        entry["LOCATION"] = urls[0] if len(urls) == 1 else urls
         entry_options.update(policy.as_options())
     entry.update(django)
     # A forked child must not use or free the clients built from this entry before the
