@@ -76,9 +76,11 @@ class Output:
             self.out(table([header for header, _ in columns], cells))
 
 
-def secrets(url: str | None = None, sources: Iterable[Source] = ()) -> list[str]:
-    """Return the secrets in the environment, in a source *url* and declared by *sources*."""
-    found = environment_secrets() + url_secrets(url)
+def secrets(url: str | Sequence[str] | None = None, sources: Iterable[Source] = ()) -> list[str]:
+    """Return the secrets in the environment, in the source *url* (or URLs), of *sources*."""
+    found = environment_secrets()
+    for text in [url] if isinstance(url, str) else url or []:
+        found += url_secrets(text)
     for source in sources:
         found += source.traits.secrets
     return found

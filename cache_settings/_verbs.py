@@ -23,13 +23,13 @@ from ._report import (
     secrets,
 )
 from ._targets import SettingsTargets, Target, UsageError, load_settings
+from .chain import as_source, members
 from .exceptions import ResolutionError, SnapshotError
 from .nodes import Node
 from .policy import Policy
 from .redact import redact_url
 from .resolve import Resolution, resolve_with
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
-from .sources import parse_source
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "VERBS", "Context"]
 
@@ -81,10 +81,8 @@ def _live_targets(ctx: Context, *, needs_snapshot: bool = False) -> list[Target]
         )
     if args.url and needs_snapshot and args.snapshot is None:
         raise UsageError("check: a source URL needs --snapshot FILE to compare with")
-    if args.url:
-        targets = [Target(parse_source(args.url), Policy(**given))]
-    else:
-        targets = _settings_targets(ctx)
+    # Several URLs are one chain.
+    targets = [Target(as_source(args.url), Policy(**given))] if args.url else _settings_targets(ctx)
     ctx.output.add_secrets(secrets(args.url, [target.source for target in targets]))
     ctx.output.add_secrets(secret for target in targets for secret in target.secrets)
     return targets
@@ -137,6 +135,7 @@ def _resolve_one(target: Target) -> dict[str, Any]:
         "locations": [],
         "version": None,
         "fetched_at": None,
+        "answered_by": None,  # a chain: the member whose answer this is
         "error": None,
     }
     try:
@@ -149,6 +148,7 @@ def _resolve_one(target: Target) -> dict[str, Any]:
         locations=resolution.locations,
         version=resolution.version,
         fetched_at=resolution.fetched_at,
+        answered_by=resolution.source,
     )
     if target.policy.snapshot is not None and not _written(target.policy.snapshot, resolution):
         # write_snapshot() only logs when it cannot write; a release must not ship without.
@@ -179,7 +179,8 @@ def _cmd_show(ctx: Context) -> int:
                 ctx.problems.append(f"{path}: no such snapshot file")
             rows += [_show_row(path, entry, None) for entry in stored.values()]
     else:
-        for target in _settings_targets(ctx):
+        chains = _settings_targets(ctx)  # a chain's members each have an entry of their own
+        for target in [replace(t, source=m) for t in chains for m in members(t.source)]:
             snapshot = target.policy.snapshot
             if snapshot is None:
                 rows.append(_missing_row(target, "no snapshot configured"))
@@ -246,11 +247,20 @@ def _check_one(target: Target) -> dict[str, Any]:
     }
     stored: SnapshotEntry | None = None
     snapshot = target.policy.snapshot
+    live: Resolution | None = None
+    failure = ""
+    try:
+        # No snapshot: checking must not rewrite the file it compares with.
+        live = _live(target, snapshot=None)
+    except ResolutionError as exc:
+        failure = str(exc)
+    # A chain is compared with the entry of the member that answered (else its first).
+    key = live.source if live is not None else members(target.source)[0].url
     if snapshot is None:
         result.update(status="missing", detail="no snapshot configured")
     else:
         try:
-            stored = load_snapshot(snapshot).get(target.source.url)
+            stored = load_snapshot(snapshot).get(key)
         except SnapshotError as exc:
             result.update(status="missing", detail=str(exc))
         else:
@@ -259,11 +269,8 @@ def _check_one(target: Target) -> dict[str, Any]:
             else:
                 result["stored"] = _locations(stored.nodes)
                 result["age_seconds"] = round(stored.age(), 3)
-    try:
-        # No snapshot: checking must not rewrite the file it compares with.
-        live = _live(target, snapshot=None)
-    except ResolutionError as exc:
-        result.update(status="failed", detail=str(exc), error=str(exc))
+    if live is None:
+        result.update(status="failed", detail=failure, error=failure)
         return result
     result["live"] = live.locations
     if stored is None:

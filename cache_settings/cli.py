@@ -3,6 +3,7 @@
 ::
 
     cache-settings resolve consul:///memcached?tag=prod --snapshot cache-nodes.json --json
+    cache-settings resolve consul:///memcached elasticache://cfg:11211   # a chain
     cache-settings resolve --settings mysite.settings    # every memcached() entry, live
     cache-settings show cache-nodes.json                 # what the snapshot holds, and its age
     cache-settings check --settings mysite.settings      # live vs snapshot, for cron
@@ -92,7 +93,13 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
     def source_verb(name: str, help: str, description: str, snapshot: str) -> None:
         # resolve and check: a source URL with its options, or the settings' entries.
         sub = verbs.add_parser(name, help=help, description=description)
-        sub.add_argument("url", nargs="?", metavar="URL", help="source URL, e.g. consul:///mc")
+        sub.add_argument(
+            "url",
+            nargs="*",
+            metavar="URL",
+            help="source URL, e.g. consul:///mc; several URLs are a chain (the first that "
+            "answers wins; each keeps its own snapshot entry)",
+        )
         sub.add_argument("--snapshot", metavar="FILE", help=snapshot)
         sub.add_argument("--attempts", type=_positive_int, metavar="N", help="default 3")
         sub.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="default 5")

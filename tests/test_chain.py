@@ -5,6 +5,7 @@ A chain's refreshing backends and watchers are tested in ``test_chain_watch.py``
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from cache_settings import (
 )
 from cache_settings.chain import Chain, as_source, members, source_urls
 from cache_settings.checks import check_snapshots
+from cache_settings.cli import main
 from cache_settings.snapshot import load_snapshot, write_snapshot
 from cache_settings.sources import Traits, parse_source
 from tests.helpers import django_cache
@@ -344,3 +346,31 @@ def test_check_snapshots__a_chain_needs_an_entry_for_one_member_only(
     assert [m.id for m in check_snapshots() if f"{unique}-2" in str(m.obj)] == [
         "cache_settings.W001"
     ]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_chain__resolve_and_check_take_several_urls(
+    config_endpoint: ConfigEndpointServer,
+    faults: Faults,
+    memcached_node: MemcachedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve(config_endpoint, memcached_node)
+    first = f"consul://{faults.refused()}/memcached"
+    second = parse_source(f"elasticache://{config_endpoint.address}").url
+    snapshot = str(tmp_path / "nodes.json")
+
+    status = main(["resolve", first, second, "--snapshot", snapshot, "--deadline", "1", "--json"])
+
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert out["results"][0]["source"] == f"[{parse_source(first).url}, {second}]"
+    assert out["results"][0]["answered_by"] == second
+    assert out["results"][0]["locations"] == [memcached_node.location]
+    assert list(load_snapshot(snapshot)) == [second]
+    status = main(["check", first, second, "--snapshot", snapshot, "--deadline", "1", "--json"])
+    assert status == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["status"] == "same"
