@@ -16,8 +16,14 @@ A ``CACHES`` entry for these backends is plain data::
   key goes to the client as with Django's own backend. A source that declares TLS nodes
   gets a verifying ``tls_context`` unless ``OPTIONS`` has one. An unknown scheme is a
   :class:`~cache_settings.ConfigurationError`.
+- ``LOCATION`` a list of source URLs: a chain (:mod:`cache_settings.chain`), polled every
+  ``refresh`` seconds; the backend follows the first source that answers and moves back
+  to an earlier one when it answers again.
 - ``LOCATION`` a plain node list (``"h1:11211;h2:11211"``, a list, ``unix:/path``): exactly
-  Django's stock backend (the policy keys, if any, are dropped).
+  Django's stock backend (the policy keys, if any, are dropped). The rule: an item holding
+  ``://`` or starting with ``dns+``, ``dnssrv+`` or ``dnssrvnoa+`` is a source URL
+  (:func:`cache_settings.chain.is_source_url`); source URLs mixed with node addresses are
+  a :class:`~cache_settings.ConfigurationError`.
 
 ``memcached(..., refresh=N)`` writes such an entry with ``LOCATION`` the source's redacted
 URL. When that URL is one ``memcached()`` recorded in this process
@@ -33,17 +39,17 @@ removes its keys and never changes the shared dict.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.cache.backends import memcached
 
 from . import forking
+from .chain import as_source, chain_url, source_urls
 from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
 from .policy import DEFAULT_REFRESH, Policy
-from .sources import Source, parse_source
+from .sources import Source
 from .watch import Watcher
 from .watchers import get_watcher
 
@@ -85,6 +91,7 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
             policy,
             nodes=resolution.nodes if resolution is not None else (),
             version=resolution.version if resolution is not None else None,
+            answered_by=resolution.source if resolution is not None else None,
         )
         self._add_tls(source, params["OPTIONS"])
         super().__init__([node.location for node in self._watcher.nodes], params)  # type: ignore[call-arg]
@@ -100,12 +107,12 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         """
         where = f"{type(self).__module__}.{type(self).__name__}"
         policy = Policy.from_options(params["OPTIONS"], where=where, refresh=DEFAULT_REFRESH)
-        url = _source_url(server, where)
-        if url is None:
+        urls = source_urls(server, where=where)
+        if urls is None:
             return None
-        seed = latest(url)
+        seed = latest(urls[0] if len(urls) == 1 else chain_url(urls))
         # The recorded Source object keeps what its redacted URL cannot (a token).
-        return (seed.source if seed is not None else parse_source(url)), policy
+        return (seed.source if seed is not None else as_source(urls)), policy
 
     def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
         """Give a source's TLS nodes a verifying context, unless OPTIONS has one."""
@@ -218,19 +225,3 @@ class PyMemcacheCache(_RefreshingCache, memcached.PyMemcacheCache):
         nodes = watcher.nodes
         if nodes:
             self._class([node.location for node in nodes], **self._options).disconnect_all()
-
-
-def _source_url(server: str | Sequence[str], where: str) -> str | None:
-    """Return LOCATION as a source URL, or None when it is a plain node list."""
-    # A memcached address never holds "://"; an unknown scheme is parse_source's error.
-    items = re.split("[;,]", server) if isinstance(server, str) else list(server)
-    if not any("://" in str(item) for item in items):
-        return None
-    if isinstance(server, str):
-        return server.strip()  # one URL: Django's split on "," would cut "memcached://a,b"
-    if len(items) == 1 and isinstance(items[0], str):
-        return items[0].strip()
-    raise ConfigurationError(
-        f"{where}: LOCATION {server!r} mixes source URLs with other entries; give one "
-        "source URL (consul:///memcached) or a list of host:port nodes"
-    )

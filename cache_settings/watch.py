@@ -27,6 +27,13 @@ Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
   :class:`cache_settings.rejoin.Rejoins`).
 - Each change bumps ``generation``, is logged at INFO with the added and removed nodes,
   written to the snapshot and sent as :data:`cache_settings.signals.nodes_changed`.
+- A chain (:mod:`cache_settings.chain`) is polled every ``refresh`` seconds, never with
+  blocking queries: each poll asks its members in order within the deadline and takes the
+  first answer. ``answered_by`` names the member in use; when another member answers (a
+  later one while the first is down: WARNING; an earlier one once it recovers: INFO) the
+  move is logged and sent as ``nodes_changed`` with that ``answered_by``, even when the
+  nodes are the same (no new generation then). Config versions are compared only within
+  one member, and each member's answers are saved under its own snapshot entry.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from dataclasses import replace
 from typing import ClassVar, NamedTuple
 
 from .ask import Answer, TooFewNodes, ask, backoff, save, sleep_for
+from .chain import ask_in_order, is_earlier, members, versions_grow
 from .exceptions import CacheSettingsError, ResolutionError, SourceError
 from .nodes import Node, unique_sorted
 from .policy import DEFAULT_REFRESH, Policy
@@ -76,6 +84,7 @@ class Watcher:
         nodes, version: the settings-time answer to start from; with no *nodes*, the
             first :meth:`start` resolves once under *policy* (bounded by its deadline,
             falling back to its snapshot).
+        answered_by: the URL of the source that gave *nodes* (a chain's member).
         blocking_timeout: seconds one blocking query may take before it is cut off.
     """
 
@@ -89,6 +98,7 @@ class Watcher:
         *,
         nodes: Iterable[Node] = (),
         version: int | None = None,
+        answered_by: str | None = None,
         blocking_timeout: float = BLOCKING_TIMEOUT,
     ) -> None:
         self.source = source
@@ -98,6 +108,8 @@ class Watcher:
         self.policy = policy
         self.blocking_timeout = blocking_timeout
         self.version = version
+        #: The URL of the source whose answer is in use: a chain's member, else the source.
+        self.answered_by = answered_by
         first = unique_sorted(nodes)
         self.state = State(0, first)
         # Written after ``state``: whoever sees a new generation finds its nodes in state.
@@ -196,18 +208,24 @@ class Watcher:
             self.error = exc  # resolve_with() logged it; the thread keeps asking
             return
         # resolve_with() already wrote a live answer to the snapshot.
-        answer = Answer(resolution.nodes, resolution.version, resolution.fetched_at)
+        answer = Answer(
+            resolution.nodes, resolution.version, resolution.fetched_at, resolution.source
+        )
         self._offer(answer, ordered=False, write=False)
 
     def _run_polling(self, stop: threading.Event) -> None:
         delay = self._interval() if self.state.nodes else 0.0
         while not stop.wait(delay):
             try:
-                answer = ask(self.source, self.policy, timeout=self.policy.deadline)
+                # One source, or a chain's members in order, within the policy's deadline.
+                deadline_at = time.monotonic() + self.policy.deadline
+                answer = ask_in_order(
+                    list(members(self.source)), self.policy, deadline_at=deadline_at
+                )
             except CacheSettingsError as exc:
                 self._failed(exc)
             else:
-                self._publish(answer, ordered=True)
+                self._publish(answer, ordered=versions_grow(self.source, answer.source))
             delay = self._interval()
 
     def _run_blocking(self, stop: threading.Event) -> None:
@@ -258,11 +276,16 @@ class Watcher:
     def _offer(self, answer: Answer, *, ordered: bool, write: bool = True) -> bool:
         """Publish *answer* if it passes the guards and differs; return True on a change.
 
+        A chain that moved to another member with the same nodes sends ``nodes_changed``
+        (empty ``added`` and ``removed``) and returns False: no new generation.
+
         ``ask()`` already refused an answer below ``min_nodes``.
         """
         nodes, version = answer.nodes, answer.version
+        answered_by = answer.source or self.url
         with self._write_lock:
             current = self.state
+            moved = self._follow(answered_by)
             # README, "Sources": never apply a lower ElastiCache config version (logged once).
             if ordered and _older(version, self.version):
                 if self._stale_logged != version:
@@ -286,25 +309,27 @@ class Watcher:
                     return False
                 nodes = admitted
                 answer = replace(answer, nodes=nodes)
-            if nodes == current.nodes:
+            if nodes == current.nodes and not moved:
                 return False
             old, new = set(current.nodes), set(nodes)
             added = tuple(node for node in nodes if node not in old)
             removed = tuple(node for node in current.nodes if node not in new)
-            state = State(current.generation + 1, nodes)
+            # Another chain member with the same nodes: signalled, but no new generation.
+            state = current if nodes == current.nodes else State(current.generation + 1, nodes)
             self.state = state
             self.generation = state.generation
-        with self._changed:
-            self._changed.notify_all()
-        logger.info(
-            "%s: nodes changed (generation %d), added %s, removed %s",
-            self.url,
-            state.generation,
-            ", ".join(node.location for node in added) or "none",
-            ", ".join(node.location for node in removed) or "none",
-        )
+        if state is not current:
+            with self._changed:
+                self._changed.notify_all()
+            logger.info(
+                "%s: nodes changed (generation %d), added %s, removed %s",
+                self.url,
+                state.generation,
+                ", ".join(node.location for node in added) or "none",
+                ", ".join(node.location for node in removed) or "none",
+            )
         if write:
-            save(self.policy, self.url, answer)
+            save(self.policy, answered_by, answer)
         for receiver, result in nodes_changed.send_robust(
             Watcher,
             source=self.url,
@@ -313,9 +338,33 @@ class Watcher:
             removed=removed,
             generation=state.generation,
             version=version,
+            answered_by=answered_by,
         ):
             if isinstance(result, Exception):
                 logger.error("%s: nodes_changed receiver %r raised %r", self.url, receiver, result)
+        return state is not current
+
+    def _follow(self, answered_by: str) -> bool:
+        """Note which source answered; return True when a chain moved to another member.
+
+        Called under the write lock. Versions of different members never compare: the
+        one in use is forgotten on a move.
+        """
+        previous, self.answered_by = self.answered_by, answered_by
+        if previous is None or previous == answered_by:
+            return False
+        self.version = None
+        self._stale_logged = None
+        back = is_earlier(self.source, answered_by, previous)
+        # Back to an earlier member is a recovery (INFO); on to a later one, a fallback.
+        logger.log(
+            logging.INFO if back else logging.WARNING,
+            "%s: %s %s (was %s)",
+            self.url,
+            "back to" if back else "moved on to",
+            answered_by,
+            previous,
+        )
         return True
 
     def _failed(self, error: CacheSettingsError) -> None:

@@ -49,9 +49,13 @@ class Proxy:
     """A TCP proxy on 127.0.0.1 to ``target`` (``"host:port"``) with a switchable fault mode.
 
     With no target it is a pure black hole: it accepts connections and never answers.
+    *port* 0 picks a free port; a given one brings a closed address back to life (a
+    source that refused connections, then recovers).
     """
 
-    def __init__(self, target: str | None = None, mode: ProxyMode | None = None) -> None:
+    def __init__(
+        self, target: str | None = None, mode: ProxyMode | None = None, *, port: int = 0
+    ) -> None:
         self.target = _split(target) if target else None
         self.mode = mode or ProxyMode(blackhole=True)
         self.accepted = 0  # connections accepted so far
@@ -60,7 +64,8 @@ class Proxy:
         self._held: list[socket.socket] = []  # black-holed clients, closed at close()
         self._threads: list[threading.Thread] = []
         self._listener = socket.socket()
-        self._listener.bind((HOST, 0))
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((HOST, port))
         # A large backlog so a burst of connects completes even while the thread is busy.
         self._listener.listen(128)
         self._listener.settimeout(POLL)
@@ -260,9 +265,14 @@ class Faults:
         chunk: int | None = None,
         blackhole: bool = False,
         pause: float = CHUNK_PAUSE,
+        port: int = 0,
     ) -> Proxy:
-        """Return a running :class:`Proxy` to ``target``; see :meth:`Proxy.set` for the mode."""
-        proxy = Proxy(target, ProxyMode(delay, reset, cut_after, chunk, blackhole, pause))
+        """Return a running :class:`Proxy` to ``target``; see :meth:`Proxy.set` for the mode.
+
+        *port*: listen there (say, where :meth:`refused` was refused) instead of a free port.
+        """
+        mode = ProxyMode(delay, reset, cut_after, chunk, blackhole, pause)
+        proxy = Proxy(target, mode, port=port)
         self._proxies.append(proxy)
         return proxy
 
