@@ -23,3 +23,15 @@ CACHES: dict[str, cache_settings.CacheConfig] = {
         on_failure="locmem",
     ),
 }
+
+# README, "Chains": a migration chain, the new registry first.
+CHAINED: dict[str, cache_settings.CacheConfig] = {
+    "default": cache_settings.memcached(
+        [
+            "consul:///memcached?tag=prod",
+            "elasticache://mc.abc123.cfg.use1.cache.amazonaws.com:11211",
+        ],
+        snapshot=BASE_DIR / "cache-nodes.json",
+        refresh=30,
+    ),
+}
