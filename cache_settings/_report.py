@@ -13,6 +13,7 @@ from .sources import Source
 
 __all__ = [
     "CHECK_COLUMNS",
+    "PROBE_COLUMN",
     "PROG",
     "RESOLVE_COLUMNS",
     "SHOW_COLUMNS",
@@ -167,3 +168,15 @@ CHECK_COLUMNS: tuple[Column, ...] = (
     ("DETAIL", lambda row: row["detail"]),
     ("SNAPSHOT", _snapshot),
 )
+
+
+def _probe(row: dict[str, Any]) -> str:
+    probes = row.get("probe")
+    if not probes:
+        return "-"
+    missed = sum(1 for p in probes if p["error"] is not None)
+    return f"{missed} of {len(probes)} silent" if missed else f"{len(probes)} answered"
+
+
+# Added to the resolve and check tables by --probe.
+PROBE_COLUMN: Column = ("PROBE", _probe)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._report import (
     CHECK_COLUMNS,
+    PROBE_COLUMN,
     PROG,
     RESOLVE_COLUMNS,
     SHOW_COLUMNS,
@@ -27,9 +28,12 @@ from .chain import as_source, members
 from .exceptions import ResolutionError, SnapshotError
 from .nodes import Node
 from .policy import Policy
+from .probe import probe, unanswered
 from .redact import redact_url
 from .resolve import Resolution, resolve_with
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
+from .sources import Source
+from .tls import TLSConfig
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "VERBS", "Context"]
 
@@ -120,13 +124,22 @@ def _nodes_json(nodes: Iterable[Node]) -> list[dict[str, object]]:
 
 
 def _cmd_resolve(ctx: Context) -> int:
-    results = [_resolve_one(target) for target in _live_targets(ctx)]
-    failed = [r["error"] for r in results if r["status"] != "live"]
+    resolved = [_resolve_one(target) for target in _live_targets(ctx)]
+    if ctx.args.probe:
+        _probe_all(resolved)
+    results = [result for result, *_ in resolved]
+    failed = [r["error"] for r in results if r["error"]]
     errors = [f"FAILED {text}" for text in [*failed, *ctx.problems]]
-    return _finish(ctx, "results", results, RESOLVE_COLUMNS, ok=not failed, errors=errors)
+    columns = (*RESOLVE_COLUMNS, PROBE_COLUMN) if ctx.args.probe else RESOLVE_COLUMNS
+    return _finish(ctx, "results", results, columns, ok=not failed, errors=errors)
 
 
-def _resolve_one(target: Target) -> dict[str, Any]:
+# One target's result row, the target, the nodes it resolved and how to verify them when they
+# speak TLS (for --probe).
+_Resolved = tuple[dict[str, Any], Target, tuple[Node, ...], TLSConfig | None]
+
+
+def _resolve_one(target: Target) -> _Resolved:
     result: dict[str, Any] = {
         "source": target.source.url,
         "snapshot": target.policy.snapshot,
@@ -136,13 +149,14 @@ def _resolve_one(target: Target) -> dict[str, Any]:
         "version": None,
         "fetched_at": None,
         "answered_by": None,  # a chain: the member whose answer this is
+        "probe": None,
         "error": None,
     }
     try:
         resolution = _live(target, snapshot=target.policy.snapshot)
     except ResolutionError as exc:
         result["error"] = str(exc)
-        return result
+        return result, target, (), None
     result.update(
         nodes=_nodes_json(resolution.nodes),
         locations=resolution.locations,
@@ -153,9 +167,39 @@ def _resolve_one(target: Target) -> dict[str, Any]:
     if target.policy.snapshot is not None and not _written(target.policy.snapshot, resolution):
         # write_snapshot() only logs when it cannot write; a release must not ship without.
         result["error"] = f"{target.source.url}: could not write snapshot {target.policy.snapshot}"
-        return result
-    result["status"] = "live"
-    return result
+        return result, target, resolution.nodes, _node_tls(target, resolution)
+    # A static list is read from the settings, never contacted: "live" would claim it was.
+    static = not _answered_by(target, resolution).traits.needs_network
+    result["status"] = "static" if static else "live"
+    return result, target, resolution.nodes, _node_tls(target, resolution)
+
+
+def _probe_all(resolved: Sequence[_Resolved]) -> None:
+    # Every node of every answer at once, so N entries cost one deadline, not N.
+    asked = [item for item in resolved if item[2]]
+    if not asked:
+        return
+    pairs = [(node, tls) for _, _, nodes, tls in asked for node in nodes]
+    found = probe(pairs, timeout=max(target.policy.deadline for _, target, _, _ in asked))
+    for result, target, nodes, tls in asked:
+        probes = [found[node, tls] for node in nodes]
+        result["probe"] = [p.as_dict() for p in probes]
+        missed = unanswered(probes)
+        if missed and not result["error"]:
+            result["error"] = (
+                f"{target.source.url}: {len(missed)} of {len(probes)} node(s) did not answer "
+                f"`version`: {', '.join(missed)}"
+            )
+
+
+def _answered_by(target: Target, resolution: Resolution) -> Source:
+    # A chain's answer is one member's: that member says whether it is static, and its TLS.
+    return next((m for m in members(target.source) if m.url == resolution.source), target.source)
+
+
+def _node_tls(target: Target, resolution: Resolution) -> TLSConfig | None:
+    traits = _answered_by(target, resolution).traits
+    return traits.node_tls or traits.node_tls_if_needed
 
 
 def _written(path: str, resolution: Resolution) -> bool:
@@ -227,12 +271,18 @@ def _missing_row(target: Target, status: str) -> dict[str, Any]:
 
 
 def _cmd_check(ctx: Context) -> int:
-    results = [_check_one(target) for target in _live_targets(ctx, needs_snapshot=True)]
-    ok = all(r["status"] == "same" for r in results)
-    return _finish(ctx, "results", results, CHECK_COLUMNS, ok=ok, errors=ctx.problems)
+    checked = [_check_one(target) for target in _live_targets(ctx, needs_snapshot=True)]
+    if ctx.args.probe:
+        _probe_all(checked)
+    results = [result for result, *_ in checked]
+    ok = all(r["status"] == "same" and not r["error"] for r in results)
+    # A failed source is in the table already; a node that did not answer is said here.
+    unanswered = [f"FAILED {r['error']}" for r in results if r["error"] and r["status"] != "failed"]
+    columns = (*CHECK_COLUMNS, PROBE_COLUMN) if ctx.args.probe else CHECK_COLUMNS
+    return _finish(ctx, "results", results, columns, ok=ok, errors=[*unanswered, *ctx.problems])
 
 
-def _check_one(target: Target) -> dict[str, Any]:
+def _check_one(target: Target) -> _Resolved:
     result: dict[str, Any] = {
         "source": target.source.url,
         "snapshot": target.policy.snapshot,
@@ -243,6 +293,7 @@ def _check_one(target: Target) -> dict[str, Any]:
         "added": [],
         "removed": [],
         "age_seconds": None,
+        "probe": None,
         "error": None,
     }
     stored: SnapshotEntry | None = None
@@ -271,10 +322,10 @@ def _check_one(target: Target) -> dict[str, Any]:
                 result["age_seconds"] = round(stored.age(), 3)
     if live is None:
         result.update(status="failed", detail=failure, error=failure)
-        return result
+        return result, target, (), None
     result["live"] = live.locations
     if stored is None:
-        return result
+        return result, target, live.nodes, _node_tls(target, live)
     added = sorted(set(live.nodes) - set(stored.nodes), key=live.nodes.index)
     removed = sorted(set(stored.nodes) - set(live.nodes), key=stored.nodes.index)
     if added or removed:
@@ -288,7 +339,7 @@ def _check_one(target: Target) -> dict[str, Any]:
         )
     else:
         result["detail"] = f"{len(live.nodes)} node(s), snapshot {age(stored.age())} old"
-    return result
+    return result, target, live.nodes, _node_tls(target, live)
 
 
 VERBS: dict[str, Callable[[Context], int]] = {

@@ -104,14 +104,22 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
         sub.add_argument("--attempts", type=_positive_int, metavar="N", help="default 3")
         sub.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="default 5")
         sub.add_argument("--min-nodes", type=_positive_int, metavar="N", help="default 1")
+        sub.add_argument(
+            "--probe",
+            action="store_true",
+            help="also ask every node for its `version` (TLS nodes over TLS), all at once "
+            "within the deadline; exit 1 when one does not answer",
+        )
         settings_option(sub)
 
     source_verb(
         "resolve",
         "resolve sources live and write their snapshots (pre-deploy)",
         "Resolve a source URL, or every memcached() entry of the settings, live (a snapshot "
-        "answer does not count), and write the snapshot files. Exit 0 when every source "
-        "answered, 1 when one failed.",
+        "answer does not count), and write the snapshot files. A static list "
+        "(memcached://host:port) is read, never contacted: its status is 'static'; --probe "
+        "asks its nodes. Exit 0 when every source answered, 1 when one failed (or, with "
+        "--probe, a node did not answer).",
         "snapshot file to write",
     )
     show = verbs.add_parser(
@@ -126,7 +134,8 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
         "check",
         "compare live node lists with the snapshots (cron, monitoring)",
         "Resolve live and compare with the snapshot without writing it. Exit 0 when equal, "
-        "1 when a list changed, a snapshot is missing or a source failed.",
+        "1 when a list changed, a snapshot is missing, a source failed or (with --probe) a "
+        "node did not answer.",
         "snapshot file to compare with",
     )
 

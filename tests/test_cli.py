@@ -256,7 +256,7 @@ def test_resolve_settings__writes_the_snapshot_of_every_alias(
     out = json.loads(capsys.readouterr().out)
     stored = load_snapshot(site["CLI_SITE_SNAPSHOT"])
     assert status == 0, out
-    assert [r["status"] for r in out["results"]] == ["live", "live", "live"]
+    assert [r["status"] for r in out["results"]] == ["live", "static", "live"]
     assert [n.location for n in stored[site["CLI_SITE_CONSUL"]].nodes] == [
         "10.7.0.1:11211",
         "10.7.0.2:11211",
@@ -293,7 +293,7 @@ def test_resolve_settings__source_down_exits_1_even_though_snapshots_exist(
     assert second.returncode == 1
     assert f"FAILED {site['CLI_SITE_CONSUL']}" in second.stderr
     # The static alias still resolved; the Consul entry kept its last good answer.
-    assert "memcached://10.8.0.1:11211,10.8.0.2:11211  live" in second.stdout
+    assert "memcached://10.8.0.1:11211,10.8.0.2:11211  static" in second.stdout
     assert load_snapshot(site["CLI_SITE_SNAPSHOT"])[site["CLI_SITE_CONSUL"]] == written
 
 
