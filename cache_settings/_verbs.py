@@ -60,9 +60,11 @@ def _settings_targets(ctx: Context) -> list[Target]:
     else:
         module = getattr(ctx.args, "settings", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
         if not module:
-            what = "snapshot FILEs" if ctx.args.verb == "show" else "a source URL"
+            # The verb is in the prefix already ("cache-settings show: error: ...").
+            what = "snapshot FILEs to show" if ctx.args.verb == "show" else "a source URL"
             raise UsageError(
-                f"{ctx.args.verb}: give {what} or --settings MODULE (or set DJANGO_SETTINGS_MODULE)"
+                f"give {what}, or --settings MODULE (or set DJANGO_SETTINGS_MODULE) "
+                "for its memcached() entries"
             )
         found = load_settings(module)
     ctx.problems.extend(found.problems)
@@ -75,16 +77,16 @@ def _live_targets(ctx: Context, *, needs_snapshot: bool = False) -> list[Target]
     # The targets of resolve and check: the source URL's, or every settings entry's.
     args = ctx.args
     if args.url and getattr(args, "settings", None):
-        raise UsageError(f"{args.verb}: give a source URL or --settings, not both")
+        raise UsageError("give a source URL or --settings, not both")
     given = {name: getattr(args, name) for name in _URL_OPTIONS if getattr(args, name) is not None}
     if not args.url and given:
         flag = "--" + next(iter(given)).replace("_", "-")
         raise UsageError(
-            f"{args.verb}: {flag} applies to a source URL; settings entries use the "
+            f"{flag} applies to a source URL; settings entries use the "
             "arguments given to memcached()"
         )
     if args.url and needs_snapshot and args.snapshot is None:
-        raise UsageError("check: a source URL needs --snapshot FILE to compare with")
+        raise UsageError("a source URL needs --snapshot FILE to compare with")
     # Several URLs are one chain.
     targets = [Target(as_source(args.url), Policy(**given))] if args.url else _settings_targets(ctx)
     ctx.output.add_secrets(secrets(args.url, [target.source for target in targets]))
@@ -212,7 +214,7 @@ def _cmd_show(ctx: Context) -> int:
     rows: list[dict[str, Any]] = []
     if args.files:
         if getattr(args, "settings", None):
-            raise UsageError("show: give snapshot files or --settings, not both")
+            raise UsageError("give snapshot files or --settings, not both")
         for path in args.files:
             try:
                 stored = load_snapshot(path)

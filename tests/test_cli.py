@@ -385,6 +385,20 @@ def test_show__missing_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no such snapshot file" in capsys.readouterr().err
 
 
+def test_show__nothing_to_show_asks_for_snapshot_files_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """show takes files, not a source URL; the verb is named once."""
+    status = main(["show"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines() == [
+        "cache-settings show: error: give snapshot FILEs to show, or --settings MODULE "
+        "(or set DJANGO_SETTINGS_MODULE) for its memcached() entries"
+    ]
+
+
 def test_show_settings__missing_entry_exits_1_without_contacting_the_source(
     site: dict[str, str], consul_agent: ConsulAgent, capsys: pytest.CaptureFixture[str]
 ) -> None:
