@@ -7,9 +7,10 @@
 ``cache_settings.W005``  the source failed; the entry fell back to a local cache (``on_failure``)
 ``cache_settings.E001``  a memcached ``LOCATION`` is a URL of an unknown scheme
 ``cache_settings.E002``  a source URL as ``LOCATION`` of Django's own memcached ``BACKEND``
+``cache_settings.E003``  a ``memcached()`` call failed (``manage.py check``; elsewhere it raises)
 
-W001-W003 and W005 look at the ``memcached()`` calls made when the settings were imported;
-W004, E001 and E002 at ``settings.CACHES``.
+W001-W003, W005 and E003 look at the ``memcached()`` calls made when the settings were
+imported; W004, E001 and E002 at ``settings.CACHES``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .chain import members
-from .entries import Entry, entries
-from .exceptions import SnapshotError, SourceError
+from .entries import Entry, entries, reported
+from .exceptions import ResolutionError, SnapshotError, SourceError
 from .policy import OPTION_KEYS
 from .settings import BACKENDS
 from .snapshot import load_snapshot
 from .sources import SCHEMES
 
 __all__ = [
+    "check_errors",
     "check_fallbacks",
     "check_locations",
     "check_refresh_backends",
@@ -65,9 +67,10 @@ def check_snapshots(
     """W001: a snapshot missing or without this source; W002: older than ``max_age``."""
     messages: list[CheckMessage] = []
     for entry in _recorded():
-        # A static list is read from the settings; it never needs its snapshot.
+        # A static list is read from the settings; it never needs its snapshot. A failed
+        # entry's own message (E003, W005) says why its snapshot did not stand in.
         snapshot, max_age = entry.policy.snapshot, entry.policy.max_age
-        if snapshot is None or not entry.source.traits.needs_network:
+        if snapshot is None or not entry.source.traits.needs_network or entry.error:
             continue
         try:
             held = load_snapshot(snapshot)
@@ -112,16 +115,19 @@ def check_fallbacks(
 ) -> list[CheckMessage]:
     """W003: nodes served from the snapshot; W005: a local cache instead of memcached."""
     messages: list[CheckMessage] = []
+    raised = {id(error) for error in reported()}
     for entry in _recorded():
         resolution = entry.resolution
         if resolution is None:
-            # memcached() records a failed entry before raising; we only get here when
-            # on_failure made it return a locmem or dummy cache instead.
+            # Not asked (the command line's import), or failed with on_failure="raise":
+            # memcached() raised, or E003 says it.
+            if entry.error is None or id(entry.error) in raised:
+                continue
             messages.append(
                 Warning(
-                    "The source failed at settings import and no snapshot stood in: this "
-                    "cache is a local fallback (on_failure), not memcached.",
-                    hint="Check the source, then restart; `cache-settings check` shows why.",
+                    f"{_without_source(entry.error)}. This cache is a local fallback "
+                    "(on_failure), not memcached.",
+                    hint="Once the source answers, restart the processes.",
                     obj=entry.source.url,
                     id="cache_settings.W005",
                 )
@@ -140,6 +146,34 @@ def check_fallbacks(
                 )
             )
     return messages
+
+
+@register(Tags.caches)
+def check_errors(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E003: a ``memcached()`` call failed; under ``manage.py check`` it is reported, not raised."""
+    messages: list[CheckMessage] = []
+    # The settings may be imported more than once in a process: one message per error.
+    for error in {str(error): error for error in reported()}.values():
+        source = error.source if isinstance(error, ResolutionError) else None
+        messages.append(
+            Error(
+                _without_source(error),
+                hint="Outside `manage.py check` the settings import raises this error, "
+                "and the site does not start.",
+                obj=source or f"memcached() in {settings.SETTINGS_MODULE}",
+                id="cache_settings.E003",
+            )
+        )
+    return messages
+
+
+def _without_source(error: Exception) -> str:
+    # The check framework prints the source as the message's object already.
+    text = str(error)
+    source = error.source if isinstance(error, ResolutionError) else ""
+    return text.removeprefix(f"{source}: ") if source else text
 
 
 @register(Tags.caches)

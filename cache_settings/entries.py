@@ -8,24 +8,37 @@ settings-time answer here, so that its first cache use asks nothing.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .exceptions import CacheSettingsError
 from .policy import Policy
 from .resolve import Resolution
 from .sources import Source
 
-__all__ = ["Entry", "collecting", "entries", "is_collecting", "latest", "record"]
+__all__ = [
+    "Entry",
+    "collecting",
+    "entries",
+    "is_collecting",
+    "latest",
+    "management_command",
+    "record",
+    "report",
+    "reported",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     """What one ``memcached()`` call asked for and got.
 
-    ``resolution`` is None when the source failed and no snapshot stood in; ``secrets``
-    are the values in the URL it was given that no output may show.
+    ``resolution`` is None when the source was not asked (:func:`is_collecting`) or
+    failed with no snapshot to stand in; then ``error`` says why. ``secrets`` are the
+    values in the URL it was given that no output may show.
     """
 
     source: Source
@@ -33,12 +46,19 @@ class Entry:
     backend: str
     resolution: Resolution | None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    error: CacheSettingsError | None = field(default=None, compare=False)
 
 
 _entries: list[Entry] = []
 _latest: dict[str, Entry] = {}
+_reported: list[CacheSettingsError] = []
 _lock = threading.Lock()
 _collecting = False
+
+# manage.py commands under which memcached() does not raise: `check` exists to list what is
+# wrong (as system check E003), and `cache_nodes` asks every source itself, as the
+# cache-settings command does.
+_REPORTING_COMMANDS = ("check", "cache_nodes")
 
 
 def record(entry: Entry) -> None:
@@ -60,12 +80,35 @@ def latest(url: str) -> Entry | None:
         return _latest.get(url)
 
 
+def report(error: CacheSettingsError) -> None:
+    """Keep *error*, which ``memcached()`` did not raise under ``manage.py check``."""
+    with _lock:
+        _reported.append(error)
+
+
+def reported() -> list[CacheSettingsError]:
+    """Return the errors :func:`report` kept, oldest first (system check E003 lists them)."""
+    with _lock:
+        return list(_reported)
+
+
+def management_command() -> str | None:
+    """Return ``"check"`` or ``"cache_nodes"`` when this process runs that manage.py command.
+
+    Also for ``django-admin`` and ``python -m django``. Read as Django's ManagementUtility
+    reads it: the first argument names the command. Anything else returns None.
+    """
+    if len(sys.argv) < 2 or "django.core.management" not in sys.modules:
+        return None
+    return sys.argv[1] if sys.argv[1] in _REPORTING_COMMANDS else None
+
+
 @contextmanager
 def collecting() -> Iterator[None]:
-    """Within this block, ``memcached()`` records every entry and never raises for a source.
+    """Within this block, ``memcached()`` records every entry and asks no source.
 
     The command line imports the settings module inside it, so that one source without a
-    snapshot does not hide the entries after it.
+    snapshot does not hide the entries after it; its verbs then ask each source.
     """
     global _collecting
     previous, _collecting = _collecting, True
@@ -76,5 +119,5 @@ def collecting() -> Iterator[None]:
 
 
 def is_collecting() -> bool:
-    """Return True inside :func:`collecting`."""
-    return _collecting
+    """Return True inside :func:`collecting`, and under ``manage.py cache_nodes``."""
+    return _collecting or management_command() == "cache_nodes"

@@ -204,8 +204,11 @@ def _from_snapshot(
 ) -> Resolution:
     found = _first_usable(source, policy)
     if found is None:
-        error = ResolutionError(source.url, errors, f"{reason}; {_unusable(source, policy)}")
-        logger.error("%s", error)
+        detail = _unusable(source, policy)
+        # The attempts' causes say the source failed; without any, the reason says why not asked.
+        # Not logged: the caller that swallows the error logs it (memcached(on_failure=...),
+        # the watcher), else it is raised and printed once.
+        error = ResolutionError(source.url, errors, detail if errors else f"{reason}; {detail}")
         raise error from None  # the causes are in the message and in .errors
     member, entry = found
     logger.warning(

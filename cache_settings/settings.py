@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, ParamSpec, TypedDict, cast
 
 from .chain import as_source, members, written_urls
 from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
-from .entries import Entry, is_collecting, record
-from .exceptions import ConfigurationError, ResolutionError
+from .entries import Entry, is_collecting, management_command, record, report
+from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError
 from .forking import install as _install_fork_guard
 from .policy import Policy, Rejoin, as_path
 from .redact import url_secrets
@@ -48,7 +49,37 @@ _FALLBACKS: dict[str, str] = {
     "dummy": "django.core.cache.backends.dummy.DummyCache",
 }
 
+P = ParamSpec("P")
 
+
+def _reported_under_check(make: Callable[P, CacheConfig]) -> Callable[P, CacheConfig]:
+    # Under `manage.py check`, an error of memcached() becomes system check E003 (under
+    # `manage.py cache_nodes`, the command's error): one message with the cause and what to
+    # do, instead of an exception that Python prints with Django's traceback before any check
+    # or command can run. Everywhere else it is raised, as documented.
+    @functools.wraps(make)
+    def memcached(*args: P.args, **kwargs: P.kwargs) -> CacheConfig:
+        try:
+            return make(*args, **kwargs)
+        except CacheSettingsError as exc:
+            if management_command() is None:
+                raise
+            # Registers E003 also when "cache_settings" is not in INSTALLED_APPS.
+            from . import checks  # noqa: F401
+
+            report(exc)
+            return _fallback("dummy", exc.source if isinstance(exc, ResolutionError) else "", {})
+
+    return memcached
+
+
+def _fallback(kind: str, source: str, django: CacheConfig) -> CacheConfig:
+    entry: CacheConfig = {"BACKEND": _FALLBACKS[kind], "LOCATION": f"cache_settings:{source}"}
+    entry.update(django)
+    return entry
+
+
+@_reported_under_check
 def memcached(
     source: str | Source | Sequence[str | Source],
     *,
@@ -96,6 +127,11 @@ def memcached(
         ResolutionError: with ``on_failure="raise"``, when neither the source nor the
             snapshot gave a node list.
         ConfigurationError: an invalid URL or argument.
+
+    Under ``manage.py check`` neither is raised: each becomes system check
+    ``cache_settings.E003``, and the entry a dummy cache. Under ``manage.py cache_nodes``
+    no source is asked here (the command asks each one itself) and an error is the
+    command's.
     """
     src = as_source(source)
     policy = Policy(
@@ -111,23 +147,20 @@ def memcached(
     tls = src.traits.node_tls
     chosen = _choose_backend(src, backend, tls)
     secrets = tuple(secret for url in written_urls(source) for secret in url_secrets(url))
+    if is_collecting():
+        # The command line (cache-settings --settings, manage.py cache_nodes) only learns the
+        # entries here; its verbs ask each source and report each failure themselves.
+        record(Entry(src, policy, chosen, None, secrets))
+        return _fallback("dummy", src.url, django)
     try:
         resolution = resolve_with(src, policy)
     except ResolutionError as exc:
-        record(Entry(src, policy, chosen, None, secrets))
-        if is_collecting():
-            # The CLI only learns the entries here; it resolves and reports each one itself.
-            on_failure = "dummy"
-        elif on_failure == "raise":
+        record(Entry(src, policy, chosen, None, secrets, exc))
+        if on_failure == "raise":
             raise
-        else:
-            logger.error("%s: using a %s cache instead of memcached: %s", src.url, on_failure, exc)
-        fallback: CacheConfig = {
-            "BACKEND": _FALLBACKS[on_failure],
-            "LOCATION": f"cache_settings:{src.url}",
-        }
-        fallback.update(django)
-        return fallback
+        if management_command() != "check":  # there, system check W005 says it
+            logger.error("%s; using a %s cache instead of memcached", exc, on_failure)
+        return _fallback(on_failure, src.url, django)
 
     if tls is None and any(node.tls for node in resolution.nodes):
         # A serverless cache: the source learnt only now that its endpoint speaks TLS.

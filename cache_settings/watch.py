@@ -205,7 +205,8 @@ class Watcher:
         try:
             resolution = resolve_with(self.source, self.policy)
         except ResolutionError as exc:
-            self.error = exc  # resolve_with() logged it; the thread keeps asking
+            logger.error("%s", exc)
+            self.error = exc  # the thread keeps asking
             return
         # resolve_with() already wrote a live answer to the snapshot.
         answer = Answer(

@@ -162,6 +162,81 @@ def test_w005__entry_fell_back_to_a_local_cache(faults: Faults) -> None:
     assert [id_ for id_, _ in about(check_fallbacks, url)] == ["cache_settings.W005"]
 
 
+def test_w005__says_why_the_source_failed(faults: Faults) -> None:
+    refused = faults.refused()
+    url = f"consul://{refused}/memcached"
+
+    cache_settings.memcached(url, on_failure="dummy", deadline=0.5)
+
+    [(_, message)] = about(check_fallbacks, url)
+    assert f"cannot reach the agent http://{refused}" in message
+    assert "no snapshot file configured" in message
+    assert url not in message  # the check framework prints it as the message's object
+
+
+def manage_py_check(
+    source: str, arguments: dict[str, Any] | None = None, *, apps: str = "cache_settings"
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m django check`` on tests.settings.mistake_site with one entry."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.settings.mistake_site",
+        "MISTAKE_SOURCE": source,
+        "MISTAKE_ARGUMENTS": json.dumps(arguments or {}),
+        "MISTAKE_APPS": apps,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_e003__failing_source_is_one_check_error_not_a_traceback(faults: Faults) -> None:
+    url = f"consul://{faults.refused()}/memcached"
+
+    done = manage_py_check(url, {"deadline": 0.5, "attempts": 1})
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "Traceback" not in output
+    assert f"{url}: (cache_settings.E003) no node list could be resolved (1 attempt: " in output
+    assert output.count("cannot reach the agent") == 1  # the cause once: no log line besides
+    assert len(output.splitlines()) <= 8
+
+
+@pytest.mark.parametrize("apps", ["cache_settings", ""], ids=["installed", "not-installed"])
+def test_e003__bad_argument_is_one_check_error(apps: str) -> None:
+    done = manage_py_check("memcached://10.36.0.1:11211", {"on_failure": "locmen"}, apps=apps)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "Traceback" not in output
+    assert (
+        "memcached() in tests.settings.mistake_site: (cache_settings.E003) on_failure must be "
+        "'raise', 'locmem' or 'dummy', not 'locmen'"
+    ) in output
+
+
+def test_e003__raised_outside_manage_py_check() -> None:
+    """Only `check` reports instead of raising: the site itself must not start."""
+    code = "import tests.settings.mistake_site"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "MISTAKE_SOURCE": "memcached://10.36.0.1:11211",
+        "MISTAKE_ARGUMENTS": json.dumps({"on_failure": "locmen"}),
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, "check"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    assert "cache_settings.exceptions.ConfigurationError: on_failure must be" in done.stderr
+
+
 def test_e001__unknown_scheme_in_a_memcached_location() -> None:
     caches = {
         "memcached": {"BACKEND": PYLIBMC, "LOCATION": "redis://cache:6379"},

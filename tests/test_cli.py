@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from cache_settings import memcached
 from cache_settings.cli import main
 from cache_settings.management.commands.cache_nodes import Command
 from cache_settings.nodes import Node
@@ -589,19 +590,64 @@ def test_cache_nodes_check__exits_1_when_the_list_changed(
     assert "CommandError" in checked.stderr
 
 
-def test_cache_nodes_check__online_refuses_to_compare_live_with_live(
+def test_cache_nodes_check__default_invocation_compares_live_with_the_shipped_snapshot(
     site: dict[str, str], consul_agent: ConsulAgent
 ) -> None:
-    """Online, Django's settings import has just rewritten the snapshots: never say "same"."""
+    """No CACHE_SETTINGS_OFFLINE needed: under manage.py cache_nodes the settings import asks
+    no source, so it cannot rewrite the snapshot that check compares with."""
     command = ("-m", "django", "cache_nodes")
-    python(*command, "resolve", "--settings", SITE, env=site)
+    resolved = python(*command, "resolve", "--settings", SITE, env=site)
+    before = Path(site["CLI_SITE_SNAPSHOT"]).read_bytes()
     consul_agent.add("memcached", "10.7.0.3", 11211, node="mc-c")
 
     checked = python(*command, "check", "--settings", SITE, env=site)
 
-    assert checked.returncode == 2
-    assert "CACHE_SETTINGS_OFFLINE=1 manage.py cache_nodes check" in checked.stderr
-    assert "same" not in checked.stdout
+    assert resolved.returncode == 0, resolved.stderr
+    assert checked.returncode == 1, checked.stderr
+    assert "+10.7.0.3:11211" in checked.stdout
+    assert Path(site["CLI_SITE_SNAPSHOT"]).read_bytes() == before
+
+
+def test_cache_nodes_show__settings_import_asks_no_source(
+    site: dict[str, str], consul_agent: ConsulAgent
+) -> None:
+    command = ("-m", "django", "cache_nodes")
+    resolved = python(*command, "resolve", "--settings", SITE, env=site)
+    asked = len(consul_agent.health_requests("memcached"))
+
+    shown = python(*command, "show", "--settings", SITE, env=site)
+
+    assert resolved.returncode == 0, resolved.stderr
+    assert shown.returncode == 0, shown.stderr
+    assert "10.7.0.1:11211, 10.7.0.2:11211" in shown.stdout
+    assert len(consul_agent.health_requests("memcached")) == asked
+
+
+def test_cache_nodes__bad_settings_argument_is_one_line_and_exit_2(site: dict[str, str]) -> None:
+    env = {**site, "CLI_SITE_CONSUL": "consul:///memcached?tags=prod"}
+
+    done = python("-m", "django", "cache_nodes", "resolve", "--settings", SITE, env=env)
+
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2
+    assert lines[0].startswith(
+        "cache-settings resolve: error: consul:///memcached?tags=prod: unknown option 'tags'"
+    )
+    assert lines[1:] == ["CommandError: cache_nodes resolve failed (exit status 2)"]
+
+
+def test_cache_nodes_check__call_command_refuses_to_compare_live_with_live(
+    consul_agent: ConsulAgent, tmp_path: Path
+) -> None:
+    """In a process whose settings import rewrote a snapshot, check must not say "same"."""
+    consul_agent.add("memcached", "10.7.0.1", 11211)
+    memcached(consul_url(consul_agent), snapshot=tmp_path / "nodes.json")
+
+    with pytest.raises(CommandError) as raised:
+        call_command(Command(), "check", stdout=_Buffer(), stderr=_Buffer())
+
+    assert raised.value.returncode == 2
+    assert "run `manage.py cache_nodes check` as a command of its own" in str(raised.value)
 
 
 def test_resolve_settings__broken_settings_are_one_line_and_exit_2(

@@ -144,6 +144,22 @@ def test_watcher__without_nodes_first_use_is_bounded_and_uses_the_snapshot(
         watcher.stop(timeout=2.0)
 
 
+def test_watcher__first_resolution_failing_is_logged_once(
+    faults: Faults, caplog: pytest.LogCaptureFixture
+) -> None:
+    """resolve_with() raises without logging; the watcher, which swallows it, logs it."""
+    source = parse_source(f"elasticache://{faults.refused()}")
+    watcher = Watcher(source, Policy(refresh=60, deadline=0.5, attempts=1))
+    caplog.set_level(logging.ERROR, logger="cache_settings")
+    watcher.start()
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert watcher.error is not None
+        assert errors == [str(watcher.error)]
+    finally:
+        watcher.stop(timeout=2.0)
+
+
 class LocationCache(PyMemcacheCache):
     """A compat-style backend: the source comes from LOCATION, with no settings-time answer."""
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ..._targets import UsageError
 from ...cli import EXIT_OK, EXIT_USAGE, SettingsTargets, add_verbs, run, targets_from_entries
-from ...entries import entries
+from ...entries import entries, reported
 from ...resolve import OFFLINE_VARIABLE, is_offline
 
 
@@ -34,12 +35,15 @@ class Command(BaseCommand):
         namespace = argparse.Namespace(**{"url": None, "snapshot": None, "files": [], **given})
         namespace.verbose = options.get("verbosity", 1) >= 2
         if options["verb"] == "check" and not is_offline() and _rewritten():
-            # Comparing now would compare live with live and always say "same": a cron
-            # job must not be told all is well when it cannot know.
+            # Run from a shell, `manage.py cache_nodes` imports the settings without asking
+            # any source. Called from another process's code (call_command), that process's
+            # settings import may have rewritten the snapshots: comparing now would compare
+            # live with live and always say "same", and a cron job must not be told all is
+            # well when it cannot know.
             raise CommandError(
                 "this process's settings import asked the sources and rewrote the snapshots "
-                f"that check compares with; run it as {OFFLINE_VARIABLE}=1 manage.py "
-                "cache_nodes check, or use `cache-settings check --settings ...`",
+                "that check compares with; run `manage.py cache_nodes check` as a command of "
+                f"its own, or this process with {OFFLINE_VARIABLE}=1",
                 returncode=EXIT_USAGE,
             )
         status = run(
@@ -56,7 +60,12 @@ class Command(BaseCommand):
 
 def _recorded() -> SettingsTargets:
     # Django imported the settings before this command ran; every memcached() call made
-    # then is recorded, whatever origin its answer had. The verbs resolve them again.
+    # then is recorded (under `manage.py cache_nodes` without asking its source, see
+    # entries.is_collecting). The verbs ask each source.
+    errors = dict.fromkeys(str(error) for error in reported())
+    if errors:
+        # A memcached() call failed, and under this command did not raise: say why, once.
+        raise UsageError("; ".join(errors))
     return SettingsTargets(tuple(targets_from_entries(entries())))
 
 

@@ -1,0 +1,24 @@
+"""A site with one ``memcached()`` entry written from environment variables, mistakes included.
+
+``MISTAKE_SOURCE`` is the source URL, ``MISTAKE_ARGUMENTS`` a JSON object of keyword
+arguments for ``memcached()`` (default ``{}``), and ``MISTAKE_APPS`` a comma-separated
+``INSTALLED_APPS`` (default ``cache_settings``), so that tests try what a user writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cache_settings
+
+SECRET_KEY = "mistake-site-tests"
+USE_TZ = True
+INSTALLED_APPS = [app for app in os.environ.get("MISTAKE_APPS", "cache_settings").split(",") if app]
+DATABASES: dict[str, dict[str, str]] = {}
+
+CACHES = {
+    "default": cache_settings.memcached(
+        os.environ["MISTAKE_SOURCE"], **json.loads(os.environ.get("MISTAKE_ARGUMENTS", "{}"))
+    ),
+}
