@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .entries import Entry, collecting, entries
+from .exceptions import CacheSettingsError
 from .policy import Policy
 from .resolve import OFFLINE_VARIABLE
 from .sources import Source
@@ -72,8 +73,14 @@ def load_settings(module: str) -> SettingsTargets:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
-                raise UsageError(f"--settings: cannot import {module!r} ({exc})") from exc
+                raise UsageError(
+                    f"--settings: cannot import {module!r} ({exc}); run from the directory "
+                    "that holds it, as manage.py does, or add that directory to PYTHONPATH"
+                ) from exc
             raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
+        except CacheSettingsError as exc:
+            # A memcached() argument or URL: its message says what to fix.
+            raise UsageError(f"--settings {module}: {exc}") from exc
         except Exception as exc:
             # The settings themselves are broken (a missing variable, a bad import): say
             # so in one line, with the usage status, not as a source failure.

@@ -222,7 +222,10 @@ def _cmd_show(ctx: Context) -> int:
                 ctx.problems.append(str(exc))
                 continue
             if not stored and not os.path.exists(path):
-                ctx.problems.append(f"{path}: no such snapshot file")
+                ctx.problems.append(
+                    f"{path}: no such snapshot file; `{PROG} resolve URL --snapshot {path}` "
+                    "or `--settings MODULE` writes it"
+                )
             rows += [_show_row(path, entry, None) for entry in stored.values()]
     else:
         chains = _settings_targets(ctx)  # a chain's members each have an entry of their own
@@ -238,10 +241,20 @@ def _cmd_show(ctx: Context) -> int:
                 continue
             if entry is None:
                 rows.append(_missing_row(target, "missing"))
-                ctx.problems.append(f"{target.source.url}: no entry in {snapshot}")
+                ctx.problems.append(
+                    f"{target.source.url}: no entry in {snapshot}; {_resolve_hint(ctx)}"
+                )
             else:
                 rows.append(_show_row(snapshot, entry, target.policy.max_age))
     return _finish(ctx, "entries", rows, SHOW_COLUMNS, ok=True, errors=ctx.problems)
+
+
+def _resolve_hint(ctx: Context) -> str:
+    # What writes the missing snapshot entries, said as the user ran this verb.
+    if ctx.settings_targets is not None:
+        return "run `manage.py cache_nodes resolve` to create it"
+    module = getattr(ctx.args, "settings", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
+    return f"run `{PROG} resolve --settings {module}` to create it"
 
 
 def _show_row(path: str, entry: SnapshotEntry, max_age: float | None) -> dict[str, Any]:

@@ -88,6 +88,11 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
     prefix = f"{where}: " if where else ""
     value = text.strip()
     port = default_port
+    parts = value.split()
+    if ";" in value or (len(parts) > 1 and all(":" in part for part in parts)):
+        raise ConfigurationError(
+            f"{prefix}invalid node {text!r}: separate nodes with commas, as h1:11211,h2:11211"
+        )
     if value.startswith("["):
         end = value.find("]")
         if end == -1:

@@ -229,9 +229,18 @@ def _first_usable(source: Source, policy: Policy) -> tuple[str, SnapshotEntry] |
     """Return the first trusted snapshot entry in chain order (a single source: its own)."""
     if policy.snapshot is None:
         return None
+    try:
+        stored = load_snapshot(policy.snapshot)
+    except SnapshotError:
+        return None  # _unusable() says why, in the error
     for member in members(source):
+        # Why an entry is not trusted is said once, in the error: read_snapshot() would log
+        # it as well, so it reads only an entry that passes _why()'s checks (it still
+        # refuses, and logs, one whose fetched_at lies far in the future).
+        if _why(stored.get(member.url), policy) is not None:
+            continue
         entry = read_snapshot(policy.snapshot, member.url, max_age=policy.max_age)
-        if entry is not None and policy.too_few(entry.nodes) is None:
+        if entry is not None:
             return member.url, entry
     return None
 
@@ -247,7 +256,9 @@ def _unusable(source: Source, policy: Policy) -> str:
         stored = load_snapshot(policy.snapshot)
     except SnapshotError as exc:
         return f"{where}: {exc}; {fix}"
-    why = [(member.url, _why(stored.get(member.url), policy)) for member in members(source)]
+    why = [
+        (member.url, _why(stored.get(member.url), policy) or _FUTURE) for member in members(source)
+    ]
     if all(text.startswith("its list") for _, text in why):
         fix = fix.replace("create", "refresh")
     if len(why) == 1:
@@ -256,12 +267,15 @@ def _unusable(source: Source, policy: Policy) -> str:
     return f"{where} for any of its {len(why)} sources ({each}); {fix}"
 
 
-def _why(entry: SnapshotEntry | None, policy: Policy) -> str:
-    """Say why one source's snapshot *entry* is not trusted."""
+_FUTURE = "its fetched_at lies in the future (a clock or the file is wrong)"
+
+
+def _why(entry: SnapshotEntry | None, policy: Policy) -> str | None:
+    """Say why one source's snapshot *entry* is not trusted; None when it may be."""
     if entry is None:
         return "it holds no list for this source"
     if policy.max_age is not None and entry.age() > policy.max_age:
         return f"its list is {entry.age():.0f} s old, older than max_age={policy.max_age:g} s"
     if policy.too_few(entry.nodes) is not None:
         return f"its list has {len(entry.nodes)} node(s), fewer than min_nodes={policy.min_nodes}"
-    return "its fetched_at lies in the future (a clock or the file is wrong)"
+    return None

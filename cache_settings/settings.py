@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -201,8 +203,21 @@ _DJANGO_KEYS = {
 def _django_keys(given: Mapping[str, Any]) -> CacheConfig:
     unknown = sorted(set(given) - set(_DJANGO_KEYS))
     if unknown:
-        raise ConfigurationError(
-            f"memcached() got unknown argument(s) {', '.join(unknown)}; "
-            f"Django keys are written in lower case: {', '.join(_DJANGO_KEYS)}"
+        # A misspelt argument of memcached() itself lands here too: name the closest of all.
+        known = [*inspect.signature(memcached).parameters, *_DJANGO_KEYS]
+        known = [name for name in known if name not in ("source", "django_keys")]
+        guesses = [
+            ["source"]
+            if name.lower() == "location"
+            else difflib.get_close_matches(name.lower(), known, n=1)
+            for name in unknown
+        ]
+        named = ", ".join(
+            f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+            for name, close in zip(unknown, guesses, strict=True)
         )
+        hint = "" if all(guesses) else f"; it takes {', '.join(known)}"
+        if any(name != name.lower() for name in unknown):
+            hint += "; Django's keys (TIMEOUT, KEY_PREFIX, ...) are written in lower case here"
+        raise ConfigurationError(f"memcached() got unknown argument(s) {named}{hint}")
     return cast(CacheConfig, {_DJANGO_KEYS[key]: value for key, value in given.items()})

@@ -668,6 +668,21 @@ def test_resolve_settings__broken_settings_are_one_line_and_exit_2(
     assert "Traceback" not in err
 
 
+def test_resolve_settings__bad_memcached_argument_is_its_own_message_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MISTAKE_SOURCE", "memcached://10.0.0.1:11211")
+    monkeypatch.setenv("MISTAKE_ARGUMENTS", json.dumps({"backnd": "pymemcache"}))
+
+    status = main(["resolve", "--settings", "tests.settings.mistake_site"])
+
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "cache-settings resolve: error: --settings tests.settings.mistake_site: memcached() "
+        "got unknown argument(s) 'backnd' (did you mean 'backend'?)"
+    ]
+
+
 def test_cache_nodes__call_command_shows_a_snapshot_file(tmp_path: Path) -> None:
     snapshot = tmp_path / "nodes.json"
     write_snapshot(snapshot, "memcached://10.5.0.1:11211", [Node("10.5.0.1")], version=3)

@@ -46,6 +46,8 @@ def test_parse_node__accepts_host_port_forms(text: str, expected: Node) -> None:
         ("host:\uff11\uff12", "'\uff11\uff12'"),
         ("mc.example.com..:11211", "'mc.example.com..'"),
         (".:11211", "'.'"),
+        ("h1:11211;h2:11211", "separate nodes with commas"),
+        ("h1:11211 h2:11211", "separate nodes with commas"),
     ],
 )
 def test_parse_node__names_the_bad_value(text: str, named: str) -> None:

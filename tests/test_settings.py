@@ -91,13 +91,25 @@ def test_memcached__tls_with_pylibmc_names_pymemcache() -> None:
         ({"backend": "python-memcached"}, "backend must be 'pylibmc' or 'pymemcache'"),
         ({"on_failure": "ignore"}, "on_failure must be"),
         ({"options": ["binary"]}, "options must be a dict"),
-        ({"TIMEOUT": 5}, "unknown argument\\(s\\) TIMEOUT; Django keys are written in lower case"),
-        ({"location": "x"}, "unknown argument\\(s\\) location"),
+        (
+            {"TIMEOUT": 5},
+            "unknown argument\\(s\\) 'TIMEOUT' \\(did you mean 'timeout'\\?\\); Django's keys",
+        ),
+        ({"location": "x"}, "unknown argument\\(s\\) 'location' \\(did you mean 'source'\\?\\)"),
+        (
+            {"backnd": "pymemcache"},
+            "unknown argument\\(s\\) 'backnd' \\(did you mean 'backend'\\?\\)$",
+        ),
     ],
 )
 def test_memcached__bad_arguments_name_the_problem(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         memcached("memcached://10.0.0.1", **kwargs)
+
+
+def test_memcached__a_list_of_nodes_says_how_to_write_them() -> None:
+    with pytest.raises(ConfigurationError, match="write nodes as memcached://h1:11211,h2:11211"):
+        memcached(["10.0.0.1:11211", "10.0.0.2:11211"])  # type: ignore[arg-type]
 
 
 def test_memcached__backend_conflicting_with_url_scheme_is_an_error() -> None:

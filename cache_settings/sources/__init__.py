@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
@@ -152,8 +153,14 @@ def parse_source(url: str | Source) -> Source:
     if not isinstance(url, str):
         if isinstance(url, Source):
             return url
+        hint = (
+            "; write nodes as memcached://h1:11211,h2:11211"
+            if isinstance(url, list | tuple)
+            else ""
+        )
         raise ConfigurationError(
             f"A cache source must be a URL string or a Source object, not {type(url).__name__}"
+            + hint
         )
     # Grafana Mimir, Loki and Thanos write DNS discovery as dns+HOST:PORT, dnssrv+NAME and
     # dnssrvnoa+NAME; they name the same sources as the dns:// URLs.
@@ -172,7 +179,9 @@ def parse_source(url: str | Source) -> Source:
         )
     factory = SCHEMES.get(scheme)
     if factory is None:
+        close = difflib.get_close_matches(scheme, SCHEMES, n=1)
+        guess = f"; did you mean '{close[0]}://'?" if close else "."
         raise ConfigurationError(
-            f"Unknown scheme '{scheme}://'. Known schemes: {', '.join(sorted(SCHEMES))}"
+            f"Unknown scheme '{scheme}://'{guess} Known schemes: {', '.join(sorted(SCHEMES))}"
         )
     return factory(parts)

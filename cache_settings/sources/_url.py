@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection
 from urllib.parse import SplitResult, parse_qsl
 
@@ -29,8 +30,10 @@ class Query:
             raise ConfigurationError(f"{self.where}: malformed query string ({exc})") from exc
         for key, value in pairs:
             if key not in allowed:
+                close = difflib.get_close_matches(key.lower(), allowed, n=1)
+                guess = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigurationError(
-                    f"{self.where}: unknown option {key!r}; "
+                    f"{self.where}: unknown option {key!r}; {guess}"
                     f"{url.scheme}:// accepts {', '.join(sorted(allowed)) or 'no options'}"
                 )
             if key in self._values and key not in repeatable:
