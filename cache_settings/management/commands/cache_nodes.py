@@ -19,6 +19,7 @@ class Command(BaseCommand):
     help = (
         "Resolve (pre-deploy: live, writing the snapshots), show or check (live vs snapshot) "
         "the memcached nodes of every cache_settings.memcached() entry in the settings. "
+        "Run as a command, the settings import asks no source: each verb asks them itself. "
         "Exit status 0 ok, 1 a source failed or a list differs, 2 bad usage."
     )
     # The verbs must run while the checks complain: `resolve` is how W001 gets fixed.
