@@ -122,7 +122,8 @@ MISTAKES = {
     ),
     "unknown-host": Mistake(
         "cli", "resolve elasticache://no-such-host.invalid:11211 --deadline 2",
-        ("FAILED elasticache://no-such-host.invalid:11211", "cannot resolve"), lines=1,
+        ("FAILED elasticache://no-such-host.invalid:11211", "(1 attempt: ", "unknown host name"),
+        lines=1,
     ),
     "not-a-configuration-endpoint": Mistake(
         "cli", "resolve elasticache://{memcached} --deadline 2",
