@@ -477,8 +477,8 @@ def test_elasticache_api__from_url(url: str, expected: ElastiCacheAPI, canonical
     [
         (
             "elasticache-api://mc?regoin=eu-west-1",
-            "unknown option 'regoin'; elasticache-api:// accepts address, ca, endpoint_url, "
-            "profile, region",
+            "unknown option 'regoin'; did you mean 'region'? elasticache-api:// accepts "
+            "address, ca, endpoint_url, profile, region",
         ),
         ("elasticache-api://", "no name"),
         ("elasticache-api://mc/extra", "unexpected path"),
