@@ -24,7 +24,7 @@ from cache_settings import (
     resolve,
 )
 from cache_settings.chain import Chain, as_source, members, source_urls
-from cache_settings.checks import check_snapshots
+from cache_settings.checks import check_fallbacks, check_snapshots
 from cache_settings.cli import main
 from cache_settings.snapshot import load_snapshot, write_snapshot
 from cache_settings.sources import Traits, parse_source
@@ -341,11 +341,19 @@ def test_check_snapshots__a_chain_needs_an_entry_for_one_member_only(
 
     assert warnings == []
     other = tmp_path / "other.json"
-    down = [f"consul://{faults.refused()}/{unique}-2", f"consul://{faults.refused()}/{unique}-3"]
-    memcached(down, snapshot=other, attempts=1, on_failure="dummy")
+    alive = [f"consul://{faults.refused()}/{unique}-2", f"elasticache://{config_endpoint.address}"]
+    memcached(alive, snapshot=other)
+    other.unlink()  # no member has an entry any more
     assert [m.id for m in check_snapshots() if f"{unique}-2" in str(m.obj)] == [
         "cache_settings.W001"
     ]
+    # A chain that failed is W005, whose message says why no member's entry stood in.
+    down = [f"consul://{faults.refused()}/{unique}-3", f"consul://{faults.refused()}/{unique}-4"]
+    memcached(down, snapshot=tmp_path / "down.json", attempts=1, on_failure="dummy")
+    assert [m.id for m in check_snapshots() if f"{unique}-3" in str(m.obj)] == []
+    [fallback] = [m for m in check_fallbacks() if f"{unique}-3" in str(m.obj)]
+    assert fallback.id == "cache_settings.W005"
+    assert "for any of its 2 sources" in fallback.msg
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -108,8 +108,9 @@ def test_memcached__bad_arguments_name_the_problem(kwargs: dict[str, Any], messa
 
 
 def test_memcached__a_list_of_nodes_says_how_to_write_them() -> None:
-    with pytest.raises(ConfigurationError, match="write nodes as memcached://h1:11211,h2:11211"):
-        memcached(["10.0.0.1:11211", "10.0.0.2:11211"])  # type: ignore[arg-type]
+    """A list is a chain of source URLs; host:port items say how a node list is written."""
+    with pytest.raises(ConfigurationError, match="needs a scheme, .* memcached://127.0.0.1:11211"):
+        memcached(["10.0.0.1:11211", "10.0.0.2:11211"])
 
 
 def test_memcached__backend_conflicting_with_url_scheme_is_an_error() -> None:

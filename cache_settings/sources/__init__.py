@@ -153,14 +153,8 @@ def parse_source(url: str | Source) -> Source:
     if not isinstance(url, str):
         if isinstance(url, Source):
             return url
-        hint = (
-            "; write nodes as memcached://h1:11211,h2:11211"
-            if isinstance(url, list | tuple)
-            else ""
-        )
         raise ConfigurationError(
             f"A cache source must be a URL string or a Source object, not {type(url).__name__}"
-            + hint
         )
     # Grafana Mimir, Loki and Thanos write DNS discovery as dns+HOST:PORT, dnssrv+NAME and
     # dnssrvnoa+NAME; they name the same sources as the dns:// URLs.
