@@ -47,6 +47,17 @@ _PYLIBMC_BEHAVIORS: dict[str, Any] = {
 # from the rendezvous ring on its first socket error, for dead_timeout seconds; with
 # retries it would wait once more per attempt. ignore_exc stays False, as in Django, so
 # that the failing operation itself still raises.
+# No pooling, as in stock Django: pymemcache's pool costs 1.10-1.20x stock per set+get
+# (a lock, a deque and a context manager per operation; bench/bench_backends.py --options)
+# and buys nothing here, because Django never shares a backend's client between threads.
+# CacheHandler keeps backends in an asgiref Local (django/utils/connection.py,
+# BaseConnectionHandler.__init__ and __getitem__), so each thread builds its own backend,
+# and each backend its own client (BaseMemcachedCache._cache is a cached_property of the
+# instance, django/core/cache/backends/memcached.py); the async a*() methods run the sync
+# ones through sync_to_async(thread_sensitive=True) (django/core/cache/backends/base.py),
+# one thread at a time. A backend object kept by hand and used from several threads (or
+# sync calls on the event loop while a*() calls of the same context run) needs
+# options={"use_pooling": True}, exactly as stock Django's PyMemcacheCache would.
 _PYMEMCACHE_OPTIONS: dict[str, Any] = {
     "connect_timeout": _IO_TIMEOUT,
     "timeout": _IO_TIMEOUT,
@@ -54,7 +65,7 @@ _PYMEMCACHE_OPTIONS: dict[str, Any] = {
     "retry_attempts": 0,
     "retry_timeout": 1,
     "dead_timeout": _DEAD_TIMEOUT,
-    "use_pooling": True,
+    "use_pooling": False,
 }
 
 
@@ -69,7 +80,7 @@ def client_defaults(backend: str) -> dict[str, Any]:
     ``incr``/``decr`` on missing keys, ``touch`` and zero timeouts) and ketama
     consistent hashing, so that adding one node to ten moves about a tenth of the keys.
     pymemcache: Django already uses its ``HashClient``, whose rendezvous hashing is
-    consistent; connections are pooled, so one client is safe to share between threads.
+    consistent; no pooling, as in Django, which builds one client per thread.
     """
     if backend == "pylibmc":
         return {"binary": False, "behaviors": dict(_PYLIBMC_BEHAVIORS)}

@@ -8,10 +8,12 @@ socket that accepts and never answers (``faults.blackhole()``) and the real clie
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
+from django.core.cache import CacheHandler
 from pymemcache.client.hash import HashClient
 
 from cache_settings import memcached
@@ -133,7 +135,7 @@ def test_defaults__accepted_by_the_real_client(
             assert client.default_kwargs["no_delay"] is True
             assert client.retry_attempts == 0
             assert client.dead_timeout == 30
-            assert client.use_pooling is True
+            assert client.use_pooling is False  # Django gives each thread its own client
             assert client.ignore_exc is False  # Django semantics: errors are not swallowed
         assert cache.get("k") == "v"
 
@@ -180,3 +182,37 @@ def test_client_defaults__fresh_copy_each_call(backend: str) -> None:
 
     assert "timeout" not in second or second["timeout"] == 0.5
     assert second.get("behaviors", {}).get("ketama", True) is True
+
+
+def test_pymemcache_defaults__each_thread_gets_its_own_unpooled_client(
+    fresh_memcached_nodes: list[MemcachedServer],
+) -> None:
+    """No pooling is safe: Django builds one backend, so one client, per thread."""
+    url = "memcached://" + ",".join(server.location for server in fresh_memcached_nodes)
+    handler = CacheHandler({"default": dict(memcached(url, backend="pymemcache"))})
+    clients: dict[int, Any] = {}
+    wrong: list[tuple[int, int, Any]] = []
+    start = threading.Barrier(4)
+
+    def work(n: int) -> None:
+        cache = handler["default"]
+        start.wait()
+        try:
+            for i in range(200):
+                cache.set(f"thread{n}-{i}", (n, i))
+                got = cache.get(f"thread{n}-{i}")
+                if got != (n, i):
+                    wrong.append((n, i, got))
+            clients[n] = cache._cache  # type: ignore[attr-defined]
+        finally:
+            cache.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert wrong == []
+    assert len({id(client) for client in clients.values()}) == 4
+    assert all(client.use_pooling is False for client in clients.values())
