@@ -1,134 +1,108 @@
-"""Settings-time import cost of cache_settings against ``import django.conf``.
+"""Settings-time cost of a memcached() entry against stock Django with a fixed list.
 
-Run: ``.venv/bin/python bench/bench_import.py [--runs 9] [--importtime CASE]``.
+Run: ``.venv/bin/python bench/bench_import.py [--rounds 9] [--repeats 3] [--importtime]``.
 
-Every manage.py command and every worker imports settings, so what a settings module pays
-for ``cache_settings`` matters. Each case runs in a fresh interpreter and times its own
-statements with ``time.perf_counter()`` (interpreter start-up is the same for all and left
-out). Cases run interleaved, one of each per round, so they share the machine's load of
-the moment; the table shows medians:
+Every manage.py command, worker and test run imports settings, so what ``memcached()``
+costs there matters. Each case runs in a fresh interpreter (``bench/_settings_time.py``):
+the clock starts at the settings statements (after ``import django.conf``, which every
+settings module pays anyway) and stops when the first ``get`` through Django's cache has
+returned: imports, resolving the nodes, building the client, connecting. Sources are the
+stand-ins of ``tests/servers`` on loopback with three real memcached daemons. Cases run in
+interleaved rounds; the figures are medians of per-round ratios to stock Django's backend
+for the same client with the same three nodes written out, and medians of the per-round
+differences in milliseconds. Issue 17's targets: a static list <= 1.1x stock; a
+configuration endpoint <= 5 ms over stock. (Consul against django-memcached-consul is in
+``bench_peers.py``, which installs it.)
 
-- ``cold``: the statements in a fresh interpreter (includes Django where the case imports it);
-- ``+django``: the same statements after ``import django.conf``, i.e. what a settings
-  module adds on top of Django, which every settings import pays anyway;
-- ``ratio``: ``cold`` divided by ``import django.conf`` alone.
-
-The consul case is what a Consul source adds when it first resolves (its client library);
-the boto3 case is what an ``elasticache-api://`` source adds. ``--importtime CASE`` prints
-the slowest modules of one case from ``python -X importtime``.
+``--importtime`` breaks each of our cases down with ``python -X importtime``: the modules
+its statements import, slowest first.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES: dict[str, str] = {
-    "django.conf": "import django.conf",
-    "cache_settings": "import cache_settings",
-    "static memcached()": (
-        "import cache_settings; "
-        "cache_settings.memcached('memcached://10.0.0.1:11211,10.0.0.2:11211')"
-    ),
-    "consul source": (
-        "import cache_settings; cache_settings.parse_source('consul:///memcached'); "
-        "import consul, requests"
-    ),
-    "boto3": "import boto3; boto3.session.Session",
-}
-DJANGO = "import django.conf"
+from bench import _settings_time as st
+from bench._rounds import paired, ratio_cell
+from bench._standins import ConsulServer, MemoConsulState, config_endpoint, daemons, register
 
-
-def _environ() -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_"))}
-    # Import this checkout first, whatever state an editable install is in.
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
-    return environ
-
-
-def time_once(statements: str, preamble: str = "") -> float:
-    """Return the seconds *statements* take in a fresh interpreter after *preamble*."""
-    code = (
-        f"{preamble}\nimport time\n_started = time.perf_counter()\n{statements}\n"
-        "print(time.perf_counter() - _started)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=_environ(),
-        cwd=ROOT,
-    )
-    return float(done.stdout.strip().splitlines()[-1])
-
-
-def measure(runs: int) -> dict[str, tuple[float, float]]:
-    """Return ``{case: (median cold seconds, median seconds after django.conf)}``."""
-    cold: dict[str, list[float]] = {name: [] for name in CASES}
-    warm: dict[str, list[float]] = {name: [] for name in CASES}
-    for _ in range(runs):
-        for name, statements in CASES.items():
-            cold[name].append(time_once(statements))
-            warm[name].append(time_once(statements, DJANGO))
-    return {name: (statistics.median(cold[name]), statistics.median(warm[name])) for name in CASES}
-
-
-# Issue 8: import cache_settings + memcached() with a static source, on top of django.conf.
-BUDGET = 0.025
-
-
-def importtime(case: str, top: int = 15) -> None:
-    """Print the *top* modules of *case* by cumulative import time (``-X importtime``)."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"{DJANGO}\n{CASES[case]}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=_environ(),
-        cwd=ROOT,
-    )
-    rows: list[tuple[int, int, str]] = []
-    for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        # "import time:  self_us | cumulative_us | <indent>module"
-        self_us, cumulative_us, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
-        rows.append((int(cumulative_us), int(self_us), name))
-    print(f"-X importtime, {case!r} after {DJANGO!r} (the whole process):")
-    for cumulative, own, module in sorted(rows, reverse=True)[:top]:
-        print(f"  {cumulative / 1000:8.1f} ms cumulative {own / 1000:7.1f} ms self  {module}")
+STATIC_LIMIT = 1.1  # x stock
+ENDPOINT_LIMIT = 0.005  # seconds over stock
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=9, help="interpreters per case (median)")
-    parser.add_argument("--importtime", choices=sorted(CASES), help="break one case down")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=9, help="interpreters per case and repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--importtime", action="store_true", help="break each case down")
     args = parser.parse_args(argv)
-    if args.importtime:
-        importtime(args.importtime)
-        return 0
-    results = measure(args.runs)
-    django_cold = results["django.conf"][0]
-    print(f"median of {args.runs} fresh interpreters, {sys.version.split()[0]}")
-    print(f"{'case':<20} {'cold ms':>9} {'+django ms':>11} {'ratio':>7}")
-    for name, (cold, warm) in results.items():
-        on_top = "-" if name == "django.conf" else f"{warm * 1000:.1f}"
-        print(f"{name:<20} {cold * 1000:>9.1f} {on_top:>11} {cold / django_cold:>7.2f}")
-    static = results["static memcached()"][1]
-    verdict = "within" if static <= BUDGET else "OVER"
-    print(
-        f"import cache_settings + static memcached() after django.conf: {static * 1000:.1f} ms, "
-        f"{verdict} the {BUDGET * 1000:.0f} ms budget (issue 8)"
-    )
-    return 0
+    consul = ConsulServer(MemoConsulState()).start()
+    endpoint = config_endpoint()
+    ok = True
+    try:
+        with daemons(3) as servers:
+            nodes = [(f"mc{s.port}.bench.test", s.host, s.port) for s in servers]
+            endpoint.set_nodes(nodes, version=1)
+            register(consul.state, "bench", nodes)
+            cases = st.our_cases(
+                Path(sys.executable),
+                [server.location for server in servers],
+                endpoint.address,
+                consul.address,
+            )
+            if args.importtime:
+                for name, case in cases.items():
+                    if name.startswith("ours"):
+                        print(f"\n-X importtime, {name}: modules its statements import")
+                        for cumulative, own, module in st.importtime(case):
+                            print(f"  {cumulative:7.1f} ms cumulative {own:6.1f} ms self  {module}")
+                return 0
+            print(
+                f"settings call to first get, fresh interpreters, Python {sys.version.split()[0]} "
+                f"(median of {args.rounds} interleaved rounds per repeat)"
+            )
+            rows: dict[str, list[str]] = {}
+            all_times: dict[str, list[float]] = {name: [] for name in cases}
+            for _ in range(args.repeats):
+                times = st.rounds(cases, args.rounds)
+                for name, values in times.items():
+                    all_times[name].extend(values)
+                for subject, baseline in st.OUR_PAIRS:
+                    ratio = paired(times, subject, baseline)
+                    added = statistics.median(
+                        a - b for a, b in zip(times[subject], times[baseline], strict=True)
+                    )
+                    if "static" in subject:
+                        within = ratio <= STATIC_LIMIT
+                    elif "elasticache" in subject:
+                        within = added <= ENDPOINT_LIMIT
+                    else:
+                        within = True  # judged against django-memcached-consul (bench_peers)
+                    ok = ok and within
+                    cell = f"{ratio_cell(ratio)} {added * 1000:+.1f} ms{'' if within else ' OVER'}"
+                    rows.setdefault(f"{subject}  /  {baseline}", []).append(cell)
+            width = max(len(name) for name in rows) + 2
+            print(f"  {'subject / baseline':<{width}}" + "".join(
+                f"{f'repeat {n + 1}':>21}" for n in range(args.repeats)))  # fmt: skip
+            for name, cells in rows.items():
+                print(f"  {name:<{width}}" + "".join(f"{cell:>21}" for cell in cells))
+            print("  medians over all repeats, for reference (absolute times move with the load):")
+            for name, values in all_times.items():
+                print(f"    {name:<36} {statistics.median(values) * 1000:7.1f} ms")
+            print(
+                f"targets (static <= {STATIC_LIMIT}x stock, endpoint <= "
+                f"+{ENDPOINT_LIMIT * 1000:.0f} ms) met in every repeat: {ok}"
+            )
+    finally:
+        endpoint.close()
+        consul.stop()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
