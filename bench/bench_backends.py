@@ -192,8 +192,8 @@ def subjects_options(client: str, locations: list[str]) -> dict[str, dict[str, A
         return subjects
     defaults = {k: v for k, v in ours["OPTIONS"].items() if k != "use_pooling"}
     for name, value in ours["OPTIONS"].items():
-        if name == "connect_timeout":
-            continue  # only at connect time; timeout below is the per-operation one
+        if name in ("connect_timeout", "use_pooling"):
+            continue  # connect_timeout acts at connect time only; pooling has rows below
         subjects[f"{name}={value!r} alone"] = stock(client, locations, {name: value})
     subjects["use_pooling=True alone"] = stock(client, locations, {"use_pooling": True})
     subjects["use_pooling, max_pool_size=1"] = stock(
