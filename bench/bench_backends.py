@@ -140,6 +140,8 @@ class KernelTimeouts:
     send and recv (Modules/socketmodule.c, sock_call_ex); with these kernel timeouts a
     blocking send/recv that waits 0.5 s fails with EAGAIN (BlockingIOError, an OSError),
     which HashClient treats like any socket error: the same bounded wait, no extra syscall.
+    Plain TCP only: over TLS, CPython's ssl module retries such a read on a blocking socket
+    and it never returns (a stopped TLS memcached kept a get waiting for minutes).
     """
 
     def __init__(self, seconds: float) -> None:
