@@ -6,7 +6,6 @@ started in this (the driver's) process; the peers' processes connect to them ove
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +15,6 @@ from tests.servers.consul import ConsulServer, ConsulState
 from tests.servers.memcached import MemcachedServer
 
 __all__ = [
-    "BareNewlineEndpoint",
     "ConsulServer",
     "MemoConsulState",
     "config_endpoint",
@@ -39,47 +37,9 @@ def daemons(count: int) -> Iterator[list[MemcachedServer]]:
             server.stop()
 
 
-def _accepts_bare_newline() -> bool:
-    """True when the stand-in answers ``version\\n``, as memcached does."""
-    with (
-        ConfigEndpointServer() as server,
-        socket.create_connection((server.host, server.port), timeout=1.0) as sock,
-    ):
-        sock.sendall(b"version\n")
-        try:
-            return sock.recv(64).startswith(b"VERSION")
-        except TimeoutError:
-            return False
-
-
-class BareNewlineEndpoint(ConfigEndpointServer):
-    """The configuration-endpoint stand-in, also reading commands that end in a bare ``\\n``.
-
-    A workaround for benchmarks only, used while ``tests/servers/config_endpoint.py`` reads
-    ``\\r\\n`` only: django-elasticache sends ``version\\n`` and would wait forever.
-    """
-
-    def _commands(self, conn: socket.socket) -> None:
-        buffer = b""
-        while True:
-            while b"\n" not in buffer:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                buffer += chunk
-            line, _, buffer = buffer.partition(b"\n")
-            line = line.removesuffix(b"\r")
-            with self._lock:
-                self.commands.append(line)
-            reply, close = self._answer(line)
-            self._send(conn, reply)
-            if close:
-                return
-
-
 def config_endpoint() -> ConfigEndpointServer:
-    """Return a running configuration-endpoint stand-in that django-elasticache can talk to."""
-    return ConfigEndpointServer() if _accepts_bare_newline() else BareNewlineEndpoint()
+    """Return a running configuration-endpoint stand-in (it reads django-elasticache's ``\\n``)."""
+    return ConfigEndpointServer()
 
 
 def fake_nodes(count: int) -> list[tuple[str, str, int]]:
