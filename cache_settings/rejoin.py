@@ -16,7 +16,7 @@ misses, a stale one serves wrong data. The cost is the keys the node held, which
 stale anyway, and one round trip on the watcher thread (0.3-0.4 ms measured on loopback).
 
 ``rejoin="keep"`` opts out (a cluster whose nodes always restart empty, or a site that
-tolerates stale reads). What remains, documented in the README: each process flushes when
+tolerates stale reads). What remains, documented in docs/refresh.md: each process flushes when
 it sees the node return, so keys written to it between two processes' flushes are lost
 (cache misses, never stale values); a process started after the node returned has nothing
 to compare with; and the clients' own ejection (``dead_timeout``) re-admits a node without

@@ -1,9 +1,9 @@
 """What remains: a node the client ejects for ``dead_timeout`` seconds comes back unflushed.
 
 Neither client offers a hook at re-admission, so ``rejoin="flush"`` cannot act there
-(README, "What happens when nodes change"). These tests pin down the documented
+(docs/refresh.md, "What happens when nodes change"). These tests pin down the documented
 behaviour with a real daemon stopped by SIGSTOP (connections accepted, nothing answered),
-so that the README changes when the behaviour does.
+so that the documentation changes when the behaviour does.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """TLS end to end: real memcached started with ``-Z``, trustme certificates, real clients.
 
-README.md, "Sources": a source that knows its nodes need TLS yields a pymemcache entry
+docs/sources.md: a source that knows its nodes need TLS yields a pymemcache entry
 whose ``OPTIONS["tls_context"]`` verifies the certificate and the host name (``ca=``, else the
 default trust store, which honours ``SSL_CERT_FILE``); nodes are addressed by host name;
 pylibmc with TLS is a ConfigurationError; snapshots hold plain JSON.

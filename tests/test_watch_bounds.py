@@ -135,7 +135,7 @@ def test_watcher__blocking_query_that_never_completes_is_cut_off_at_its_bound(
 
 
 def test_watcher__defaults_bound_a_change_within_35_seconds() -> None:
-    """README and watch.py: a blocking query is cut off at 30 s, then one short back-off.
+    """docs/refresh.md and watch.py: a blocking query is cut off at 30 s, then one short back-off.
 
     The query after it answers at once (no index), so 30 s + 0.05 s (attempt.GRACE) +
     at most 0.2 s, plus that answer's round trip, stays within the documented 35 s.
