@@ -27,7 +27,6 @@ refreshing backends, which track their clients per process (``cache_settings/bac
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
@@ -43,6 +42,8 @@ def release_inherited(client: Any) -> None:
     """Let go of *client*, built before a fork, without sending anything on its connections."""
     pylibmc = sys.modules.get("pylibmc")
     if pylibmc is not None and isinstance(client, pylibmc.Client):
+        import ctypes  # only in a forked child: ctypes costs ~3 ms at settings import
+
         # One reference that is never dropped: the interpreter then never frees the client,
         # not even at exit, so libmemcached never sends "quit" on the parent's connections.
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(client))
