@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, cast
 
-from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
+from .clients import BACKENDS, choose_client, client_defaults
 from .entries import Entry, is_collecting, record
 from .exceptions import ConfigurationError, ResolutionError
 from .forking import install as _install_fork_guard
@@ -99,7 +99,7 @@ def memcached(
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
     tls = src.traits.node_tls
-    chosen = _choose_backend(src, backend, tls)
+    chosen, _ = choose_client(src, backend, tls, (), options or {})
     secrets = tuple(url_secrets(source)) if isinstance(source, str) else ()
     try:
         resolution = resolve_with(src, policy)
@@ -122,9 +122,9 @@ def memcached(
     if tls is None and any(node.tls for node in resolution.nodes):
         # A serverless cache: the source learnt only now that its endpoint speaks TLS.
         tls = src.traits.node_tls_if_needed or TLSConfig()
-        chosen = _choose_backend(src, backend, tls)
+    # The nodes are known now: a client that cannot reach one of them is not chosen.
+    chosen, entry_options = choose_client(src, backend, tls, resolution.nodes, options or {})
     record(Entry(src, policy, chosen, resolution, secrets))
-    entry_options = _merge_options(client_defaults(chosen), options or {})
     if tls is not None:
         entry_options.setdefault("tls_context", tls.context())
     entry: CacheConfig = {
