@@ -16,9 +16,13 @@ import sys
 import tarfile
 import zipfile
 from email.message import Message
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+import cache_settings.sources
+from cache_settings.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "django_cache_settings"
@@ -156,3 +160,19 @@ def test_run__test_corners_are_tox_environments() -> None:
 
     assert corners == ["py310-dj42-consul2", "py313-dj61-consulpy"]
     assert set(corners) <= set(tox_envs())
+
+
+def test_cli__version_prints_the_distribution_version(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--version"])
+
+    assert status == 0
+    assert (
+        capsys.readouterr().out == f"cache-settings {metadata.version('django-cache-settings')}\n"
+    )
+
+
+def test_sources__dir_lists_the_lazily_loaded_sources() -> None:
+    names = dir(cache_settings.sources)
+
+    assert {"Consul", "ConfigEndpoint", "ElastiCacheAPI", "Static", "parse_source"} <= set(names)
+    assert names == sorted(names)
