@@ -252,8 +252,9 @@ def _arguments(init: Any) -> tuple[str, ...]:
     return tuple(name for name in parameters if name not in ("self", "servers"))
 
 
-# pylibmc applies remove_failed after auto_eject and failure_limit, so our remove_failed
-# would silently override a user who chose either of those to control ejection.
+# pylibmc sets auto_eject, then remove_failed, then failure_limit; remove_failed turns
+# auto_eject on (and, in libmemcached 1.0, sets failure_limit), so our two would silently
+# override a user who chose any of these three to control ejection.
 _EJECTION_BEHAVIORS = {"remove_failed", "auto_eject", "failure_limit"}
 
 
