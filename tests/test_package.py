@@ -11,6 +11,7 @@ import configparser
 import email
 import itertools
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -42,12 +43,20 @@ TEST_TREE = [
 ]
 
 
+# Never part of a release: virtualenvs, caches, build output.
+SCRATCH = (".git", ".venv*", ".tox", "*_cache", "__pycache__", "*.egg-info", "build", "dist")
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the sdist, then the wheel from it, as ``python -m build`` does."""
     out = tmp_path_factory.mktemp("dist")
+    # From a copy: setuptools writes its egg-info into the tree it builds, and ./run test
+    # runs two corners at once.
+    tree = tmp_path_factory.mktemp("tree") / "checkout"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*SCRATCH))
     done = subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)],
         capture_output=True,
         text=True,
         timeout=300,
