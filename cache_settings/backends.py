@@ -200,6 +200,12 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
 class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
     """Django's ``PyLibMCCache`` whose servers follow a source (``memcached(refresh=N)``)."""
 
+    def __init__(self, server: str | Sequence[str], params: dict[str, Any]) -> None:
+        # pylibmc 1.6.3 on Python 3.13 prints 31 "Exception ignored" tracebacks for each
+        # client built with behaviors=None (capabilities.py); {} asks for the same.
+        options = {"behaviors": {}, **(params.get("OPTIONS") or {})}
+        super().__init__(server, {**params, "OPTIONS": options})
+
     def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
         if source.traits.node_tls is not None:
             raise ConfigurationError(

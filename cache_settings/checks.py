@@ -5,6 +5,7 @@
 ``cache_settings.W003``  the source failed at settings import; the nodes came from the snapshot
 ``cache_settings.W004``  ``refresh`` asked of a ``BACKEND`` that cannot refresh
 ``cache_settings.W005``  the source failed; the entry fell back to a local cache (``on_failure``)
+``cache_settings.W006``  a pylibmc entry asks for node ejection from a pylibmc that cannot do it
 ``cache_settings.E001``  a memcached ``LOCATION`` is a URL of an unknown scheme
 ``cache_settings.E002``  a source URL as ``LOCATION`` of Django's own memcached ``BACKEND``
 ``cache_settings.E003``  a ``memcached()`` call failed (``manage.py check``; elsewhere it raises)
@@ -23,6 +24,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .capabilities import check_pylibmc_clients
 from .chain import members
 from .entries import Entry, entries, reported
 from .exceptions import ResolutionError, SnapshotError, SourceError
@@ -35,11 +37,14 @@ __all__ = [
     "check_errors",
     "check_fallbacks",
     "check_locations",
+    "check_pylibmc_clients",
     "check_refresh_backends",
     "check_snapshots",
 ]
 
 logger = logging.getLogger(__name__)
+
+register(Tags.caches)(check_pylibmc_clients)  # W006, in capabilities.py beside the facts
 
 _RESOLVE_HINT = (
     "Run `cache-settings resolve --settings <your settings>` (or `manage.py cache_nodes "

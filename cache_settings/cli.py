@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 from ._report import PROG, Output, Stream, logging_to, secrets
 from ._targets import SettingsTargets, UsageError, targets_from_entries
@@ -147,8 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resolve, show and check the memcached nodes of cache_settings sources.",
         epilog="Exit status: 0 ok, 1 a source failed or a list differs, 2 bad usage.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     add_verbs(parser)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("django-cache-settings")
+    except metadata.PackageNotFoundError:  # a checkout run without installing it
+        return "(not installed)"
 
 
 def run(

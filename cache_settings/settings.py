@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypedDict, cast
 
 from .chain import as_source, members, written_urls
-from .clients import BACKENDS, _choose_backend, _merge_options, client_defaults
+from .clients import BACKENDS, choose_client, client_defaults
 from .entries import Entry, is_collecting, management_command, record, report
 from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError
 from .forking import install as _install_fork_guard
@@ -147,7 +147,7 @@ def memcached(
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
     tls = src.traits.node_tls
-    chosen = _choose_backend(src, backend, tls)
+    chosen, _ = choose_client(src, backend, tls, (), options or {})
     secrets = tuple(secret for url in written_urls(source) for secret in url_secrets(url))
     if is_collecting():
         # The command line (cache-settings --settings, manage.py cache_nodes) only learns the
@@ -167,9 +167,9 @@ def memcached(
     if tls is None and any(node.tls for node in resolution.nodes):
         # A serverless cache: the source learnt only now that its endpoint speaks TLS.
         tls = src.traits.node_tls_if_needed or TLSConfig()
-        chosen = _choose_backend(src, backend, tls)
+    # The nodes are known now: a client that cannot reach one of them is not chosen.
+    chosen, entry_options = choose_client(src, backend, tls, resolution.nodes, options or {})
     record(Entry(src, policy, chosen, resolution, secrets))
-    entry_options = _merge_options(client_defaults(chosen), options or {})
     if tls is not None:
         entry_options.setdefault("tls_context", tls.context())
     entry: CacheConfig = {

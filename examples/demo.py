@@ -52,8 +52,8 @@ def main() -> int:
     daemons = [MemcachedServer().start() for _ in range(3)]
     registry = ConsulServer(ConsulState()).start()
     agent = ConsulAgent(registry.address, registry.state)
-    workdir = Path(tempfile.mkdtemp(prefix="cache-settings-demo-"))
-    snapshot = workdir / "cache-nodes.json"
+    workdir = tempfile.TemporaryDirectory(prefix="cache-settings-demo-")
+    snapshot = Path(workdir.name) / "cache-nodes.json"
     try:
         for daemon in daemons:
             agent.add("memcached", daemon.host, daemon.port, tags=["prod"], node=f"n{daemon.port}")
@@ -89,6 +89,7 @@ def main() -> int:
         for daemon in daemons:
             daemon.stop()
         registry.state.released.set()
+        workdir.cleanup()
 
 
 if __name__ == "__main__":

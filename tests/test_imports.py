@@ -58,8 +58,12 @@ def test_import__cache_settings_imports_no_client_library() -> None:
     assert loaded_after("import cache_settings\n") == []
 
 
-def test_import__settings_module_with_static_source_imports_no_client(tmp_path: Path) -> None:
-    """A whole Django settings module, loaded by django.setup(), as manage.py would."""
+def test_import__settings_module_imports_only_what_its_entries_check(tmp_path: Path) -> None:
+    """A whole Django settings module, loaded by django.setup(), as manage.py would.
+
+    The default entry imports pylibmc to learn what this build can do (capabilities.py);
+    the pymemcache entry without options has nothing to check and imports nothing.
+    """
     (tmp_path / "leansite_settings.py").write_text(
         textwrap.dedent(
             """
@@ -83,17 +87,19 @@ def test_import__settings_module_with_static_source_imports_no_client(tmp_path: 
     """
     env = {"DJANGO_SETTINGS_MODULE": "leansite_settings"}
 
-    assert loaded_after(code, env=env, path=tmp_path) == []
+    assert loaded_after(code, env=env, path=tmp_path) == ["pylibmc"]
 
 
 def test_import__client_library_comes_with_first_cache_use(tmp_path: Path) -> None:
-    """The backend imports its library only when the cache is first used."""
+    """The backend imports its library only when the cache is first used.
+
+    (``options`` would import it at settings time, to check their names against it.)
+    """
     code = """
     import django
     from django.conf import settings
     import cache_settings
-    settings.configure(CACHES={"default": cache_settings.memcached(
-        "pymemcache://127.0.0.1:1", options={"connect_timeout": 0.1})})
+    settings.configure(CACHES={"default": cache_settings.memcached("pymemcache://127.0.0.1:1")})
     django.setup()
     from django.core.cache import cache
     before = "pymemcache" in __import__("sys").modules

@@ -56,6 +56,11 @@ def __getattr__(name: str) -> object:
     return getattr(import_module(f".{module}", __name__), name)
 
 
+def __dir__() -> list[str]:
+    # dir() and tab completion list the lazily loaded sources too (PEP 562).
+    return sorted({*globals(), *_LAZY})
+
+
 @dataclass(frozen=True, slots=True)
 class Traits:
     """What a source tells ``memcached()`` and ``resolve()`` besides its nodes.

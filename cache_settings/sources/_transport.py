@@ -183,6 +183,8 @@ def request(
         while chunk := response.read1(_CHUNK):
             received += chunk
             attempt.check_size(len(received))
+            if response.isclosed():  # Python 3.13 closes the socket with the body's last byte
+                break
             sock.settimeout(attempt.check())
         attempt.check()  # a cancelled read looks like the end of the body
         if response.length:  # http.client returns b"" when a reply stops short
