@@ -171,7 +171,9 @@ def parse_source(url: str | Source) -> Source:
     except ValueError as exc:
         raise ConfigurationError(f"Invalid cache source URL: {exc}") from exc
     scheme = parts.scheme.lower()
-    if not scheme:
+    # RFC 3986, 3.1: a scheme starts with a letter. Python 3.10's urlsplit reads the
+    # "10.0.0.1" of "10.0.0.1:11211" as one; 3.11 and later do not.
+    if not scheme or not scheme[0].isalpha():
         raise ConfigurationError(
             "A cache source URL needs a scheme, such as consul:///memcached or "
             f"memcached://127.0.0.1:11211; known schemes: {', '.join(sorted(SCHEMES))}"
