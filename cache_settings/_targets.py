@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from .entries import Entry, collecting, entries
 from .exceptions import CacheSettingsError
 from .policy import Policy
-from .resolve import OFFLINE_VARIABLE
+from .resolve import offline
 from .sources import Source
 
 __all__ = ["SettingsTargets", "Target", "UsageError", "load_settings", "targets_from_entries"]
@@ -63,12 +62,14 @@ def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
 def load_settings(module: str) -> SettingsTargets:
     """Import the settings *module* and return the targets its ``memcached()`` calls record.
 
-    The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` and inside
-    :func:`cache_settings.entries.collecting`, so the import contacts no source and records
-    every entry, even those whose snapshot is missing; the verbs then ask each source.
+    The module is imported inside :func:`cache_settings.resolve.offline` (as with
+    ``CACHE_SETTINGS_OFFLINE=1``) and :func:`cache_settings.entries.collecting`, so the
+    import contacts no source and records every entry, even those whose snapshot is
+    missing; the verbs then ask each source. Both hold for this thread only: neither
+    ``os.environ`` nor logging is changed for the rest of the process.
     """
     start = len(entries())
-    with _environ(OFFLINE_VARIABLE, "1"), _fresh_modules(module), _quiet(), collecting():
+    with offline(), collecting(), _fresh_modules(module):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -86,31 +87,6 @@ def load_settings(module: str) -> SettingsTargets:
             # so in one line, with the usage status, not as a source failure.
             raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
     return SettingsTargets(tuple(targets_from_entries(entries()[start:])))
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The offline pass only reads snapshots to learn the entries; a missing one is expected
-    # on a first deploy and is reported by what follows, not logged as an error here.
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 @contextlib.contextmanager

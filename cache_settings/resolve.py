@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -20,7 +22,7 @@ from .sources import Source
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["OFFLINE_VARIABLE", "Resolution", "is_offline", "resolve", "resolve_with"]
+__all__ = ["OFFLINE_VARIABLE", "Resolution", "is_offline", "offline", "resolve", "resolve_with"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,33 @@ class Resolution:
         return [node.location for node in self.nodes]
 
 
+# Set by offline(): this thread (or async context) contacts no source, whatever the
+# environment says; other threads of the process are not affected.
+_offline: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cache_settings_offline", default=False
+)
+
+
 def is_offline() -> bool:
-    """Return True when ``CACHE_SETTINGS_OFFLINE`` asks to contact no source."""
+    """Return True inside :func:`offline`, or when ``CACHE_SETTINGS_OFFLINE`` is set."""
+    if _offline.get():
+        return True
     return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Within this block, in this thread only, resolve as ``CACHE_SETTINGS_OFFLINE=1`` does.
+
+    The command line imports a settings module inside it; unlike setting the variable,
+    it changes nothing for the rest of the process (``manage.py cache_nodes`` may run in
+    the site's own).
+    """
+    token = _offline.set(True)
+    try:
+        yield
+    finally:
+        _offline.reset(token)
 
 
 def resolve(
