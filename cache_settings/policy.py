@@ -103,9 +103,10 @@ class Policy:
         """Remove the policy keys from a ``CACHES`` entry's *options* and return the policy.
 
         Absent keys keep their defaults (*refresh* for ``refresh``). *where* names the
-        entry in error messages.
+        entry in error messages. A number written as text (``"30"``), as settings read
+        from the environment or a ``CACHE_URL`` give it, is read as that number.
         """
-        given = {key: options.pop(key) for key in OPTION_KEYS if key in options}
+        given = {key: _number(key, options.pop(key)) for key in OPTION_KEYS if key in options}
         given.setdefault("refresh", refresh)
         try:
             return cls(**given)
@@ -162,6 +163,28 @@ def check_count(value: object, name: str, *, unit: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer{unit}, not {value!r}")
     return value
+
+
+# The OPTIONS keys that hold numbers, and how text is read as one.
+_NUMBERS = {
+    "attempts": int,
+    "min_nodes": int,
+    "max_reply_size": int,
+    "deadline": float,
+    "max_age": float,
+    "refresh": float,
+}
+
+
+def _number(key: str, value: Any) -> Any:
+    # Text that is not a number stays text: the policy's check then says what it must be.
+    read = _NUMBERS.get(key)
+    if read is None or not isinstance(value, str):
+        return value
+    try:
+        return read(value.strip())
+    except ValueError:
+        return value
 
 
 def as_path(value: str | os.PathLike[str] | None) -> str | None:

@@ -93,7 +93,21 @@ def test_policy__as_options_holds_refresh_and_what_differs_from_the_defaults() -
 
 def test_policy__from_options_names_the_entry_and_the_key() -> None:
     with pytest.raises(ConfigurationError, match=r"^mysite: OPTIONS deadline must be a positive"):
-        Policy.from_options({"deadline": "5"}, where="mysite")
+        Policy.from_options({"deadline": "soon"}, where="mysite")
+
+
+def test_policy__from_options_reads_numbers_written_as_text() -> None:
+    """OPTIONS read from the environment (a CACHE_URL, os.environ) hold text."""
+    options = {"refresh": "30", "deadline": " 2.5 ", "attempts": "4", "max_age": "86400"}
+
+    policy = Policy.from_options(options, where="mysite")
+
+    assert (policy.refresh, policy.deadline, policy.attempts) == (30.0, 2.5, 4)
+    assert policy.max_age == 86400.0
+    with pytest.raises(ConfigurationError, match=r"attempts must be a positive integer"):
+        Policy.from_options({"attempts": "3.5"}, where="mysite")
+    with pytest.raises(ConfigurationError, match=r"at most 31536000"):
+        Policy.from_options({"refresh": "1e12"}, where="mysite")
 
 
 def test_policy__option_keys_are_documented() -> None:
