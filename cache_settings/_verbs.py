@@ -41,7 +41,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Options of resolve and check that apply to a source URL only: settings entries carry the
 # arguments given to memcached(). Unset ones keep the Policy defaults.
-_URL_OPTIONS = ("snapshot", "attempts", "deadline", "min_nodes")
+_URL_OPTIONS = ("snapshot", "attempts", "deadline", "min_nodes", "max_reply_size")
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from typing import NoReturn
 from ._report import PROG, Output, Stream, logging_to, secrets
 from ._targets import SettingsTargets, UsageError, targets_from_entries
 from ._verbs import EXIT_FAILED, EXIT_OK, EXIT_USAGE, VERBS, Context
+from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .exceptions import CacheSettingsError, ConfigurationError
 from .policy import MAX_SECONDS, check_count, check_seconds
 
@@ -117,6 +118,12 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
         sub.add_argument("--attempts", type=_positive_int, metavar="N", help="default 3")
         sub.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="default 5")
         sub.add_argument("--min-nodes", type=_positive_int, metavar="N", help="default 1")
+        sub.add_argument(
+            "--max-reply-size",
+            type=_positive_int,
+            metavar="BYTES",
+            help=f"largest reply a source may send, default {DEFAULT_MAX_REPLY_SIZE} (32 MiB)",
+        )
         sub.add_argument(
             "--probe",
             action="store_true",

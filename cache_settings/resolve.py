@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from .ask import Answer, backoff, save
+from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .chain import as_source, ask_in_order, members
 from .exceptions import ResolutionError, SnapshotError, SourceError
 from .nodes import Node
@@ -91,6 +92,7 @@ def resolve(
     snapshot: PathLike | None = None,
     max_age: float | None = None,
     min_nodes: int = 1,
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
     live_only: bool = False,
 ) -> Resolution:
     """Return the nodes of *source*, asked live, else read from the *snapshot* file.
@@ -98,8 +100,9 @@ def resolve(
     Attempts are retried with exponential back-off and jitter until one succeeds,
     *attempts* have been made or *deadline* seconds have passed, whichever comes
     first; each attempt gets only the time left. An answer with fewer than
-    *min_nodes* nodes is a failed attempt; a failure no retry can change (an unknown
-    host, a refused permission) ends the attempts at once. A live answer is written to
+    *min_nodes* nodes, or a reply over *max_reply_size* bytes, is a failed attempt; a
+    failure no retry can change (an unknown host, a refused permission) ends the
+    attempts at once. A live answer is written to
     *snapshot*; when every attempt fails, a snapshot entry younger than *max_age*
     seconds is returned instead. With *live_only* (pre-deploy checks) the snapshot is
     written but never read.
@@ -113,7 +116,9 @@ def resolve(
             says each cause once and what to do next.
         ConfigurationError: an invalid URL or argument.
     """
-    policy = Policy(attempts, deadline, min_nodes, max_age, as_path(snapshot))
+    policy = Policy(
+        attempts, deadline, min_nodes, max_age, as_path(snapshot), max_reply_size=max_reply_size
+    )
     return resolve_with(as_source(source), policy, live_only=live_only)
 
 
