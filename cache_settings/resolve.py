@@ -16,7 +16,7 @@ from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .chain import as_source, ask_in_order, members
 from .exceptions import ResolutionError, SnapshotError, SourceError
 from .nodes import Node
-from .policy import Policy, as_path
+from .policy import Policy, as_path, seconds_text
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
 from .sources import Source
 
@@ -128,7 +128,7 @@ def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> 
     offline = is_offline() and not live_only
     asking = [member for member in members(source) if not (offline and member.traits.needs_network)]
     if not asking:
-        return _from_snapshot(source, policy, (), reason=f"{OFFLINE_VARIABLE}=1")
+        return _from_snapshot(source, policy, ())
 
     started = time.monotonic()
     deadline_at = started + policy.deadline
@@ -154,7 +154,7 @@ def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> 
     except SourceError:
         if live_only:
             raise ResolutionError(source.url, errors) from None
-        return _from_snapshot(source, policy, errors, reason="source failed")
+        return _from_snapshot(source, policy, errors)
 
     answered = answer.source or source.url
     logger.info(
@@ -226,27 +226,21 @@ def _log_retry(source: Source, state: RetryCallState) -> None:
     )
 
 
-def _from_snapshot(
-    source: Source,
-    policy: Policy,
-    errors: Sequence[SourceError],
-    *,
-    reason: str,
-) -> Resolution:
+def _from_snapshot(source: Source, policy: Policy, errors: Sequence[SourceError]) -> Resolution:
+    # No errors: no source was asked (offline). The attempts' causes say the source failed.
+    offline = f"{OFFLINE_VARIABLE}=1"
     found = _first_usable(source, policy)
     if found is None:
         detail = _unusable(source, policy)
-        # The attempts' causes say the source failed; without any, the reason says why not asked.
         # Not logged: the caller that swallows the error logs it (memcached(on_failure=...),
         # the watcher), else it is raised and printed once.
-        error = ResolutionError(source.url, errors, detail if errors else f"{reason}; {detail}")
+        error = ResolutionError(source.url, errors, detail if errors else f"{offline}; {detail}")
         raise error from None  # the causes are in the message and in .errors
     member, entry = found
     logger.warning(
-        "%s: %s (%s); using %d node(s) from snapshot %s (%.0f s old)",
+        "%s: %s; using %d node(s) from snapshot %s (%.0f s old)",
         member,
-        reason,
-        errors[-1].reason if errors else "not asked",
+        errors[-1].reason if errors else f"{offline}: no source asked",
         len(entry.nodes),
         policy.snapshot,
         entry.age(),
@@ -306,7 +300,8 @@ def _why(entry: SnapshotEntry | None, policy: Policy) -> str | None:
     if entry is None:
         return "it holds no list for this source"
     if policy.max_age is not None and entry.age() > policy.max_age:
-        return f"its list is {entry.age():.0f} s old, older than max_age={policy.max_age:g} s"
+        age, limit = entry.age(), seconds_text(policy.max_age)
+        return f"its list is {age:.0f} s old, older than max_age={limit} s"
     if policy.too_few(entry.nodes) is not None:
         return f"its list has {len(entry.nodes)} node(s), fewer than min_nodes={policy.min_nodes}"
     return None

@@ -205,6 +205,7 @@ class Watcher(Publishing):
         except ResolutionError as exc:
             logger.error("%s", exc)
             self.error = exc  # the thread keeps asking
+            self._failing = True  # said here: the thread's first failure is not said again
             return
         # resolve_with() already wrote a live answer to the snapshot.
         answer = Answer(
