@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .entries import Entry, collecting, entries
 from .exceptions import CacheSettingsError
 from .policy import Policy
@@ -78,15 +80,25 @@ def load_settings(module: str) -> SettingsTargets:
                     f"--settings: cannot import {module!r} ({exc}); run from the directory "
                     "that holds it, as manage.py does, or add that directory to PYTHONPATH"
                 ) from exc
-            raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
+            raise UsageError(f"--settings: importing {module} failed: {_describe(exc)}") from exc
         except CacheSettingsError as exc:
             # A memcached() argument or URL: its message says what to fix.
             raise UsageError(f"--settings {module}: {exc}") from exc
         except Exception as exc:
             # The settings themselves are broken (a missing variable, a bad import): say
             # so in one line, with the usage status, not as a source failure.
-            raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
+            raise UsageError(f"--settings: importing {module} failed: {_describe(exc)}") from exc
     return SettingsTargets(tuple(targets_from_entries(entries()[start:])))
+
+
+def _describe(exc: BaseException) -> str:
+    """Say what *exc* says, with its type where the message alone would not tell."""
+    # Django's ImproperlyConfigured (our ConfigurationError too) is written for the reader;
+    # a KeyError's message is only the missing key.
+    text = str(exc)
+    if isinstance(exc, ImproperlyConfigured) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
