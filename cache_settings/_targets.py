@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .entries import Entry, collecting, entries
 from .exceptions import CacheSettingsError
 from .policy import Policy
-from .resolve import OFFLINE_VARIABLE
+from .resolve import offline
 from .sources import Source
 
 __all__ = ["SettingsTargets", "Target", "UsageError", "load_settings", "targets_from_entries"]
@@ -63,12 +64,14 @@ def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
 def load_settings(module: str) -> SettingsTargets:
     """Import the settings *module* and return the targets its ``memcached()`` calls record.
 
-    The module is imported with ``CACHE_SETTINGS_OFFLINE=1`` and inside
-    :func:`cache_settings.entries.collecting`, so the import contacts no source and records
-    every entry, even those whose snapshot is missing; the verbs then ask each source.
+    The module is imported inside :func:`cache_settings.resolve.offline` (as with
+    ``CACHE_SETTINGS_OFFLINE=1``) and :func:`cache_settings.entries.collecting`, so the
+    import contacts no source and records every entry, even those whose snapshot is
+    missing; the verbs then ask each source. Both hold for this thread only: neither
+    ``os.environ`` nor logging is changed for the rest of the process.
     """
     start = len(entries())
-    with _environ(OFFLINE_VARIABLE, "1"), _fresh_modules(module), _quiet(), collecting():
+    with offline(), collecting(), _fresh_modules(module):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -77,40 +80,25 @@ def load_settings(module: str) -> SettingsTargets:
                     f"--settings: cannot import {module!r} ({exc}); run from the directory "
                     "that holds it, as manage.py does, or add that directory to PYTHONPATH"
                 ) from exc
-            raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
+            raise UsageError(f"--settings: importing {module} failed: {_describe(exc)}") from exc
         except CacheSettingsError as exc:
             # A memcached() argument or URL: its message says what to fix.
             raise UsageError(f"--settings {module}: {exc}") from exc
         except Exception as exc:
             # The settings themselves are broken (a missing variable, a bad import): say
             # so in one line, with the usage status, not as a source failure.
-            raise UsageError(f"--settings: importing {module} failed: {exc!r}") from exc
+            raise UsageError(f"--settings: importing {module} failed: {_describe(exc)}") from exc
     return SettingsTargets(tuple(targets_from_entries(entries()[start:])))
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The offline pass only reads snapshots to learn the entries; a missing one is expected
-    # on a first deploy and is reported by what follows, not logged as an error here.
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+def _describe(exc: BaseException) -> str:
+    """Say what *exc* says, with its type where the message alone would not tell."""
+    # Django's ImproperlyConfigured (our ConfigurationError too) is written for the reader;
+    # a KeyError's message is only the missing key.
+    text = str(exc)
+    if isinstance(exc, ImproperlyConfigured) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Options of resolve and check that apply to a source URL only: settings entries carry the
 # arguments given to memcached(). Unset ones keep the Policy defaults.
-_URL_OPTIONS = ("snapshot", "attempts", "deadline", "min_nodes")
+_URL_OPTIONS = ("snapshot", "attempts", "deadline", "min_nodes", "max_reply_size")
 
 
 @dataclass(slots=True)
@@ -290,7 +290,7 @@ def _cmd_check(ctx: Context) -> int:
     if ctx.args.probe:
         _probe_all(checked)
     results = [result for result, *_ in checked]
-    ok = all(r["status"] == "same" and not r["error"] for r in results)
+    ok = all(r["status"] in ("same", "static") and not r["error"] for r in results)
     # A failed source is in the table already; a node that did not answer is said here.
     unanswered = [f"FAILED {r['error']}" for r in results if r["error"] and r["status"] != "failed"]
     columns = (*CHECK_COLUMNS, PROBE_COLUMN) if ctx.args.probe else CHECK_COLUMNS
@@ -322,7 +322,10 @@ def _check_one(target: Target) -> _Resolved:
         failure = str(exc)
     # A chain is compared with the entry of the member that answered (else its first).
     key = live.source if live is not None else members(target.source)[0].url
-    if snapshot is None:
+    if snapshot is None and not target.source.traits.needs_network:
+        # A static list is read from the settings: it never needs a snapshot to fall back on.
+        result.update(status="static", detail="a static list needs no snapshot")
+    elif snapshot is None:
         result.update(status="missing", detail="no snapshot configured")
     else:
         try:

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from .exceptions import SourceError
 
-__all__ = ["DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "current", "run"]
+__all__ = ["DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "current", "run", "wait_time"]
 
 T = TypeVar("T")
 
@@ -108,6 +108,17 @@ class Attempt:
                 closer()
 
 
+def wait_time(seconds: float) -> float:
+    """Return *seconds* as a timeout every wait of :mod:`threading` takes.
+
+    Between 0 and ``threading.TIMEOUT_MAX`` (about 9.2e9 s on Linux, 49 days on Windows);
+    a longer wait raises ``OverflowError`` there, and a NaN would raise ``ValueError``.
+    """
+    if not seconds > 0:  # also NaN
+        return 0.0
+    return min(seconds, threading.TIMEOUT_MAX)
+
+
 def current() -> Attempt | None:
     """Return the attempt running in this thread, or None outside :func:`run`."""
     return _current.get()
@@ -134,7 +145,7 @@ def run(attempt: Attempt, call: Callable[[], T]) -> T:
         target=work, name=f"cache_settings attempt {attempt.source}", daemon=True
     )
     worker.start()
-    worker.join(attempt.left() + GRACE)
+    worker.join(wait_time(attempt.left() + GRACE))
     if worker.is_alive():
         attempt.cancel()
         worker.join(GRACE)

@@ -31,6 +31,12 @@ URL. When that URL is one ``memcached()`` recorded in this process
 token) and starts from its settings-time answer; any other URL is parsed as written and
 resolved on first use, bounded by ``deadline`` and falling back to ``snapshot``.
 
+An entry that cannot work (an unknown scheme, a bad policy key, a misspelt URL option) does
+not make building the backend fail: Django builds every cache in its own system checks,
+before ``cache_settings.checks`` can report it as ``cache_settings.E004`` (one message,
+no traceback). The backend keeps the :class:`~cache_settings.ConfigurationError` and
+raises it at its first cache operation; ``close()`` does nothing.
+
 Django copies ``CACHES[alias]`` shallowly and builds one backend per thread or async
 context from the same ``OPTIONS`` dict, so each backend copies ``OPTIONS`` before it
 removes its keys and never changes the shared dict.
@@ -43,6 +49,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.cache.backends import memcached
+from django.core.cache.backends.base import BaseCache
 
 from . import forking
 from .chain import as_source, chain_url, source_urls
@@ -67,34 +74,69 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
     _client: Any
     _client_pid: int
     _locations: list[str]
+    #: Why this entry cannot work: raised at the first cache operation, reported by
+    #: system check E004 (cache_settings.checks). None for a working entry.
+    cache_settings_error: ConfigurationError | None
 
     def __init__(self, server: str | Sequence[str], params: dict[str, Any]) -> None:
         params = dict(params)
         params["OPTIONS"] = dict(params.get("OPTIONS") or {})
-        found = self._cache_settings_source(server, params)
         forking.install()  # a forked child never uses or frees a client built before
         self._watcher = None
         self._generation = -1  # no client yet: the first operation builds one
         self._client = None
         self._client_pid = os.getpid()
         self._locations = []
-        if found is None:
+        self.cache_settings_error = None
+        try:
+            found = self._cache_settings_source(server, params)
+            if found is not None:
+                self._add_tls(found[0], params["OPTIONS"])
+                self._watcher = self._watch(*found)
+            if self._watcher is not None:
+                server = [node.location for node in self._watcher.nodes]
             # The next class in the MRO is Django's PyLibMCCache or PyMemcacheCache, whose
-            # __init__ takes (server, params); mypy sees BaseMemcachedCache's here.
+            # __init__ takes (server, params) and imports the client library; mypy sees
+            # BaseMemcachedCache's here.
             super().__init__(server, params)  # type: ignore[call-arg]
-            return
-        source, policy = found
+        except ConfigurationError as exc:
+            # Django builds every cache in its own system checks (and for each thread):
+            # raising here would be a traceback before our check could say what is wrong.
+            self._keep(exc, params)
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] != self._library:
+                raise  # not the client (a KEY_FUNCTION that does not import, ...)
+            where = f"{type(self).__module__}.{type(self).__name__}"
+            missing = ConfigurationError(
+                f"{where} needs {self._library}, which is not installed; "
+                f'pip install "django-cache-settings[{self._library}]"'
+            )
+            self._keep(missing, params)
+
+    #: The client library Django's backend imports, and the extra that installs it.
+    _library = ""
+
+    def _watch(self, source: Source, policy: Policy) -> Watcher:
+        """Return this process's watcher of *source*, seeded with its settings-time answer."""
         seed = latest(source.url)
         resolution = seed.resolution if seed is not None and seed.source is source else None
-        self._watcher = get_watcher(
+        return get_watcher(
             source,
             policy,
             nodes=resolution.nodes if resolution is not None else (),
             version=resolution.version if resolution is not None else None,
             answered_by=resolution.source if resolution is not None else None,
         )
-        self._add_tls(source, params["OPTIONS"])
-        super().__init__([node.location for node in self._watcher.nodes], params)  # type: ignore[call-arg]
+
+    def _keep(self, error: ConfigurationError, params: dict[str, Any]) -> None:
+        """Be a cache that raises *error* at every operation: never build a client."""
+        self.cache_settings_error = error
+        self._watcher = None
+        # Django's BaseCache only (key prefix, version, timeout): its memcached __init__
+        # imports the client library, which may be what is missing.
+        BaseCache.__init__(self, params)
+        self._servers: list[str] = []
+        self._options = {}
 
     def _cache_settings_source(
         self, server: str | Sequence[str], params: dict[str, Any]
@@ -140,6 +182,9 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         if watcher is not None:
             self._rebuild_client(watcher)
             return self._client
+        error = self.cache_settings_error
+        if error is not None:
+            raise error.with_traceback(None)  # the same message at every operation
         # A plain node list: Django's client, built once and kept where Django's
         # cached_property keeps it, so that cache_settings/forking.py detaches it in a
         # forked child exactly as it does Django's own backends' clients.
@@ -188,6 +233,8 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         # Django closes every initialized cache after each request. A backend never used
         # has no client: building one would start a watcher (and perhaps resolve) only to
         # disconnect it, so an unused client is closed without that (_close_unused).
+        if self.cache_settings_error is not None:
+            return  # no client was ever built; the error is raised by the operations
         if self._watcher is not None and self._client is None:
             self._close_unused(self._watcher)
         else:
@@ -199,6 +246,8 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
 
 class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
     """Django's ``PyLibMCCache`` whose servers follow a source (``memcached(refresh=N)``)."""
+
+    _library = "pylibmc"
 
     def __init__(self, server: str | Sequence[str], params: dict[str, Any]) -> None:
         # pylibmc 1.6.3 on Python 3.13 prints 31 "Exception ignored" tracebacks for each
@@ -219,6 +268,8 @@ class PyMemcacheCache(_RefreshingCache, memcached.PyMemcacheCache):
 
     ``OPTIONS["tls_context"]`` is passed to every client, before and after a swap.
     """
+
+    _library = "pymemcache"
 
     def _retire_client(self, client: Any) -> None:
         # Closing the sockets now leaves none for the garbage collector to warn about.

@@ -1,22 +1,29 @@
 """Django system checks for cache_settings (``"cache_settings"`` in ``INSTALLED_APPS``).
 
-``cache_settings.W001``  the snapshot file is missing, unreadable, or lacks the source
+``cache_settings.W001``  the snapshot is missing, unreadable or unwritable, or lacks the source
 ``cache_settings.W002``  the snapshot entry is older than the entry's ``max_age``
 ``cache_settings.W003``  the source failed at settings import; the nodes came from the snapshot
-``cache_settings.W004``  ``refresh`` asked of a ``BACKEND`` that cannot refresh
+``cache_settings.W004``  retired: now ``E005``
 ``cache_settings.W005``  the source failed; the entry fell back to a local cache (``on_failure``)
 ``cache_settings.W006``  a pylibmc entry asks for node ejection from a pylibmc that cannot do it
 ``cache_settings.E001``  a memcached ``LOCATION`` is a URL of an unknown scheme
 ``cache_settings.E002``  a source URL as ``LOCATION`` of Django's own memcached ``BACKEND``
 ``cache_settings.E003``  a ``memcached()`` call failed (``manage.py check``; elsewhere it raises)
+``cache_settings.E004``  the entry of a refreshing or ``compat`` ``BACKEND`` cannot work
+``cache_settings.E005``  policy keys (``refresh``, …) in ``OPTIONS`` of Django's own ``BACKEND``
 
 W001-W003, W005 and E003 look at the ``memcached()`` calls made when the settings were
-imported; W004, E001 and E002 at ``settings.CACHES``.
+imported; E001, E002, E004 and E005 at ``settings.CACHES``. Each cause is said by one
+check: an entry that failed (E003, W005) gets no snapshot warning, and an unknown scheme
+(E001) no E004.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -28,12 +35,13 @@ from .capabilities import check_pylibmc_clients
 from .chain import members
 from .entries import Entry, entries, reported
 from .exceptions import ResolutionError, SnapshotError, SourceError
-from .policy import OPTION_KEYS
+from .policy import OPTION_KEYS, seconds_text
 from .settings import BACKENDS
 from .snapshot import load_snapshot
 from .sources import SCHEMES
 
 __all__ = [
+    "check_backends",
     "check_errors",
     "check_fallbacks",
     "check_locations",
@@ -91,7 +99,20 @@ def check_snapshots(
                 )
             )
             continue
-        if stored is None:
+        unwritable = _unwritable(snapshot) if stored is None else None
+        if unwritable is not None:
+            # The settings import asked the source and could not save its answer.
+            messages.append(
+                Warning(
+                    f"The snapshot {snapshot} cannot be written ({unwritable}): if the "
+                    "source is down when a process starts, there is no list to fall back on.",
+                    hint="Give snapshot= a path in a directory the site's user can write, "
+                    "then run `cache-settings resolve --settings <your settings>`.",
+                    obj=entry.source.url,
+                    id="cache_settings.W001",
+                )
+            )
+        elif stored is None:
             messages.append(
                 Warning(
                     f"The snapshot {snapshot} holds no node list for this source: "
@@ -102,16 +123,36 @@ def check_snapshots(
                 )
             )
         elif max_age is not None and stored.age() > max_age:
+            # The same words as the error of resolve() when this entry is refused.
             messages.append(
                 Warning(
-                    f"The snapshot {snapshot} is {stored.age():.0f} seconds old, older "
-                    f"than max_age={max_age:g}: it will not stand in for the source.",
+                    f"The snapshot {snapshot} is {stored.age():.0f} s old, older than "
+                    f"max_age={seconds_text(max_age)} s: it will not stand in for the source.",
                     hint=_RESOLVE_HINT + " Resolve more often than max_age, or raise it.",
                     obj=entry.source.url,
                     id="cache_settings.W002",
                 )
             )
     return messages
+
+
+def _unwritable(snapshot: str) -> str | None:
+    """Say why no file can be created beside *snapshot*; None when one can.
+
+    Tried for real, with a temporary file removed at once: permissions alone do not tell
+    (root may write anywhere, yet not in /proc; a read-only mount).
+    """
+    directory = os.path.dirname(os.path.abspath(snapshot))
+    while not os.path.isdir(directory):  # the first write creates the missing ones
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".cache_settings-check."):
+            return None
+    except OSError as exc:
+        return f"cannot create a file in {directory}: {exc.strerror or exc}"
 
 
 @register(Tags.caches)
@@ -185,7 +226,11 @@ def _without_source(error: Exception) -> str:
 def check_refresh_backends(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """W004: policy keys such as ``refresh`` in the OPTIONS of a backend that does not refresh."""
+    """E005: policy keys such as ``refresh`` in the OPTIONS of a backend that does not refresh.
+
+    Formerly the warning W004; Django's backend passes every OPTIONS key to the client,
+    which refuses these with a TypeError at the first cache operation, so it is an error.
+    """
     messages: list[CheckMessage] = []
     for alias, config in _caches():
         backend = str(config.get("BACKEND", ""))
@@ -194,13 +239,49 @@ def check_refresh_backends(
         if not ours or backend not in BACKENDS.values():
             continue
         messages.append(
-            Warning(
+            Error(
                 f"CACHES[{alias!r}] OPTIONS hold {', '.join(ours)}, but its BACKEND "
-                f"{backend!r} does not refresh; it would pass them to the client.",
+                f"{backend!r} does not refresh: it passes them to the memcached client, "
+                "which fails with a TypeError at the first cache operation.",
                 hint="Keep the BACKEND that memcached(..., refresh=SECONDS) chose "
-                "(cache_settings.backends.PyLibMCCache or PyMemcacheCache).",
+                "(cache_settings.backends.PyLibMCCache or PyMemcacheCache), or remove them.",
                 obj=alias,
-                id="cache_settings.W004",
+                id="cache_settings.E005",
+            )
+        )
+    return messages
+
+
+@register(Tags.caches)
+def check_backends(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E004: the entry of a refreshing or compat backend cannot work.
+
+    Such a backend does not raise when Django builds it (Django's own checks build every
+    cache first); it keeps the :class:`~cache_settings.ConfigurationError`, raised at its
+    first cache operation, and this check says it. An unknown scheme is E001's.
+    """
+    from django.core.cache import caches
+
+    from .backends import _RefreshingCache
+
+    messages: list[CheckMessage] = []
+    for alias, config in _caches():
+        if not str(config.get("BACKEND", "")).startswith(_REFRESHING_PREFIXES):
+            continue
+        if _unknown_schemes(config):
+            continue
+        cache = caches[alias]
+        error = cache.cache_settings_error if isinstance(cache, _RefreshingCache) else None
+        if error is None:
+            continue
+        messages.append(
+            Error(
+                f"CACHES[{alias!r}]: {error}",
+                hint="Every operation on this cache raises this error until the entry is fixed.",
+                obj=alias,
+                id="cache_settings.E004",
             )
         )
     return messages
@@ -217,23 +298,21 @@ def check_locations(
         # Other backends (redis://, file paths) have URLs of their own.
         if backend not in BACKENDS.values() and not backend.startswith(_REFRESHING_PREFIXES):
             continue
-        location = config.get("LOCATION", [])
-        locations = [location] if isinstance(location, str) else list(location or [])
-        for item in locations:
-            scheme, sep, _ = str(item).partition("://")
-            if not sep:
-                continue
-            known = ", ".join(sorted(SCHEMES))
-            if scheme.lower() not in SCHEMES:
-                messages.append(
-                    Error(
-                        f"CACHES[{alias!r}] LOCATION uses the unknown scheme '{scheme}://'.",
-                        hint=f"Known schemes: {known}; memcached LOCATIONs are host:port.",
-                        obj=alias,
-                        id="cache_settings.E001",
-                    )
+        for scheme in _unknown_schemes(config):
+            close = difflib.get_close_matches(scheme.lower(), SCHEMES, n=1)
+            guess = f" Did you mean '{close[0]}://'?" if close else ""
+            messages.append(
+                Error(
+                    f"CACHES[{alias!r}] LOCATION uses the unknown scheme '{scheme}://'.{guess}",
+                    hint=f"Known schemes: {', '.join(sorted(SCHEMES))}; memcached LOCATIONs "
+                    "are host:port.",
+                    obj=alias,
+                    id="cache_settings.E001",
                 )
-            elif backend in BACKENDS.values():
+            )
+        for item in _locations(config):
+            scheme, sep, _ = item.partition("://")
+            if sep and scheme.lower() in SCHEMES and backend in BACKENDS.values():
                 messages.append(
                     Error(
                         f"CACHES[{alias!r}] LOCATION is the source URL '{scheme}://…', which "
@@ -247,6 +326,18 @@ def check_locations(
                     )
                 )
     return messages
+
+
+def _locations(config: dict[str, Any]) -> list[str]:
+    location = config.get("LOCATION", [])
+    items = [location] if isinstance(location, str) else list(location or [])
+    return [str(item) for item in items]
+
+
+def _unknown_schemes(config: dict[str, Any]) -> list[str]:
+    """Return the URL schemes of *config*'s LOCATION that no source has."""
+    found = [item.partition("://") for item in _locations(config)]
+    return [scheme for scheme, sep, _ in found if sep and scheme.lower() not in SCHEMES]
 
 
 def _caches() -> Iterator[tuple[str, dict[str, Any]]]:

@@ -23,12 +23,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from typing import NoReturn
 
 from ._report import PROG, Output, Stream, logging_to, secrets
 from ._targets import SettingsTargets, UsageError, targets_from_entries
 from ._verbs import EXIT_FAILED, EXIT_OK, EXIT_USAGE, VERBS, Context
+from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .exceptions import CacheSettingsError, ConfigurationError
-from .policy import check_count, check_seconds
+from .policy import MAX_SECONDS, check_count, check_seconds
 
 __all__ = [
     "EXIT_FAILED",
@@ -60,8 +62,19 @@ def _seconds(text: str) -> float:
         return check_seconds(float(text), "SECONDS")
     except (ValueError, ConfigurationError):
         raise argparse.ArgumentTypeError(
-            f"expected a positive number of seconds, not {text!r}"
+            f"expected a positive number of seconds, at most {MAX_SECONDS:.0f} (365 days), "
+            f"not {text!r}"
         ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as every other usage error here."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse prints its usage block first; the verbs' own usage errors (a bad URL,
+        # a missing --settings) are one line with the fix, and so are these. --help
+        # prints the usage.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) -> None:
@@ -106,6 +119,12 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
         sub.add_argument("--deadline", type=_seconds, metavar="SECONDS", help="default 5")
         sub.add_argument("--min-nodes", type=_positive_int, metavar="N", help="default 1")
         sub.add_argument(
+            "--max-reply-size",
+            type=_positive_int,
+            metavar="BYTES",
+            help=f"largest reply a source may send, default {DEFAULT_MAX_REPLY_SIZE} (32 MiB)",
+        )
+        sub.add_argument(
             "--probe",
             action="store_true",
             help="also ask every node for its `version` (TLS nodes over TLS), all at once "
@@ -143,7 +162,7 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``cache-settings`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Resolve, show and check the memcached nodes of cache_settings sources.",
         epilog="Exit status: 0 ok, 1 a source failed or a list differs, 2 bad usage.",

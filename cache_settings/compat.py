@@ -16,12 +16,16 @@ raises :class:`ResolutionError` at once, never a cache on no servers.
 Our own optional keys, in ``OPTIONS`` of either backend (upper case, as
 ``IGNORE_CLUSTER_ERRORS``): ``REFRESH`` (seconds between polls, default 60, or
 ``CONSUL_TTL``), ``SNAPSHOT`` (path of the last-known-good JSON file) and ``DEADLINE``
-(seconds the first resolution may take, default 5). A key of the old packages that is
-accepted but not honoured is reported with a :class:`UserWarning`, never ignored silently.
+(seconds the first resolution may take, default 5); seconds may be written as text
+(``"30"``). A key of the old packages that is accepted but not honoured is reported with a
+:class:`UserWarning`, never ignored silently. Settings that cannot work do not stop Django
+from building the backend: ``manage.py check`` reports them (``cache_settings.E004``) and
+every cache operation raises :class:`SettingsError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -41,7 +45,7 @@ from .sources import Source
 from .sources.config_endpoint import ConfigEndpoint
 from .sources.consul import Consul
 
-__all__ = ["SNAPSHOT_NAME", "ConsulMemcachedCache", "ElastiCache"]
+__all__ = ["SNAPSHOT_NAME", "ConsulMemcachedCache", "ElastiCache", "SettingsError"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +69,13 @@ _FILE_BASED = "django.core.cache.backends.filebased.FileBasedCache"
 _LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 
 
-class _SettingsError(ConfigurationError, InvalidCacheBackendError):
-    """Raised when the old settings cannot work: catchable as either package's error."""
+class SettingsError(ConfigurationError, InvalidCacheBackendError):
+    """Raised when the old settings cannot work, at the first cache operation.
+
+    A :class:`~cache_settings.ConfigurationError` that is also Django's
+    ``InvalidCacheBackendError``, which the old packages raised; ``manage.py check``
+    reports it as ``cache_settings.E004``.
+    """
 
 
 class _CompatCache(PyLibMCCache):
@@ -83,7 +92,7 @@ class _CompatCache(PyLibMCCache):
         try:
             return Policy(**values)
         except ConfigurationError as exc:
-            raise _SettingsError(f"{type(self).__name__}: OPTIONS {exc}") from None
+            raise SettingsError(f"{type(self).__name__}: OPTIONS {exc}") from None
 
 
 class ElastiCache(_CompatCache):
@@ -147,7 +156,7 @@ class ConsulMemcachedCache(_CompatCache):
     ) -> tuple[Source, Policy]:
         service = params.get("CONSUL_SERVICE")
         if not isinstance(service, str) or not service:
-            raise _SettingsError(
+            raise SettingsError(
                 f"{__name__}.ConsulMemcachedCache needs CONSUL_SERVICE, the Consul service "
                 "name of the memcached nodes, in its CACHES entry"
             )
@@ -198,14 +207,14 @@ def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
     locations = re.split("[;,]", server) if isinstance(server, str) else list(server)
     locations = [location.strip() for location in locations if location.strip()]
     if len(locations) != 1:
-        raise _SettingsError(
+        raise SettingsError(
             f"{where}: LOCATION must be exactly one server, the cluster's configuration "
             f"endpoint, as 'NAME.xxxxxx.cfg.use1.cache.amazonaws.com:11211'; got {server!r}"
         )
     try:
         return parse_node(locations[0], where=f"{where}: LOCATION")
     except ConfigurationError as exc:
-        raise _SettingsError(str(exc)) from None
+        raise SettingsError(str(exc)) from None
 
 
 def _agent(params: Mapping[str, Any], where: str) -> str | None:
@@ -216,7 +225,7 @@ def _agent(params: Mapping[str, Any], where: str) -> str | None:
     try:
         number = parse_port(str(port or 8500), where=f"{where}: CONSUL_PORT")
     except ConfigurationError as exc:
-        raise _SettingsError(str(exc)) from None
+        raise SettingsError(str(exc)) from None
     return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
 
 
@@ -250,19 +259,25 @@ def _snapshot_for_cache(alias: str, where: str) -> str | None:
 
 def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Return pylibmc Client arguments: flat behaviors gathered, our defaults under them."""
-    import pylibmc
+    try:
+        import pylibmc
+    except ImportError as exc:
+        raise SettingsError(
+            f"{where} runs on pylibmc, which is not installed ({exc}); "
+            'pip install "django-cache-settings[pylibmc]"'
+        ) from None
 
     flat = {key: value for key, value in options.items() if key not in _CLIENT_ARGUMENTS}
     unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"})
     if unknown:
-        raise _SettingsError(
+        raise SettingsError(
             f"{where}: OPTIONS {', '.join(map(repr, unknown))} are neither pylibmc behaviors "
             f"nor pylibmc.Client arguments ({', '.join(sorted(_CLIENT_ARGUMENTS))})"
         )
     given = {key: value for key, value in options.items() if key in _CLIENT_ARGUMENTS}
     nested = given.get("behaviors")
     if nested is not None and not isinstance(nested, Mapping):
-        raise _SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {nested!r}")
+        raise SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {nested!r}")
     if flat:
         given["behaviors"] = {**flat, **(nested or {})}
     return _merge_options(client_defaults("pylibmc"), given)
@@ -274,7 +289,11 @@ def _replace(target: dict[str, Any], new: Mapping[str, Any]) -> None:
 
 
 def _seconds(value: Any, name: str) -> float:
+    # As Policy.from_options: a number written as text ("30", from the environment) is one.
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value.strip())
     try:
         return check_seconds(value, name)
     except ConfigurationError as exc:
-        raise _SettingsError(str(exc)) from None
+        raise SettingsError(str(exc)) from None

@@ -8,6 +8,7 @@ settings-time answer here, so that its first cache use asks nothing.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import threading
 from collections.abc import Iterator
@@ -53,7 +54,10 @@ _entries: list[Entry] = []
 _latest: dict[str, Entry] = {}
 _reported: list[CacheSettingsError] = []
 _lock = threading.Lock()
-_collecting = False
+# Set by collecting(), for the thread (or async context) that imports the settings only.
+_collecting: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cache_settings_collecting", default=False
+)
 
 # manage.py commands under which memcached() does not raise: `check` exists to list what is
 # wrong (as system check E003), and `cache_nodes` asks every source itself, as the
@@ -108,16 +112,16 @@ def collecting() -> Iterator[None]:
     """Within this block, ``memcached()`` records every entry and asks no source.
 
     The command line imports the settings module inside it, so that one source without a
-    snapshot does not hide the entries after it; its verbs then ask each source.
+    snapshot does not hide the entries after it; its verbs then ask each source. Only the
+    calling thread is affected: other threads of the process resolve as usual.
     """
-    global _collecting
-    previous, _collecting = _collecting, True
+    token = _collecting.set(True)
     try:
         yield
     finally:
-        _collecting = previous
+        _collecting.reset(token)
 
 
 def is_collecting() -> bool:
     """Return True inside :func:`collecting`, and under ``manage.py cache_nodes``."""
-    return _collecting or management_command() == "cache_nodes"
+    return _collecting.get() or management_command() == "cache_nodes"

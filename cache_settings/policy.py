@@ -25,17 +25,25 @@ from .rejoin import REJOIN_POLICIES
 
 __all__ = [
     "DEFAULT_REFRESH",
+    "MAX_SECONDS",
     "OPTION_KEYS",
     "Policy",
     "Rejoin",
     "as_path",
     "check_count",
     "check_seconds",
+    "seconds_text",
 ]
 
 #: Seconds between polls when a refreshing backend's ``OPTIONS`` name no ``refresh``; AWS's
 #: own Auto Discovery clients poll once a minute. Consul is followed by blocking queries.
 DEFAULT_REFRESH = 60.0
+
+#: The longest duration a policy takes, in seconds (365 days): longer than any sensible
+#: deadline, poll interval or snapshot age, and short enough that every deadline and wait
+#: computed from it stays a valid time (``threading.TIMEOUT_MAX`` is about 9.2e9 s on
+#: Linux; waits are also clamped to it, see :func:`cache_settings.attempt.wait_time`).
+MAX_SECONDS = 365 * 86400.0
 
 #: What a watcher does with a node that returns to its list (cache_settings.rejoin).
 Rejoin = Literal["flush", "keep"]
@@ -58,7 +66,8 @@ class Policy:
             so it never serves values from before it left; ``"keep"``: use it as it is.
 
     Raises:
-        ConfigurationError: a value of the wrong type, or not positive and finite.
+        ConfigurationError: a value of the wrong type, not positive, or a duration above
+            :data:`MAX_SECONDS`.
     """
 
     attempts: int = 3
@@ -94,9 +103,10 @@ class Policy:
         """Remove the policy keys from a ``CACHES`` entry's *options* and return the policy.
 
         Absent keys keep their defaults (*refresh* for ``refresh``). *where* names the
-        entry in error messages.
+        entry in error messages. A number written as text (``"30"``), as settings read
+        from the environment or a ``CACHE_URL`` give it, is read as that number.
         """
-        given = {key: options.pop(key) for key in OPTION_KEYS if key in options}
+        given = {key: _number(key, options.pop(key)) for key in OPTION_KEYS if key in options}
         given.setdefault("refresh", refresh)
         try:
             return cls(**given)
@@ -126,20 +136,26 @@ class Policy:
 def check_seconds(value: object, name: str, *, optional: bool = False) -> float:
     """Return *value* as float seconds, or raise :class:`ConfigurationError`.
 
-    *value* must be a positive, finite int or float: booleans, strings, zero, negative
-    numbers, ``inf`` and ``nan`` are refused.
+    *value* must be a positive int or float of at most :data:`MAX_SECONDS`: booleans,
+    strings, zero, negative numbers, ``inf``, ``nan`` and longer durations are refused.
     """
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or value <= 0
+        or not 0 < value <= MAX_SECONDS
     ):
-        also = " or None" if optional else ""
+        also = ", or None" if optional else ""
         raise ConfigurationError(
-            f"{name} must be a positive number of seconds{also}, not {value!r}"
+            f"{name} must be a positive number of seconds, at most {MAX_SECONDS:.0f} "
+            f"(365 days){also}, not {value!r}"
         )
     return float(value)
+
+
+def seconds_text(value: float) -> str:
+    """Return a duration in seconds as messages print it: ``86400``, ``0.5``, ``2592000``."""
+    return f"{value:.15g}"
 
 
 def check_count(value: object, name: str, *, unit: str = "") -> int:
@@ -147,6 +163,28 @@ def check_count(value: object, name: str, *, unit: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer{unit}, not {value!r}")
     return value
+
+
+# The OPTIONS keys that hold numbers, and how text is read as one.
+_NUMBERS = {
+    "attempts": int,
+    "min_nodes": int,
+    "max_reply_size": int,
+    "deadline": float,
+    "max_age": float,
+    "refresh": float,
+}
+
+
+def _number(key: str, value: Any) -> Any:
+    # Text that is not a number stays text: the policy's check then says what it must be.
+    read = _NUMBERS.get(key)
+    if read is None or not isinstance(value, str):
+        return value
+    try:
+        return read(value.strip())
+    except ValueError:
+        return value
 
 
 def as_path(value: str | os.PathLike[str] | None) -> str | None:

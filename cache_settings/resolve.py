@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from .ask import Answer, backoff, save
+from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .chain import as_source, ask_in_order, members
 from .exceptions import ResolutionError, SnapshotError, SourceError
 from .nodes import Node
-from .policy import Policy, as_path
+from .policy import Policy, as_path, seconds_text
 from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
 from .sources import Source
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["OFFLINE_VARIABLE", "Resolution", "is_offline", "resolve", "resolve_with"]
+__all__ = ["OFFLINE_VARIABLE", "Resolution", "is_offline", "offline", "resolve", "resolve_with"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +55,33 @@ class Resolution:
         return [node.location for node in self.nodes]
 
 
+# Set by offline(): this thread (or async context) contacts no source, whatever the
+# environment says; other threads of the process are not affected.
+_offline: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cache_settings_offline", default=False
+)
+
+
 def is_offline() -> bool:
-    """Return True when ``CACHE_SETTINGS_OFFLINE`` asks to contact no source."""
+    """Return True inside :func:`offline`, or when ``CACHE_SETTINGS_OFFLINE`` is set."""
+    if _offline.get():
+        return True
     return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Within this block, in this thread only, resolve as ``CACHE_SETTINGS_OFFLINE=1`` does.
+
+    The command line imports a settings module inside it; unlike setting the variable,
+    it changes nothing for the rest of the process (``manage.py cache_nodes`` may run in
+    the site's own).
+    """
+    token = _offline.set(True)
+    try:
+        yield
+    finally:
+        _offline.reset(token)
 
 
 def resolve(
@@ -65,6 +92,7 @@ def resolve(
     snapshot: PathLike | None = None,
     max_age: float | None = None,
     min_nodes: int = 1,
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
     live_only: bool = False,
 ) -> Resolution:
     """Return the nodes of *source*, asked live, else read from the *snapshot* file.
@@ -72,8 +100,9 @@ def resolve(
     Attempts are retried with exponential back-off and jitter until one succeeds,
     *attempts* have been made or *deadline* seconds have passed, whichever comes
     first; each attempt gets only the time left. An answer with fewer than
-    *min_nodes* nodes is a failed attempt; a failure no retry can change (an unknown
-    host, a refused permission) ends the attempts at once. A live answer is written to
+    *min_nodes* nodes, or a reply over *max_reply_size* bytes, is a failed attempt; a
+    failure no retry can change (an unknown host, a refused permission) ends the
+    attempts at once. A live answer is written to
     *snapshot*; when every attempt fails, a snapshot entry younger than *max_age*
     seconds is returned instead. With *live_only* (pre-deploy checks) the snapshot is
     written but never read.
@@ -87,7 +116,9 @@ def resolve(
             says each cause once and what to do next.
         ConfigurationError: an invalid URL or argument.
     """
-    policy = Policy(attempts, deadline, min_nodes, max_age, as_path(snapshot))
+    policy = Policy(
+        attempts, deadline, min_nodes, max_age, as_path(snapshot), max_reply_size=max_reply_size
+    )
     return resolve_with(as_source(source), policy, live_only=live_only)
 
 
@@ -97,7 +128,7 @@ def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> 
     offline = is_offline() and not live_only
     asking = [member for member in members(source) if not (offline and member.traits.needs_network)]
     if not asking:
-        return _from_snapshot(source, policy, (), reason=f"{OFFLINE_VARIABLE}=1")
+        return _from_snapshot(source, policy, ())
 
     started = time.monotonic()
     deadline_at = started + policy.deadline
@@ -123,7 +154,7 @@ def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> 
     except SourceError:
         if live_only:
             raise ResolutionError(source.url, errors) from None
-        return _from_snapshot(source, policy, errors, reason="source failed")
+        return _from_snapshot(source, policy, errors)
 
     answered = answer.source or source.url
     logger.info(
@@ -195,27 +226,21 @@ def _log_retry(source: Source, state: RetryCallState) -> None:
     )
 
 
-def _from_snapshot(
-    source: Source,
-    policy: Policy,
-    errors: Sequence[SourceError],
-    *,
-    reason: str,
-) -> Resolution:
+def _from_snapshot(source: Source, policy: Policy, errors: Sequence[SourceError]) -> Resolution:
+    # No errors: no source was asked (offline). The attempts' causes say the source failed.
+    offline = f"{OFFLINE_VARIABLE}=1"
     found = _first_usable(source, policy)
     if found is None:
         detail = _unusable(source, policy)
-        # The attempts' causes say the source failed; without any, the reason says why not asked.
         # Not logged: the caller that swallows the error logs it (memcached(on_failure=...),
         # the watcher), else it is raised and printed once.
-        error = ResolutionError(source.url, errors, detail if errors else f"{reason}; {detail}")
+        error = ResolutionError(source.url, errors, detail if errors else f"{offline}; {detail}")
         raise error from None  # the causes are in the message and in .errors
     member, entry = found
     logger.warning(
-        "%s: %s (%s); using %d node(s) from snapshot %s (%.0f s old)",
+        "%s: %s; using %d node(s) from snapshot %s (%.0f s old)",
         member,
-        reason,
-        errors[-1].reason if errors else "not asked",
+        errors[-1].reason if errors else f"{offline}: no source asked",
         len(entry.nodes),
         policy.snapshot,
         entry.age(),
@@ -275,7 +300,8 @@ def _why(entry: SnapshotEntry | None, policy: Policy) -> str | None:
     if entry is None:
         return "it holds no list for this source"
     if policy.max_age is not None and entry.age() > policy.max_age:
-        return f"its list is {entry.age():.0f} s old, older than max_age={policy.max_age:g} s"
+        age, limit = entry.age(), seconds_text(policy.max_age)
+        return f"its list is {age:.0f} s old, older than max_age={limit} s"
     if policy.too_few(entry.nodes) is not None:
         return f"its list has {len(entry.nodes)} node(s), fewer than min_nodes={policy.min_nodes}"
     return None

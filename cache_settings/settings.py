@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypedDict, cast
 
+from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .chain import as_source, members, written_urls
 from .clients import BACKENDS, choose_client, client_defaults
 from .entries import Entry, is_collecting, management_command, record, report
@@ -91,6 +92,7 @@ def memcached(
     deadline: float = 5.0,
     max_age: float | None = None,
     min_nodes: int = 1,
+    max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
     on_failure: OnFailure = "raise",
     refresh: float | None = None,
     rejoin: Rejoin = "flush",
@@ -104,7 +106,7 @@ def memcached(
     them: a chain, asked in order, whose first live answer wins
     (:mod:`cache_settings.chain`). The nodes are resolved now, as
     :func:`cache_settings.resolve` does, with *attempts*, *deadline* (seconds),
-    *snapshot*, *max_age* (seconds) and *min_nodes*.
+    *snapshot*, *max_age* (seconds), *min_nodes* and *max_reply_size* (bytes).
 
     Args:
         backend: ``"pylibmc"`` (the default) or ``"pymemcache"`` (the default,
@@ -137,7 +139,14 @@ def memcached(
     """
     src = as_source(source)
     policy = Policy(
-        attempts, deadline, min_nodes, max_age, as_path(snapshot), refresh, rejoin=rejoin
+        attempts,
+        deadline,
+        min_nodes,
+        max_age,
+        as_path(snapshot),
+        refresh,
+        max_reply_size,
+        rejoin,
     )
     django = _django_keys(django_keys)
     if on_failure not in ("raise", "locmem", "dummy"):

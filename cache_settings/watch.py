@@ -43,18 +43,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
-from .ask import Answer, TooFewNodes, ask, backoff, save, sleep_for
-from .chain import ask_in_order, is_earlier, members, versions_grow
-from .exceptions import CacheSettingsError, ResolutionError, SourceError
+from ._publish import Publishing, State
+from .ask import Answer, TooFewNodes, ask, backoff, sleep_for
+from .attempt import wait_time
+from .chain import ask_in_order, members, versions_grow
+from .exceptions import CacheSettingsError, ResolutionError
 from .nodes import Node, unique_sorted
-from .policy import DEFAULT_REFRESH, Policy
+from .policy import DEFAULT_REFRESH, Policy, check_seconds
 from .rejoin import Rejoins
 from .resolve import resolve_with
-from .signals import nodes_changed
 from .sources import Source, WatchableSource
 
 __all__ = ["BLOCKING_TIMEOUT", "State", "Watcher"]
@@ -69,14 +70,7 @@ BLOCKING_TIMEOUT = 30.0
 MIN_QUERY_INTERVAL = 0.2
 
 
-class State(NamedTuple):
-    """What a watcher publishes: its change counter and the node list it belongs to."""
-
-    generation: int
-    nodes: tuple[Node, ...]
-
-
-class Watcher:
+class Watcher(Publishing):
     """Keep the node list of one source fresh from a daemon thread.
 
     Args:
@@ -107,7 +101,7 @@ class Watcher:
         if policy.refresh is None:
             policy = replace(policy, refresh=DEFAULT_REFRESH)
         self.policy = policy
-        self.blocking_timeout = blocking_timeout
+        self.blocking_timeout = check_seconds(blocking_timeout, "blocking_timeout")
         self.version = version
         #: The URL of the source whose answer is in use: a chain's member, else the source.
         self.answered_by = answered_by
@@ -169,9 +163,12 @@ class Watcher:
             if not self.source.traits.needs_network:
                 return  # a static list never changes: nothing to watch
             self._stop = stop = threading.Event()
-            target = self._run_blocking if self._blocking else self._run_polling
+            loop = self._run_blocking if self._blocking else self._run_polling
             self._thread = threading.Thread(
-                target=target, args=(stop,), name=f"cache_settings watcher {self.url}", daemon=True
+                target=self._run,
+                args=(loop, stop),
+                name=f"cache_settings watcher {self.url}",
+                daemon=True,
             )
             self._thread.start()
 
@@ -187,13 +184,13 @@ class Watcher:
             thread = self._thread
         if thread is None or self._pid != os.getpid():
             return True
-        thread.join(timeout)
+        thread.join(wait_time(timeout))
         return not thread.is_alive()
 
     def wait_for_generation(self, generation: int, timeout: float) -> bool:
         """Wait up to *timeout* seconds until ``generation`` reaches *generation*."""
         with self._changed:
-            return self._changed.wait_for(lambda: self.generation >= generation, timeout)
+            return self._changed.wait_for(lambda: self.generation >= generation, wait_time(timeout))
 
     # --- the thread ----------------------------------------------------------------------
 
@@ -208,6 +205,7 @@ class Watcher:
         except ResolutionError as exc:
             logger.error("%s", exc)
             self.error = exc  # the thread keeps asking
+            self._failing = True  # said here: the thread's first failure is not said again
             return
         # resolve_with() already wrote a live answer to the snapshot.
         answer = Answer(
@@ -215,9 +213,26 @@ class Watcher:
         )
         self._offer(answer, ordered=False, write=False)
 
+    def _run(self, loop: Callable[[threading.Event], None], stop: threading.Event) -> None:
+        # The thread is the only thing that keeps this process's node list current: an
+        # exception no guard expected (a bug, a wait the platform refuses) is logged, and
+        # the loop starts again after a back-off, instead of ending the thread unseen.
+        crashes = 0
+        while not stop.is_set():
+            try:
+                loop(stop)
+                return
+            except Exception:
+                crashes += 1
+                pause = self._backoff(crashes)
+                logger.exception(
+                    "%s: watcher: unexpected error; starting again in %.2f s", self.url, pause
+                )
+                stop.wait(wait_time(pause))
+
     def _run_polling(self, stop: threading.Event) -> None:
         delay = self._interval() if self.state.nodes else 0.0
-        while not stop.wait(delay):
+        while not stop.wait(wait_time(delay)):
             try:
                 # One source, or a chain's members in order, within the policy's deadline.
                 deadline_at = time.monotonic() + self.policy.deadline
@@ -246,14 +261,14 @@ class Watcher:
                 # failure (a reply cut off at its bound, a refused connection) start afresh.
                 index = exc.answer.version if isinstance(exc, TooFewNodes) else None
                 failures += 1
-                stop.wait(self._backoff(failures))
+                stop.wait(wait_time(self._backoff(failures)))
                 continue
             failures = 0
             index = answer.version
             if stop.is_set():
                 break
             self._publish(answer, ordered=False)
-            stop.wait(MIN_QUERY_INTERVAL - (time.monotonic() - started))
+            stop.wait(wait_time(MIN_QUERY_INTERVAL - (time.monotonic() - started)))
 
     def _backoff(self, failures: int) -> float:
         # resolve()'s back-off between retries, capped by refresh and one blocking query.
@@ -265,126 +280,6 @@ class Watcher:
         spread = wait_random(self.refresh * (1 - JITTER), self.refresh * (1 + JITTER))
         return sleep_for(spread, 1)
 
-    # --- guards and publishing -----------------------------------------------------------
-
-    def _publish(self, answer: Answer, *, ordered: bool) -> None:
-        # A log handler or a snapshot write that raises must not end the watch: the thread
-        # is the only thing that keeps this process's node list current.
-        try:
-            self._offer(answer, ordered=ordered)
-        except Exception:
-            logger.exception("%s: watcher: error while publishing a node list", self.url)
-
-    def _offer(self, answer: Answer, *, ordered: bool, write: bool = True) -> bool:
-        """Publish *answer* if it passes the guards and differs; return True on a change.
-
-        A chain that moved to another member with the same nodes sends ``nodes_changed``
-        (empty ``added`` and ``removed``) and returns False: no new generation.
-
-        ``ask()`` already refused an answer below ``min_nodes``.
-        """
-        nodes, version = answer.nodes, answer.version
-        answered_by = answer.source or self.url
-        with self._write_lock:
-            current = self.state
-            moved = self._follow(answered_by)
-            # docs/sources.md, "ElastiCache configuration endpoint": never apply a lower config
-            # version (logged once).
-            if ordered and _older(version, self.version):
-                if self._stale_logged != version:
-                    self._stale_logged = version
-                    logger.warning(
-                        "%s: ignoring an answer with config version %s, older than %s",
-                        self.url,
-                        version,
-                        self.version,
-                    )
-                return False
-            if self._failing:
-                self._failing = False
-                logger.info("%s: source recovered with %d node(s)", self.url, len(nodes))
-            if version is not None:
-                self.version = version
-            if nodes != current.nodes:
-                # Flushes the nodes that return, on this thread, before they are published.
-                admitted = self._rejoins.admit(current.nodes, nodes, self.policy)
-                if admitted is None:
-                    return False
-                nodes = admitted
-                answer = replace(answer, nodes=nodes)
-            if nodes == current.nodes and not moved:
-                return False
-            old, new = set(current.nodes), set(nodes)
-            added = tuple(node for node in nodes if node not in old)
-            removed = tuple(node for node in current.nodes if node not in new)
-            # Another chain member with the same nodes: signalled, but no new generation.
-            state = current if nodes == current.nodes else State(current.generation + 1, nodes)
-            self.state = state
-            self.generation = state.generation
-        if state is not current:
-            with self._changed:
-                self._changed.notify_all()
-            logger.info(
-                "%s: nodes changed (generation %d), added %s, removed %s",
-                self.url,
-                state.generation,
-                ", ".join(node.location for node in added) or "none",
-                ", ".join(node.location for node in removed) or "none",
-            )
-        if write:
-            save(self.policy, answered_by, answer)
-        for receiver, result in nodes_changed.send_robust(
-            Watcher,
-            source=self.url,
-            nodes=nodes,
-            added=added,
-            removed=removed,
-            generation=state.generation,
-            version=version,
-            answered_by=answered_by,
-        ):
-            if isinstance(result, Exception):
-                logger.error("%s: nodes_changed receiver %r raised %r", self.url, receiver, result)
-        return state is not current
-
-    def _follow(self, answered_by: str) -> bool:
-        """Note which source answered; return True when a chain moved to another member.
-
-        Called under the write lock. Versions of different members never compare: the
-        one in use is forgotten on a move.
-        """
-        previous, self.answered_by = self.answered_by, answered_by
-        if previous is None or previous == answered_by:
-            return False
-        self.version = None
-        self._stale_logged = None
-        back = is_earlier(self.source, answered_by, previous)
-        # Back to an earlier member is a recovery (INFO); on to a later one, a fallback.
-        logger.log(
-            logging.INFO if back else logging.WARNING,
-            "%s: %s %s (was %s)",
-            self.url,
-            "back to" if back else "moved on to",
-            answered_by,
-            previous,
-        )
-        return True
-
-    def _failed(self, error: CacheSettingsError) -> None:
-        reason = error.reason if isinstance(error, SourceError) else str(error)
-        with self._write_lock:
-            first = not self._failing
-            self._failing = True
-        if first:
-            logger.warning(
-                "%s: source failed (%s); keeping the last good %d node(s) until it recovers",
-                self.url,
-                reason,
-                len(self.state.nodes),
-            )
-        else:
-            logger.debug("%s: source still failing (%s)", self.url, reason)
-
     def _after_fork_in_child(self) -> None:
         # The child has no watcher thread. Keep the nodes and move the generation on by
         # one: every backend then rebuilds its client (the inherited one shares its
@@ -393,7 +288,3 @@ class Watcher:
         state = self.state
         self.state = State(state.generation + 1, state.nodes)
         self.generation = state.generation + 1
-
-
-def _older(version: int | None, current: int | None) -> bool:
-    return version is not None and current is not None and version < current

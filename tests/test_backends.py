@@ -95,23 +95,26 @@ def test_backend__plain_node_list_behaves_as_django_stock_backend(
         ({"refresh": 0}, "OPTIONS refresh must be a positive number of seconds"),
         ({"deadline": float("inf")}, "OPTIONS deadline must be a positive number"),
         ({"attempts": True}, "OPTIONS attempts must be a positive integer"),
-        ({"min_nodes": "2"}, "OPTIONS min_nodes must be a positive integer"),
+        ({"min_nodes": "two"}, "OPTIONS min_nodes must be a positive integer"),
         ({"max_age": float("nan")}, "OPTIONS max_age must be a positive number"),
         ({"snapshot": 3}, "OPTIONS snapshot must be the path of a JSON file"),
     ],
 )
 def test_backend__bad_policy_options_name_the_key(options: dict[str, Any], message: str) -> None:
+    """Raised at the first operation: building the backend (Django's checks do) must not."""
     entry = {"BACKEND": REFRESHING["pymemcache"], "LOCATION": "memcached://a:1", "OPTIONS": options}
+    cache = CacheHandler({"default": entry})["default"]
 
     with pytest.raises(ConfigurationError, match=message):
-        CacheHandler({"default": entry})["default"]
+        cache.get("key")
 
 
 def test_backend__unknown_scheme_in_location_is_a_configuration_error() -> None:
     entry = {"BACKEND": REFRESHING["pymemcache"], "LOCATION": "redis://cache:6379"}
+    cache = CacheHandler({"default": entry})["default"]
 
     with pytest.raises(ConfigurationError, match="Unknown scheme 'redis://'"):
-        CacheHandler({"default": entry})["default"]
+        cache.get("key")
 
 
 def test_backend__every_thread_gets_its_own_instance_from_one_options_dict(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,10 +16,12 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.core.checks import CheckMessage, run_checks
+from django.core.cache import CacheHandler
+from django.core.checks import ERROR, CheckMessage, run_checks
 from django.test import override_settings
 
 import cache_settings
+from cache_settings import ConfigurationError, compat
 from cache_settings.apps import CacheSettingsConfig
 from cache_settings.checks import (
     check_fallbacks,
@@ -25,6 +29,7 @@ from cache_settings.checks import (
     check_refresh_backends,
     check_snapshots,
 )
+from cache_settings.compat import SettingsError
 from cache_settings.nodes import Node
 from cache_settings.snapshot import write_snapshot
 from cache_settings.sources import Traits
@@ -105,7 +110,8 @@ def test_w002__snapshot_older_than_max_age(tmp_path: Path) -> None:
     found = about(check_snapshots, url, str(snapshot))
 
     assert [id_ for id_, _ in found] == ["cache_settings.W002"]
-    assert "max_age=60" in found[0][1]
+    # The words of resolve()'s error when it refuses the entry: "N s old, older than max_age=M s".
+    assert re.search(r"is 36\d\d s old, older than max_age=60 s:", found[0][1])
 
 
 def test_w003__entry_served_from_the_snapshot(faults: Faults, tmp_path: Path) -> None:
@@ -132,7 +138,7 @@ def test_w003__offline_mode_is_silent(
     assert about(check_fallbacks, url) == []
 
 
-def test_w004__refresh_on_a_stock_backend() -> None:
+def test_e005__refresh_on_a_stock_backend_is_an_error() -> None:
     caches = {
         "stock": {
             "BACKEND": PYMEMCACHE,
@@ -149,8 +155,25 @@ def test_w004__refresh_on_a_stock_backend() -> None:
     with override_settings(CACHES=caches):
         messages = check_refresh_backends(None)
 
-    assert [(m.id, m.obj) for m in messages] == [("cache_settings.W004", "stock")]
+    assert [(m.id, m.obj, m.level) for m in messages] == [("cache_settings.E005", "stock", ERROR)]
     assert "OPTIONS hold refresh, snapshot," in messages[0].msg
+
+
+@pytest.mark.parametrize("backend", [PYLIBMC, PYMEMCACHE])
+def test_e005__why_an_error_the_stock_client_refuses_the_keys(backend: str) -> None:
+    """Django passes every OPTIONS key to the client: the entry fails at its first use."""
+    handler = CacheHandler(
+        {
+            "default": {
+                "BACKEND": backend,
+                "LOCATION": ["10.33.0.1:11211"],
+                "OPTIONS": {"refresh": 30},
+            }
+        }
+    )
+
+    with pytest.raises(TypeError, match="refresh"):
+        handler["default"].get("key")
 
 
 def test_w005__entry_fell_back_to_a_local_cache(faults: Faults) -> None:
@@ -311,3 +334,169 @@ def test_manage_py_check__reports_w003_when_the_source_is_down(
     assert json.loads(snapshot.read_text())["sources"][down]["nodes"] == [
         {"host": "10.35.0.1", "port": 11211}
     ]
+
+
+# A hand-written entry of a refreshing or compat backend that cannot work: (entry, its cause).
+BROKEN_ENTRIES = {
+    "refresh-not-a-number": (
+        {"BACKEND": "cache_settings.backends.PyLibMCCache", "LOCATION": "consul:///memcached",
+         "OPTIONS": {"refresh": "soon"}},
+        "OPTIONS refresh must be a positive number of seconds",
+    ),
+    "refresh-past-the-limit": (
+        {"BACKEND": "cache_settings.backends.PyLibMCCache", "LOCATION": "consul:///memcached",
+         "OPTIONS": {"refresh": 1e12}},
+        "at most 31536000 (365 days)",
+    ),
+    "snapshot-a-directory": (
+        {"BACKEND": "cache_settings.backends.PyLibMCCache", "LOCATION": "consul:///memcached",
+         "OPTIONS": {"snapshot": "/tmp"}},
+        "snapshot='/tmp' is a directory",
+    ),
+    "url-option-typo": (
+        {"BACKEND": "cache_settings.backends.PyMemcacheCache",
+         "LOCATION": "consul:///memcached?tags=x"},
+        "unknown option 'tags'; did you mean 'tag'?",
+    ),
+    "compat-two-endpoints": (
+        {"BACKEND": "cache_settings.compat.ElastiCache", "LOCATION": "a.cfg:11211,b.cfg:11211"},
+        "LOCATION must be exactly one server",
+    ),
+    "compat-no-service": (
+        {"BACKEND": "cache_settings.compat.ConsulMemcachedCache"},
+        "needs CONSUL_SERVICE",
+    ),
+}  # fmt: skip
+
+
+def manage_py_check_entry(entry: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m django check`` on tests.settings.mistake_site with a hand-written entry."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.settings.mistake_site",
+        "MISTAKE_ENTRY": json.dumps(entry),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BROKEN_ENTRIES))
+def test_e004__broken_backend_entry_is_one_check_error_not_a_traceback(name: str) -> None:
+    """Django's own checks build every cache first: building must not raise."""
+    entry, cause = BROKEN_ENTRIES[name]
+
+    done = manage_py_check_entry(entry)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    assert "_SettingsError" not in output
+    assert output.count("(cache_settings.E004)") == 1, output
+    assert output.count(cause) == 1, output
+
+
+def test_e001__unknown_scheme_of_a_refreshing_backend_is_said_once() -> None:
+    entry = {"BACKEND": "cache_settings.backends.PyLibMCCache", "LOCATION": "memcache://h1:11211"}
+
+    done = manage_py_check_entry(entry)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    assert "(cache_settings.E001)" in output
+    assert "Did you mean 'memcached://'?" in output
+    assert output.count("'memcache://'") == 1, output  # no E004 besides
+
+
+@pytest.mark.parametrize("name", list(BROKEN_ENTRIES))
+def test_e004__broken_backend_raises_configuration_error_at_first_use(name: str) -> None:
+    entry, cause = BROKEN_ENTRIES[name]
+    handler = CacheHandler({"default": entry})
+    cache = handler["default"]  # as Django's checks build it: no error yet
+
+    with pytest.raises(ConfigurationError) as first:
+        cache.get("key")
+    with pytest.raises(ConfigurationError) as second:
+        cache.set("key", 1)
+    handler.close_all()  # Django closes caches after each request: that must not raise
+
+    assert cause in str(first.value)
+    assert str(second.value) == str(first.value)
+    # Public classes: no private name in the traceback a user sees.
+    assert type(first.value) in (ConfigurationError, SettingsError)
+    assert "SettingsError" in compat.__all__
+
+
+def test_w001__snapshot_that_cannot_be_written_says_so_and_why() -> None:
+    url = "listed://10.31.0.7"
+    cache_settings.memcached(Listed(url), snapshot="/proc/cache-settings-nodes.json")
+
+    found = about(check_snapshots, url)
+
+    assert [id_ for id_, _ in found] == ["cache_settings.W001"]
+    assert "/proc/cache-settings-nodes.json cannot be written" in found[0][1]
+    assert "cannot create a file in /proc: No such file or directory" in found[0][1]
+    assert "holds no node list" not in found[0][1]
+
+
+def test_stale_snapshot_and_local_fallback__the_cause_once_per_channel(
+    faults: Faults, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One log line where the error is swallowed; one check (W005 then, not W002 too)."""
+    url = f"consul://{faults.refused()}/memcached"
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, url, [Node("10.37.0.1")], fetched_at=time.time() - 90062)
+    caplog.set_level(logging.DEBUG, logger="cache_settings")
+
+    cache_settings.memcached(
+        url, snapshot=snapshot, max_age=86400, on_failure="locmem", deadline=0.5, attempts=1
+    )
+
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    checked = [m for m in check_snapshots(None) + check_fallbacks(None) if m.obj == url]
+    assert [m.id for m in checked] == ["cache_settings.W005"]
+    assert len(logged) == 1
+    for text in (logged[0], checked[0].msg):
+        assert text.count("older than max_age") == 1
+        assert re.search(r"is 900\d\d s old, older than max_age=86400 s;", text), text
+
+
+@pytest.mark.parametrize(
+    ("library", "entry"),
+    [
+        ("pylibmc", {"BACKEND": "cache_settings.compat.ElastiCache", "LOCATION": "cfg.example:1"}),
+        ("pylibmc", {"BACKEND": "cache_settings.backends.PyLibMCCache",
+                     "LOCATION": "consul:///memcached"}),
+        ("pymemcache", {"BACKEND": "cache_settings.backends.PyMemcacheCache",
+                        "LOCATION": "consul:///memcached"}),
+    ],
+)  # fmt: skip
+def test_e004__backend_whose_client_is_not_installed_is_one_check_error(
+    library: str, entry: dict[str, Any], tmp_path: Path
+) -> None:
+    """What `pip uninstall` leaves: importing the client fails, as for any missing module."""
+    shadow = tmp_path / "uninstalled" / library
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{library}'\", name={library!r})\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)]),
+        "DJANGO_SETTINGS_MODULE": "tests.settings.mistake_site",
+        "MISTAKE_ENTRY": json.dumps(entry),
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    assert "(cache_settings.E004)" in output
+    assert f'pip install "django-cache-settings[{library}]"' in output

@@ -664,8 +664,41 @@ def test_resolve_settings__broken_settings_are_one_line_and_exit_2(
 
     err = capsys.readouterr().err
     assert status == 2
-    assert "importing brokensite failed: KeyError('BROKENSITE_SECRET_KEY')" in err
+    assert "importing brokensite failed: KeyError: 'BROKENSITE_SECRET_KEY'" in err
     assert "Traceback" not in err
+
+
+def test_resolve_settings__settings_error_is_its_message_not_a_repr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "unconfiguredsite.py").write_text(
+        "from django.core.exceptions import ImproperlyConfigured\n"
+        'raise ImproperlyConfigured("Set the CACHE_HOST environment variable.")\n'
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        status = main(["resolve", "--settings", "unconfiguredsite"])
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "cache-settings resolve: error: --settings: importing unconfiguredsite failed: "
+        "Set the CACHE_HOST environment variable."
+    ]
+
+
+def test_usage_errors__argparse_and_our_own_are_one_line_alike(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No usage block for one kind of mistake and none for the other."""
+    assert main(["resolve", "--attempts", "zero", "memcached://10.0.0.1:11211"]) == 2
+    assert main(["resolve", "redis://10.0.0.1:6379"]) == 2
+
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("cache-settings resolve: error: argument --attempts: ")
+    assert lines[1].startswith("cache-settings resolve: error: Unknown scheme 'redis://'")
 
 
 def test_resolve_settings__bad_memcached_argument_is_its_own_message_in_one_line(
@@ -741,3 +774,17 @@ def test_show__never_prints_credentials_held_in_a_foreign_files_keys(
     out = capsys.readouterr().out
     assert "consul://10.0.0.9:8500/mc" in out
     assert "tok-secret-zzz" not in out
+
+
+def test_check_settings__static_list_without_snapshot_is_ok(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A static list is read from the settings: no snapshot is missing."""
+    monkeypatch.setenv("MISTAKE_SOURCE", "memcached://10.0.0.1:11211")
+    monkeypatch.setenv("MISTAKE_ARGUMENTS", "{}")
+
+    status = main(["check", "--settings", "tests.settings.mistake_site", "--json"])
+
+    [result] = json.loads(capsys.readouterr().out)["results"]
+    assert status == 0
+    assert (result["status"], result["detail"]) == ("static", "a static list needs no snapshot")

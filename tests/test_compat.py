@@ -18,7 +18,7 @@ from django.core.cache import CacheHandler, InvalidCacheBackendError
 from django.test import override_settings
 
 from cache_settings import ConfigurationError, ResolutionError
-from cache_settings.compat import SNAPSHOT_NAME
+from cache_settings.compat import SNAPSHOT_NAME, SettingsError
 from cache_settings.snapshot import load_snapshot
 from cache_settings.watch import Watcher
 from cache_settings.watchers import stop_all, watchers
@@ -206,7 +206,7 @@ def test_elasticache__location_not_one_endpoint__is_a_configuration_error(locati
     handler = CacheHandler({"default": {"BACKEND": ELASTICACHE, "LOCATION": location}})
 
     with pytest.raises(InvalidCacheBackendError, match="LOCATION") as raised:
-        handler["default"]
+        handler["default"].get("key")  # the first operation raises, not building it
 
     assert isinstance(raised.value, ConfigurationError)
 
@@ -250,7 +250,7 @@ def test_elasticache__unknown_option__names_it() -> None:
     )
 
     with pytest.raises(ConfigurationError, match="'tcp_nodelayy' are neither pylibmc behaviors"):
-        handler["default"]
+        handler["default"].get("key")  # the first operation raises, not building it
 
 
 def test_elasticache__binary_key__warns_that_text_protocol_is_used() -> None:
@@ -428,7 +428,7 @@ def test_consul__missing_service__is_a_configuration_error() -> None:
     handler = CacheHandler({"default": {"BACKEND": CONSUL, "CONSUL_HOST": "consul.example"}})
 
     with pytest.raises(ConfigurationError, match="needs CONSUL_SERVICE"):
-        handler["default"]
+        handler["default"].get("key")  # the first operation raises, not building it
 
 
 @pytest.mark.parametrize(
@@ -447,3 +447,21 @@ def test_consul__settings_not_honoured__warn(extra: dict[str, Any], message: str
         cache = handler["default"]
 
     assert "server_max_value_length" not in cache._options  # type: ignore[attr-defined]
+
+
+def test_compat__seconds_written_as_text_are_read_as_numbers() -> None:
+    """Settings read from the environment hold text: "30" is 30 seconds, "soon" an error."""
+    handler = CacheHandler(
+        {
+            "default": {"BACKEND": CONSUL, "CONSUL_SERVICE": "memcached", "CONSUL_TTL": "45",
+                        "OPTIONS": {"DEADLINE": " 2 "}},
+            "broken": {"BACKEND": ELASTICACHE, "LOCATION": "cfg.example:11211",
+                       "OPTIONS": {"REFRESH": "soon"}},
+        }
+    )  # fmt: skip
+
+    watcher = handler["default"]._watcher  # type: ignore[attr-defined]
+
+    assert (watcher.policy.refresh, watcher.policy.deadline) == (45.0, 2.0)
+    with pytest.raises(SettingsError, match=r"REFRESH.* must be a positive number of seconds"):
+        handler["broken"].get("key")

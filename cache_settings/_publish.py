@@ -1,0 +1,176 @@
+"""What a watcher does with each answer: the guards, then publishing a new node list.
+
+Split from :mod:`cache_settings.watch`, whose :class:`~cache_settings.watch.Watcher` mixes
+in :class:`Publishing`; the module docstring there says what each guard is for. Everything
+here runs on the watcher's thread (and once at start-up, for the settings-time answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from typing import NamedTuple
+
+from .ask import Answer, save
+from .chain import is_earlier
+from .exceptions import CacheSettingsError, SourceError
+from .nodes import Node
+from .policy import Policy
+from .rejoin import Rejoins
+from .signals import nodes_changed
+from .sources import Source
+
+__all__ = ["Publishing", "State"]
+
+# The watcher's messages keep the logger name they always had.
+logger = logging.getLogger("cache_settings.watch")
+
+
+class State(NamedTuple):
+    """What a watcher publishes: its change counter and the node list it belongs to."""
+
+    generation: int
+    nodes: tuple[Node, ...]
+
+
+class Publishing:
+    """The guards and the publishing of :class:`~cache_settings.watch.Watcher`."""
+
+    # Set by Watcher.__init__ and _init_process.
+    source: Source
+    url: str
+    policy: Policy
+    state: State
+    generation: int
+    version: int | None
+    answered_by: str | None
+    _failing: bool
+    _stale_logged: int | None
+    _rejoins: Rejoins
+    _write_lock: threading.RLock
+    _changed: threading.Condition
+
+    def _publish(self, answer: Answer, *, ordered: bool) -> None:
+        # A log handler or a snapshot write that raises must not end the watch: the thread
+        # is the only thing that keeps this process's node list current.
+        try:
+            self._offer(answer, ordered=ordered)
+        except Exception:
+            logger.exception("%s: watcher: error while publishing a node list", self.url)
+
+    def _offer(self, answer: Answer, *, ordered: bool, write: bool = True) -> bool:
+        """Publish *answer* if it passes the guards and differs; return True on a change.
+
+        A chain that moved to another member with the same nodes sends ``nodes_changed``
+        (empty ``added`` and ``removed``) and returns False: no new generation.
+
+        ``ask()`` already refused an answer below ``min_nodes``.
+        """
+        nodes, version = answer.nodes, answer.version
+        answered_by = answer.source or self.url
+        with self._write_lock:
+            current = self.state
+            moved = self._follow(answered_by)
+            # docs/sources.md, "ElastiCache configuration endpoint": never apply a lower config
+            # version (logged once).
+            if ordered and _older(version, self.version):
+                if self._stale_logged != version:
+                    self._stale_logged = version
+                    logger.warning(
+                        "%s: ignoring an answer with config version %s, older than %s",
+                        self.url,
+                        version,
+                        self.version,
+                    )
+                return False
+            if self._failing:
+                self._failing = False
+                logger.info("%s: source recovered with %d node(s)", self.url, len(nodes))
+            if version is not None:
+                self.version = version
+            if nodes != current.nodes:
+                # Flushes the nodes that return, on this thread, before they are published.
+                admitted = self._rejoins.admit(current.nodes, nodes, self.policy)
+                if admitted is None:
+                    return False
+                nodes = admitted
+                answer = replace(answer, nodes=nodes)
+            if nodes == current.nodes and not moved:
+                return False
+            old, new = set(current.nodes), set(nodes)
+            added = tuple(node for node in nodes if node not in old)
+            removed = tuple(node for node in current.nodes if node not in new)
+            # Another chain member with the same nodes: signalled, but no new generation.
+            state = current if nodes == current.nodes else State(current.generation + 1, nodes)
+            self.state = state
+            self.generation = state.generation
+        if state is not current:
+            with self._changed:
+                self._changed.notify_all()
+            logger.info(
+                "%s: nodes changed (generation %d), added %s, removed %s",
+                self.url,
+                state.generation,
+                ", ".join(node.location for node in added) or "none",
+                ", ".join(node.location for node in removed) or "none",
+            )
+        if write:
+            save(self.policy, answered_by, answer)
+        # The sender is the Watcher class (README, "Refreshing backends").
+        for receiver, result in nodes_changed.send_robust(
+            type(self),
+            source=self.url,
+            nodes=nodes,
+            added=added,
+            removed=removed,
+            generation=state.generation,
+            version=version,
+            answered_by=answered_by,
+        ):
+            if isinstance(result, Exception):
+                logger.error("%s: nodes_changed receiver %r raised %r", self.url, receiver, result)
+        return state is not current
+
+    def _follow(self, answered_by: str) -> bool:
+        """Note which source answered; return True when a chain moved to another member.
+
+        Called under the write lock. Versions of different members never compare: the
+        one in use is forgotten on a move.
+        """
+        previous, self.answered_by = self.answered_by, answered_by
+        if previous is None or previous == answered_by:
+            return False
+        self.version = None
+        self._stale_logged = None
+        back = is_earlier(self.source, answered_by, previous)
+        # Back to an earlier member is a recovery (INFO); on to a later one, a fallback.
+        logger.log(
+            logging.INFO if back else logging.WARNING,
+            "%s: %s %s (was %s)",
+            self.url,
+            "back to" if back else "moved on to",
+            answered_by,
+            previous,
+        )
+        return True
+
+    def _failed(self, error: CacheSettingsError) -> None:
+        reason = error.reason if isinstance(error, SourceError) else str(error)
+        with self._write_lock:
+            first = not self._failing
+            self._failing = True
+        if first:
+            # Without a list the first resolution failed, and said so (Watcher._prime).
+            logger.warning(
+                "%s: source failed (%s); keeping the last good %d node(s) until it recovers",
+                self.url,
+                reason,
+                len(self.state.nodes),
+            )
+        else:
+            logger.debug("%s: source still failing (%s)", self.url, reason)
+
+
+def _older(version: int | None, current: int | None) -> bool:
+    return version is not None and current is not None and version < current
