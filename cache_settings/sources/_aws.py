@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ..attempt import Attempt
 from ..tls import TLSConfig
-from . import _transport
+from . import _budget, _transport
 
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSPreparedRequest, AWSResponse
@@ -131,6 +131,12 @@ class _Sender:
             body=bytes(body) if isinstance(body, bytearray) else body,
             context=self._session.context() if parts.scheme == "https" else None,
             hint="check endpoint_url, AWS_ENDPOINT_URL_ELASTICACHE and the region",
+        )
+        # botocore parses the reply next, in C and then in Python, with no deadline of its own.
+        _budget.afford(
+            self._attempt,
+            _budget.xml_seconds(reply.body),
+            f"an ElastiCache API reply of {len(reply.body)} bytes",
         )
         headers = HTTPHeaders()
         for name, value in reply.headers.items():

@@ -14,6 +14,7 @@ from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
 from . import Traits
 from . import _consul_agent as _agent
+from ._budget import paced
 from ._consul_agent import DEFAULT_AGENT, blocking_wait
 from ._transport import within
 from ._url import Query
@@ -221,7 +222,7 @@ def parse_health_service(
         raise SourceError(source, f"malformed reply: expected a list, got {type(entries).__name__}")
     wanted, allowed = set(tags), set(status)
     nodes = []
-    for n, entry in enumerate(entries):
+    for n, entry in enumerate(paced(entries)):
         where = f"malformed reply: entry {n}"
         if not isinstance(entry, Mapping):
             raise SourceError(source, f"{where} is not an object")

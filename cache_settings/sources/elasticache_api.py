@@ -16,6 +16,7 @@ from ..nodes import Node, unique_sorted
 from ..redact import environment_secrets, scrub
 from ..tls import TLSConfig
 from . import Traits, _aws
+from ._budget import paced
 from ._transport import within
 from ._url import Query
 
@@ -221,7 +222,7 @@ def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
             raise SourceError(source, f"cluster {name}: CacheNodes is not a list")
         available: list[Node] = []
         statuses: list[str] = []
-        for item in cache_nodes:
+        for item in paced(cache_nodes):
             if not isinstance(item, Mapping) or not isinstance(item.get("CacheNodeStatus"), str):
                 raise SourceError(source, f"cluster {name}: malformed cache node {item!r}")
             statuses.append(f"{item.get('CacheNodeId', '?')} {item['CacheNodeStatus']}")

@@ -35,16 +35,20 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
+from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
 from ..snapshot import FORMAT
 from . import Traits
+from ._budget import check_json, paced
+from ._transport import within
 from ._url import Query
 
 __all__ = ["QUIET", "File", "parse_node_list"]
@@ -53,6 +57,7 @@ __all__ = ["QUIET", "File", "parse_node_list"]
 QUIET = 0.05
 
 _Stamp = tuple[int, int, int, int, int]
+_LINE = re.compile(r"[^\n]*\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,28 +114,25 @@ class File:
 
     def resolve(self, timeout: float) -> list[Node]:
         """Read the file once complete; return within *timeout* seconds or raise SourceError."""
-        current = attempt.current()
-        if current is not None:
-            timeout = min(timeout, current.left())
-        cap = current.max_reply_size if current is not None else attempt.DEFAULT_MAX_REPLY_SIZE
-        deadline = time.monotonic() + timeout
+        return within(self.url, timeout, self._resolve)
+
+    def _resolve(self, current: Attempt) -> list[Node]:
         while True:
-            read = _read(self.path, cap, self.url)  # None: it changed while we read
+            read = _read(self.path, current.max_reply_size, self.url)  # None: it changed
             age = time.time() - read[1][3] / 1e9 if read else 0.0
             if read and age >= QUIET:
                 break
             pause = min(QUIET, QUIET - age)
-            if time.monotonic() + pause > deadline:
+            if pause >= current.left():
                 raise SourceError(
                     self.url,
-                    f"the file kept changing for {timeout:.2f} s; it may be written in place "
-                    "right now (write a temporary file and rename it into place)",
+                    f"the file kept changing for {current.timeout:.2f} s; it may be written "
+                    "in place right now (write a temporary file and rename it into place)",
                 )
             time.sleep(pause)
             if read and _stamp_path(self.path) == read[1]:
                 break
-        data = read[0]
-        return parse_node_list(data, source=self.url, choose=self.source)
+        return parse_node_list(read[0], source=self.url, choose=self.source)
 
 
 def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = None) -> list[Node]:
@@ -147,12 +149,15 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     if not body:
         raise SourceError(source, "the file is empty; it must list at least one node")
     if body[0] in "[{":
+        check_json(data, attempt.current(), source=source)
         try:
             value = json.loads(body)
         except ValueError as exc:
             raise SourceError(
                 source, f"not valid JSON ({exc}): malformed, or partly written"
             ) from None
+        except RecursionError:  # the nesting check above leaves the decoder none to meet
+            raise SourceError(source, "not valid JSON: nested too deeply") from None
         if isinstance(value, dict):
             nodes = _from_snapshot(value, source, choose)
         else:
@@ -168,7 +173,7 @@ def _from_list(value: object, source: str) -> list[Node]:
     if not isinstance(value, list):
         raise SourceError(source, 'expected a JSON list of "host:port" strings')
     nodes = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(paced(value)):
         if isinstance(item, dict) and isinstance(item.get("targets"), list):
             targets = item["targets"]  # a Prometheus file_sd target group
         else:
@@ -210,10 +215,10 @@ def _from_snapshot(value: dict[str, object], source: str, choose: str | None) ->
 
 
 def _from_lines(text: str, source: str) -> list[Node]:
-    lines = text.split("\n")
+    end = text.rfind("\n") + 1
     # A writer cut short leaves a last line without its newline, such as "10.0.0.3:112":
     # a valid node with a wrong port, so it is refused rather than guessed at.
-    last = lines.pop().partition("#")[0].strip()
+    last = text[end:].partition("#")[0].strip()
     if last:
         raise SourceError(
             source,
@@ -221,8 +226,9 @@ def _from_lines(text: str, source: str) -> list[Node]:
             "written",
         )
     nodes = []
-    for number, line in enumerate(lines, 1):
-        content = line.partition("#")[0].strip()
+    # One line at a time (a file of millions of blank lines is not split in one C call).
+    for number, line in enumerate(paced(_LINE.finditer(text, 0, end)), 1):
+        content = line.group().partition("#")[0].strip()
         if content:
             nodes.append(_node(content, source, f"line {number}"))
     return nodes
