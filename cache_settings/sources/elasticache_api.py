@@ -1,4 +1,9 @@
-"""ElastiCache clusters and serverless caches found through the AWS API: ``elasticache-api://NAME``."""
+"""ElastiCache clusters and serverless caches found through the AWS API: ``elasticache-api://NAME``.
+
+Credentials never reach a message or a log line: errors are scrubbed here, and botocore's
+own DEBUG records of a signed request, made during our calls, are masked by a filter on
+``botocore.auth`` and ``botocore.endpoint`` (see :mod:`._aws` for what it does and leaves).
+"""
 
 from __future__ import annotations
 
@@ -285,5 +290,5 @@ def _error_code(exc: Exception) -> str:
 
 def _scrub(text: str) -> str:
     """Remove anything shaped like an AWS credential, and the environment's own, from *text*."""
-    text = scrub(text, environment_secrets())
+    text = scrub(_aws.mask_signed(text), environment_secrets())
     return _SECRET.sub("***", _ACCESS_KEY_ID.sub("***", text))
