@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
+from .redact import redact_address
 
 __all__ = ["DEFAULT_PORT", "Node", "parse_node", "parse_port", "unique_sorted"]
 
@@ -88,6 +89,11 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
     prefix = f"{where}: " if where else ""
     value = text.strip()
     port = default_port
+    if "@" in value:  # what precedes "@" may be a password: never shown
+        raise ConfigurationError(
+            f"{prefix}invalid node {redact_address(value)!r}: user info ('...@') is not "
+            "supported in a node address"
+        )
     parts = value.split()
     if ";" in value or (len(parts) > 1 and all(":" in part for part in parts)):
         raise ConfigurationError(

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import parse_node
+from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
 from ._budget import check_json
 from ._transport import request
@@ -103,12 +104,21 @@ def agent_settings(source: Consul, environ: Mapping[str, str]) -> Agent:
 
 
 def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
-    """Split ``[scheme://]host[:port]`` into the scheme (or None) and ``host:port``."""
+    """Split ``[scheme://]host[:port]`` into the scheme (or None) and ``host:port``.
+
+    Messages show *text* without user info (it may come from ``CONSUL_HTTP_ADDR``).
+    """
+    shown = redact_address(text.strip())
     scheme, sep, rest = text.strip().rpartition("://")
     if sep and scheme.lower() not in ("http", "https"):
         raise ConfigurationError(
-            f"{where}: {text!r} is not supported; use host:port, http://host:port "
+            f"{where}: {shown!r} is not supported; use host:port, http://host:port "
             "or https://host:port (unix sockets are not supported)"
+        )
+    if "@" in rest:
+        raise ConfigurationError(
+            f"{where}: the agent address {shown!r} carried user info ('...@'), which is "
+            "not used; give the token with CONSUL_HTTP_TOKEN or token="
         )
     try:
         node = parse_node(
@@ -116,7 +126,7 @@ def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
         )
     except ConfigurationError:
         raise ConfigurationError(
-            f"{where}: the agent address {text!r} is not host[:port] (a port 1..65535), "
+            f"{where}: the agent address {shown!r} is not host[:port] (a port 1..65535), "
             "http://host[:port] or https://host[:port]"
         ) from None
     return (scheme.lower() or None), node.location
@@ -287,7 +297,9 @@ def _go_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if value in _GO_FALSE:
         return False
-    raise ConfigurationError(f"{name}={value!r} must be true or false")
+    raise ConfigurationError(
+        f"{name}={scrub(value, environment_secrets())!r} must be true or false"
+    )
 
 
 def _clean(exc: BaseException, agent: Agent) -> str:

@@ -22,12 +22,15 @@ class Query:
     def __init__(
         self, url: SplitResult, allowed: Collection[str], *, repeatable: Collection[str] = ()
     ):
-        self.where = redact(url)
+        # The values of unknown options are masked: a misspelt "token" is still a secret.
+        self.where = redact_url(url, allowed=allowed)
         self._values: dict[str, list[str]] = {}
         try:
             pairs = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
-        except ValueError as exc:
-            raise ConfigurationError(f"{self.where}: malformed query string ({exc})") from exc
+        except ValueError:  # its message quotes the field, which may be a secret
+            raise ConfigurationError(
+                f"{self.where}: malformed query string; write key=value options joined by '&'"
+            ) from None
         for key, value in pairs:
             if key not in allowed:
                 close = difflib.get_close_matches(key.lower(), allowed, n=1)

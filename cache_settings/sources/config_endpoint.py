@@ -39,7 +39,7 @@ from ..tls import TLSConfig
 from . import Traits
 from ._budget import paced
 from ._transport import close, connect, failure, start_tls, within
-from ._url import Query, redact
+from ._url import Query
 
 __all__ = ["ConfigEndpoint", "parse_cluster_config"]
 
@@ -220,8 +220,8 @@ class ConfigEndpoint:
     @classmethod
     def from_url(cls, url: SplitResult) -> ConfigEndpoint:
         """Build from ``elasticache://HOST[:PORT]?tls=..&ca=..&cert=..&key=..&address=..&fallback=..``."""
-        where = redact(url)
         query = Query(url, {"tls", "ca", "cert", "key", "address", "fallback"})
+        where = query.where
         if url.path not in ("", "/") or url.fragment or "@" in url.netloc:
             raise ConfigurationError(
                 f"{where}: expected elasticache://CONFIGURATION-ENDPOINT:PORT and nothing else"
