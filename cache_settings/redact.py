@@ -42,9 +42,22 @@ _SHORTEST = 4
 
 # "scheme://user:password@" anywhere in a text; the user info is what goes.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#@\s'\"]*@")
-# "token=VALUE" (also after "?" or "&", percent-encoded or not) anywhere in a text.
+# "token=VALUE" (also after "?" or "&", percent-encoded or not) anywhere in a text. The
+# value runs to a delimiter (space, quote, "&", "#"), less trailing punctuation: Consul ACL
+# tokens are UUIDs (hex and "-"), AWS keys and session tokens base64 ("A-Za-z0-9/+="), so
+# neither begins or ends with ")", ";", ",", "." and the like. Those end a sentence instead,
+# as in the library's own advice "(CONSUL_HTTP_TOKEN or token=)", which stays readable;
+# inside a value (a password "ab;cd") they are masked with it.
+_VALUE_EDGE = r"[^\s&#'\"()\[\]{}<>;,.:!?]"
 _SECRET_OPTION = re.compile(
-    r"(?P<key>\b(?:" + "|".join(sorted(SECRET_KEYS)) + r")(?:=|%3D))[^&\s#'\"]+", re.IGNORECASE
+    r"(?P<key>\b(?:"
+    + "|".join(sorted(SECRET_KEYS))
+    + r")(?:=|%3D))"
+    + _VALUE_EDGE
+    + r"(?:[^\s&#'\"]*"
+    + _VALUE_EDGE
+    + r")?",
+    re.IGNORECASE,
 )
 
 

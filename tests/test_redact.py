@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cache_settings import ConfigurationError, parse_source
+from cache_settings import ConfigurationError, SourceError, parse_source
 from cache_settings.redact import Scrubber, redact_address, redact_url, scrub, url_secrets
+from tests.servers.consul import ConsulAgent
 
 SECRET = "s3cr3t-p@ss\nword/+"
 
@@ -189,3 +190,43 @@ def test_redact_url__masks_values_of_options_not_allowed() -> None:
 )
 def test_redact_address__with_or_without_a_scheme(address: str, shown: str) -> None:
     assert redact_address(address) == shown
+
+
+# --- masking keeps the library's own advice readable ------------------------------------------
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["403", "acl-filtered"])
+def test_scrub__keeps_the_token_advice_of_consul_acl_errors(
+    consul_agent: ConsulAgent, filtered: bool
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    if filtered:
+        consul_agent.filter_by_acl("9f1c3e1a-5b6d-4c2e-8f00-0123456789ab")
+    else:
+        consul_agent.require_token("9f1c3e1a-5b6d-4c2e-8f00-0123456789ab")
+    with pytest.raises(SourceError) as raised:
+        parse_source(f"consul://{consul_agent.address}/memcached").resolve(timeout=2)
+    message = str(raised.value)
+
+    assert "token=" in message
+    assert scrub(message) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("(CONSUL_HTTP_TOKEN or token=)); retry", "(CONSUL_HTTP_TOKEN or token=)); retry"),
+        (
+            "token=9f1c3e1a-5b6d-4c2e-8f00-0123456789ab); next",  # a Consul ACL token: a UUID
+            "token=***); next",
+        ),
+        ("(token=IQoJb3JpZ2luX2Vj/ab+c==), next", "(token=***), next"),  # AWS base64
+        ("secret=wJalrXUtnFEMI%2FK7MDENG%3D; then", "secret=***; then"),  # percent-encoded
+        ("password=ab;c)d. End", "password=***. End"),  # punctuation inside stays masked
+        ("token=" + ")" * 50_000 + "x", "token=" + ")" * 50_000 + "x"),  # and linear time
+    ],
+)
+def test_scrub__secret_option_values_stop_before_trailing_punctuation(
+    text: str, masked: str
+) -> None:
+    assert scrub(text) == masked
