@@ -14,6 +14,8 @@ __all__ = ["DEFAULT_PORT", "Node", "parse_node", "parse_port", "unique_sorted"]
 
 DEFAULT_PORT = 11211
 
+# What could be an IPv6 address, perhaps with a port: hex digits, ':', '.', a zone.
+_IPV6ISH = re.compile(r"[0-9A-Fa-f:.]+(%[\w.-]+)?")
 # RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
@@ -114,12 +116,22 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
                 f"{prefix}invalid node {text!r}: {host!r} is not an IPv6 address"
             )
         return Node(address, port)
+    if ";" in value:  # Django's own LOCATION separator, not a URL's
+        raise ConfigurationError(
+            f"{prefix}invalid node {text!r}: use ',' between nodes (host:port,host:port), not ';'"
+        )
     if value.count(":") > 1:
         address = _ipv6(value)
         if address is not None:
             return Node(address, port)
+        # Brackets are the fix only for what may be an IPv6 address ("2001:db8::1:11211").
+        hint = (
+            "; write IPv6 addresses in brackets, as [::1]:11211"
+            if "::" in value or _IPV6ISH.fullmatch(value)
+            else ""
+        )
         raise ConfigurationError(
-            f"{prefix}invalid node {text!r}: write IPv6 addresses in brackets, as [::1]:11211"
+            f"{prefix}invalid node {text!r}: too many ':' (expected host:port){hint}"
         )
     host, sep, port_text = value.partition(":")
     if sep:

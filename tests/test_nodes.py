@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache_settings import ConfigurationError, Node
+from cache_settings import ConfigurationError, Node, parse_source
 from cache_settings.nodes import parse_node, unique_sorted
 
 
@@ -119,3 +119,33 @@ def test_node_from_dict__rejects_malformed_data(data: object) -> None:
 def test_node_as_dict__round_trips() -> None:
     for node in (Node("a", 1), Node("a", 2, ip="::1"), Node("a", 3, tls=True)):
         assert Node.from_dict(node.as_dict()) == node
+
+
+@pytest.mark.parametrize(
+    ("text", "says", "not_said"),
+    [
+        ("host:11211:1", "too many ':' (expected host:port)", "brackets"),
+        ("cfg.example.com:11211:1", "too many ':'", "brackets"),
+        ("h1:11211;h2:11211", "use ',' between nodes", "brackets"),
+        ("h1;h2", "use ',' between nodes", "is not a host name"),
+        ("2001:db8::zz", "write IPv6 addresses in brackets", None),
+        ("cafe:beef:1", "write IPv6 addresses in brackets", None),
+    ],
+)
+def test_parse_node__hint_fits_the_mistake(text: str, says: str, not_said: str | None) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_node(text, where="LOCATION-X")
+
+    assert says in str(raised.value)
+    if not_said is not None:
+        assert not_said not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["elasticache://cfg.example:11211:1", "memcached://h1:11211;h2:11211"]
+)
+def test_parse_source__no_ipv6_hint_for_urls_that_are_not_ipv6(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url)
+
+    assert "IPv6" not in str(raised.value)
