@@ -106,11 +106,17 @@ class Consul:
         query = Query(url, _OPTIONS, repeatable=("tag", "node-meta"))
         where = query.where
         service = unquote(url.path.strip("/"))
+        userinfo, _, hostport = url.netloc.rpartition("@")
+        if not service and hostport and not url.path and ":" not in hostport:
+            # consul://memcached: two slashes, so "memcached" is the agent, not the service.
+            raise ConfigurationError(
+                f"{where}: {hostport!r} was read as the agent's host (consul://AGENT/SERVICE) "
+                f"and no service is named; for the local agent write consul:///{hostport}"
+            )
         if not service or "/" in service:
             raise ConfigurationError(
                 f"{where}: expected one service name as the path, as in consul:///memcached"
             )
-        userinfo, _, hostport = url.netloc.rpartition("@")
         meta = []
         for pair in query.all("node-meta"):
             key, sep, value = pair.partition(":")
