@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cache_settings import ConfigurationError, Node, parse_source
-from cache_settings.nodes import parse_node, unique_sorted
+from cache_settings.nodes import is_host, parse_node, unique_sorted
 
 
 @pytest.mark.parametrize(
@@ -109,11 +109,38 @@ def test_unique_sorted__removes_duplicates_and_ignores_input_order() -> None:
         {"host": "a", "port": 70000},
         {"host": "a", "port": 1, "ip": 5},
         {"host": "a", "port": 1, "tls": "yes"},
+        {"host": "/tmp/evil.sock", "port": 1},  # pylibmc reads a path as a unix socket
+        {"host": "a;b,c", "port": 1},
+        {"host": "a:b:c", "port": 1},
+        {"host": "a", "port": 1, "ip": "not an ip"},
     ],
 )
 def test_node_from_dict__rejects_malformed_data(data: object) -> None:
     with pytest.raises(ValueError, match="node"):
         Node.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("host", "valid"),
+    [
+        ("mc-1.example.com", True),
+        ("10.0.0.1", True),
+        ("2001:db8::1", True),
+        ("fe80::1%eth0", True),
+        ("consul_node_1", True),
+        ("/tmp/mc.sock", False),
+        ("a,b", False),
+        ("a;b", False),
+        ("a:1", False),
+        ("[::1]", False),
+        ("", False),
+        ("a" * 256, False),
+    ],
+)
+def test_is_host__accepts_what_parse_node_accepts(host: str, valid: bool) -> None:
+    assert is_host(host) is valid
+    if valid:
+        assert parse_node(f"[{host}]" if ":" in host else host).port == 11211
 
 
 def test_node_as_dict__round_trips() -> None:

@@ -37,7 +37,7 @@ from urllib.parse import SplitResult, unquote
 
 from .. import attempt
 from ..exceptions import ConfigurationError, SourceError
-from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
+from ..nodes import DEFAULT_PORT, Node, is_host, parse_node, unique_sorted
 from . import Traits
 from ._url import Query
 
@@ -238,11 +238,17 @@ class _Lookup:
             what = "only the target '.' (service not available)" if records else "no"
             raise SourceError(self.source, f"{what} SRV records for {name}")
         lowest = min(record.priority for record in usable)
-        return [
+        targets = [
             (record.target.to_text(omit_final_dot=True).lower(), int(record.port))
             for record in usable
             if record.priority == lowest
         ]
+        for target, _ in targets:
+            if not is_host(target):  # a label with odd bytes shows as "\\047" and the like
+                raise SourceError(
+                    self.source, f"SRV target {target!r:.100} of {name} is not a host name"
+                )
+        return targets
 
     def query(self, name: str, rdtype: str) -> Any:
         """Return the answer RRset of *name*/*rdtype*, or None when it has no such records.

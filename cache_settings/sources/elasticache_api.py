@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
-from ..nodes import Node, unique_sorted
+from ..nodes import Node, is_host, unique_sorted
 from ..redact import environment_secrets, scrub
 from ..tls import TLSConfig
 from . import Traits, _aws
@@ -277,7 +277,11 @@ def _endpoint(endpoint: object, source: str, what: str) -> Node:
         raise SourceError(source, f"{what}: available node without an Endpoint")
     address, port = endpoint.get("Address"), endpoint.get("Port")
     if not isinstance(address, str) or not address:
-        raise SourceError(source, f"{what}: Endpoint without an Address ({endpoint!r})")
+        raise SourceError(source, f"{what}: Endpoint without an Address ({endpoint!r:.200})")
+    if not is_host(address):  # never a path or a list a client would read otherwise
+        raise SourceError(
+            source, f"{what}: Endpoint Address {address!r:.100} is not a host name or IP"
+        )
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise SourceError(source, f"{what}: Endpoint {address} has an invalid Port {port!r}")
     return Node(address.lower(), port)

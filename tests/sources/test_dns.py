@@ -350,3 +350,15 @@ def test_backend__follows_srv_records_of_real_memcached_nodes(
 
         assert wait_until(dropped, timeout=0.3 + 2)
     stop_all(timeout=2)
+
+
+def test_dnssrvnoa__a_target_that_is_not_a_host_name_fails_the_attempt(
+    dns_server: DNSServer,
+) -> None:
+    # dnsmasq serves the name as given; "/" is no host name character (a client would read
+    # "/tmp/..." as a unix socket path).
+    service = f"_memcached._tcp.{dns_server.name('svc')}"
+    dns_server.set_srv(service, [("tmp/evil.test", 11211, 0, 0)])
+
+    with pytest.raises(SourceError, match="is not a host name"):
+        source(f"dnssrvnoa+{service}", dns_server).resolve(timeout=2)

@@ -787,3 +787,13 @@ def test_elasticache_api__log_masking_touches_only_our_calls(
     theirs.describe_cache_clusters(CacheClusterId="mc")
 
     assert f"x-amz-security-token:{SESSION_TOKEN}" in caplog.text
+
+
+@pytest.mark.parametrize("address", ["/tmp/evil.sock", "a;b,c", "a:b:c"])
+def test_elasticache_api__endpoint_address_must_be_a_host(
+    aws_env: ElastiCacheAPIServer, address: str
+) -> None:
+    aws_env.add_cluster("mc", [(address, 11211)])
+
+    with pytest.raises(SourceError, match="is not a host name or IP"):
+        _source(aws_env).resolve(timeout=5)

@@ -247,3 +247,14 @@ def test_watcher__polling_a_rewritten_file_holds_only_whole_lists(
         watcher.stop()
 
     assert seen <= whole
+
+
+@pytest.mark.parametrize("host", ["/tmp/evil.sock", "a;b,c", "a:b:c"])
+def test_file__snapshot_format_hosts_follow_the_live_rules(tmp_path: Path, host: str) -> None:
+    path = tmp_path / "nodes.json"
+    entry = {"nodes": [{"host": host, "port": 11211}], "fetched_at": 1}
+    path.write_text(json.dumps({"format": "cache_settings/1", "sources": {"x://y": entry}}))
+    aged(path)
+
+    with pytest.raises(SourceError, match="node host must be a host name or an IP"):
+        file_source(path).resolve(timeout=2)
