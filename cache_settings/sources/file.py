@@ -13,7 +13,10 @@ The first character that is not white space tells the format apart:
 Decisions this module documents:
 
 - A missing, empty, unreadable, partial or malformed file is a SourceError, never an empty
-  list: the resolver then keeps the last good list (or the snapshot).
+  list: the resolver then keeps the last good list (or the snapshot). What no retry can
+  change is ``permanent`` (not retried within one resolution): a symbolic link, a file that
+  is not regular, one over ``max_reply_size``, bytes that are not UTF-8 (but for a character
+  cut at the end, which a write under way leaves).
 - The file is opened with ``O_NOFOLLOW | O_NONBLOCK``: a symbolic link is refused (the
   snapshot rule: nothing is read through a link another user may redirect) and a FIFO or
   device cannot block the open; only a regular file of at most ``max_reply_size`` bytes is
@@ -144,7 +147,13 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SourceError(source, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        # A character cut at the very end may be a write still under way; anything else is
+        # not text, and reading it again cannot change that.
+        raise SourceError(
+            source,
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+            permanent=exc.reason != "unexpected end of data",
+        ) from None
     body = text.lstrip()
     if not body:
         raise SourceError(source, "the file is empty; it must list at least one node")
@@ -252,14 +261,15 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
             raise SourceError(
                 source,
                 "is a symbolic link; name the file it points to (links are never followed)",
+                permanent=True,
             ) from None
         raise SourceError(source, f"cannot open the file ({exc.strerror or exc})") from None
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
-            raise SourceError(source, "not a regular file")
+            raise SourceError(source, "not a regular file", permanent=True)
         if before.st_size > cap:
-            raise SourceError(source, f"larger than {cap} bytes (max_reply_size)")
+            raise SourceError(source, f"larger than {cap} bytes (max_reply_size)", permanent=True)
         chunks, size = [], 0
         while size <= cap:
             chunk = os.read(fd, min(65536, cap + 1 - size))
@@ -274,7 +284,7 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > cap:
-        raise SourceError(source, f"larger than {cap} bytes (max_reply_size)")
+        raise SourceError(source, f"larger than {cap} bytes (max_reply_size)", permanent=True)
     if _stamp(before) != _stamp(after) or len(data) != after.st_size:
         return None
     return data, _stamp(after)
