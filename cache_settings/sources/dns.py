@@ -11,7 +11,8 @@ discovery" in their documentation), whose spellings ``dns+HOST:PORT``, ``dnssrv+
 - ``dnssrvnoa``: the same targets, used as host names (each client resolves them).
 
 An explicit ``:PORT`` on an SRV name replaces the records' ports, as Thanos and dskit do.
-Names are fully qualified: search domains are never tried (Mimir documents the same).
+Names are fully qualified: search domains are never tried (Mimir documents the same), and
+they are looked up in DNS only, never in ``/etc/hosts`` (``dns://localhost`` is NXDOMAIN).
 
 Decisions this module documents:
 
@@ -288,7 +289,9 @@ class _Lookup:
                     # Retrying within this resolution cannot make the name exist.
                     raise SourceError(
                         self.source,
-                        f"NXDOMAIN: {name} does not exist (nameserver {where})",
+                        f"NXDOMAIN: {name} does not exist (nameserver {where}); names are "
+                        "looked up in DNS only, never in /etc/hosts (list local nodes with "
+                        "memcached://HOST:PORT)",
                         permanent=True,
                     )
                 if rcode != dns.rcode.NOERROR:

@@ -219,6 +219,12 @@ def test_dns__nxdomain_says_so(dns_server: DNSServer) -> None:
     assert caught.value.permanent  # resolve() does not retry it
 
 
+def test_dns__nxdomain_says_etc_hosts_is_not_read(dns_server: DNSServer) -> None:
+    # dns://localhost: the system resolver would answer from /etc/hosts, a DNS server does not.
+    with pytest.raises(SourceError, match="in DNS only, never in /etc/hosts"):
+        source(f"dns+{MISSING_NAME}:11211", dns_server).resolve(timeout=2)
+
+
 def test_dns__name_without_records_of_the_type_says_no_records(dns_server: DNSServer) -> None:
     name = dns_server.name()
     dns_server.set_addresses(name, ["10.0.5.1"])
