@@ -49,10 +49,11 @@ from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
 from ..snapshot import FORMAT
+from ..tls import TLSConfig
 from . import Traits
 from ._budget import check_json, paced
 from ._transport import within
-from ._url import Query
+from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
 __all__ = ["QUIET", "File", "parse_node_list"]
 
@@ -71,10 +72,13 @@ class File:
         path: absolute path of the file.
         source: for a file in the snapshot format holding several sources, the canonical
             URL of the one to use; None when it holds exactly one.
+        node_tls: the nodes speak only TLS, verified with these settings
+            (``node_tls=true&node_ca=…&node_cert=…&node_key=…``).
     """
 
     path: str
     source: str | None = None
+    node_tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not os.path.isabs(self.path):
@@ -84,8 +88,8 @@ class File:
 
     @classmethod
     def from_url(cls, url: SplitResult) -> File:
-        """Build from ``file:///PATH[?source=URL]`` (``file://localhost/PATH`` also works)."""
-        query = Query(url, {"source"})
+        """Build from ``file:///PATH[?source=URL&node_tls=…]`` (``file://localhost/PATH`` too)."""
+        query = Query(url, {"source", *NODE_TLS_OPTIONS})
         where = query.where
         if url.netloc not in ("", "localhost") or url.fragment:
             raise ConfigurationError(
@@ -102,18 +106,20 @@ class File:
 
             # The key the snapshot writer used: the source's canonical URL.
             chosen = parse_source(chosen).url
-        return cls(path, chosen)
+        return cls(path, chosen, query.tls("node_"))
 
     @property
     def url(self) -> str:
         """Return the canonical ``file:///PATH`` URL (also the snapshot key)."""
-        query = f"?source={quote(self.source, safe='')}" if self.source else ""
+        fields = [f"source={quote(self.source, safe='')}"] if self.source else []
+        fields += [f"{k}={quote(v)}" for k, v in node_tls_params(self.node_tls)]
+        query = f"?{'&'.join(fields)}" if fields else ""
         return f"file://{quote(self.path)}{query}"
 
     @property
     def traits(self) -> Traits:
-        """A file names plain memcached nodes: nothing to declare."""
-        return Traits()
+        """TLS to the nodes when ``node_tls`` says so; otherwise nothing to declare."""
+        return Traits(node_tls=self.node_tls)
 
     def resolve(self, timeout: float) -> list[Node]:
         """Read the file once complete; return within *timeout* seconds or raise SourceError."""
@@ -135,7 +141,10 @@ class File:
             time.sleep(pause)
             if read and _stamp_path(self.path) == read[1]:
                 break
-        return parse_node_list(read[0], source=self.url, choose=self.source)
+        nodes = parse_node_list(read[0], source=self.url, choose=self.source)
+        if self.node_tls is not None:
+            nodes = [Node(node.host, node.port, node.ip, tls=True) for node in nodes]
+        return nodes
 
 
 def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = None) -> list[Node]:
