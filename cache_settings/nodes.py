@@ -116,10 +116,6 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
                 f"{prefix}invalid node {text!r}: {host!r} is not an IPv6 address"
             )
         return Node(address, port)
-    if ";" in value:  # Django's own LOCATION separator, not a URL's
-        raise ConfigurationError(
-            f"{prefix}invalid node {text!r}: use ',' between nodes (host:port,host:port), not ';'"
-        )
     if value.count(":") > 1:
         address = _ipv6(value)
         if address is not None:

@@ -153,8 +153,8 @@ def test_node_as_dict__round_trips() -> None:
     [
         ("host:11211:1", "too many ':' (expected host:port)", "brackets"),
         ("cfg.example.com:11211:1", "too many ':'", "brackets"),
-        ("h1:11211;h2:11211", "use ',' between nodes", "brackets"),
-        ("h1;h2", "use ',' between nodes", "is not a host name"),
+        ("h1:11211;h2:11211", "separate nodes with commas", "brackets"),
+        ("h1;h2", "separate nodes with commas", "is not a host name"),
         ("2001:db8::zz", "write IPv6 addresses in brackets", None),
         ("cafe:beef:1", "write IPv6 addresses in brackets", None),
     ],
