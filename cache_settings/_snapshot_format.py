@@ -9,9 +9,9 @@ before any of it is used, and turns whatever Python raises while doing so into a
 - numbers finite (``NaN``, ``Infinity`` and ``1e999`` are refused anywhere in the file);
 - ``fetched_at`` Unix time in seconds within ``0..MAX_TIME``; ``version`` null or an integer
   within ``VERSION_MIN..VERSION_MAX`` (a signed or unsigned 64-bit index);
-- every node an object with a ``host`` of 1..255 printable characters without spaces, a
-  ``port`` integer in 1..65535, an optional ``ip`` that is an IP address, an optional
-  boolean ``tls``.
+- every node an object with a ``host`` that is a host name or an IP address, as in live
+  answers (:func:`cache_settings.nodes.is_host`), a ``port`` integer in 1..65535, an
+  optional ``ip`` that is an IP address, an optional boolean ``tls``.
 
 Unknown keys are ignored, so a newer writer may add fields.
 """
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from .exceptions import SnapshotError
-from .nodes import Node, unique_sorted
+from .nodes import Node, is_host, unique_sorted
 
 __all__ = [
     "FORMAT",
@@ -216,11 +216,11 @@ def _node(data: object) -> Node:
     if not isinstance(data, dict):
         raise ValueError(f"node must be an object, not {type(data).__name__}")
     host, port, ip, tls = data.get("host"), data.get("port"), data.get("ip"), data.get("tls")
-    if not isinstance(host, str) or not 0 < len(host) <= 255 or not _printable(host):
-        raise ValueError(
-            "node host must be a string of 1..255 printable characters without spaces, "
-            f"not {_show(host)}"
-        )
+    # The rules of live answers (nodes.parse_node): a snapshot must not smuggle in a LOCATION
+    # that a client reads otherwise ("/tmp/evil.sock" is a unix socket to pylibmc, "a;b,c"
+    # two servers to Django).
+    if not isinstance(host, str) or not is_host(host):
+        raise ValueError(f"node host must be a host name or an IP address, not {_show(host)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"node port must be an integer in 1..65535, not {_show(port)}")
     if ip is not None and ip != "" and not _is_ip(ip):

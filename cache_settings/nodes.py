@@ -8,11 +8,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
+from .redact import redact_address
 
-__all__ = ["DEFAULT_PORT", "Node", "parse_node", "parse_port", "unique_sorted"]
+__all__ = ["DEFAULT_PORT", "Node", "is_host", "parse_node", "parse_port", "unique_sorted"]
 
 DEFAULT_PORT = 11211
 
+# What could be an IPv6 address, perhaps with a port: hex digits, ':', '.', a zone.
+_IPV6ISH = re.compile(r"[0-9A-Fa-f:.]+(%[\w.-]+)?")
 # RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
@@ -57,12 +60,12 @@ class Node:
         if not isinstance(data, dict):
             raise ValueError(f"node must be an object, not {type(data).__name__}")
         host, port, ip, tls = data.get("host"), data.get("port"), data.get("ip"), data.get("tls")
-        if not isinstance(host, str) or not host:
-            raise ValueError(f"node host must be a non-empty string, not {host!r}")
+        if not isinstance(host, str) or not is_host(host):
+            raise ValueError(f"node host must be a host name or an IP address, not {host!r:.80}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"node port must be an integer in 1..65535, not {port!r}")
-        if ip is not None and not isinstance(ip, str):
-            raise ValueError(f"node ip must be a string, not {ip!r}")
+        if ip is not None and not (isinstance(ip, str) and (not ip or _is_ip(ip))):
+            raise ValueError(f"node ip must be an IP address, not {ip!r:.80}")
         if tls is not None and not isinstance(tls, bool):
             raise ValueError(f"node tls must be true or false, not {tls!r}")
         return cls(host, port, ip or None, bool(tls))
@@ -88,6 +91,11 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
     prefix = f"{where}: " if where else ""
     value = text.strip()
     port = default_port
+    if "@" in value:  # what precedes "@" may be a password: never shown
+        raise ConfigurationError(
+            f"{prefix}invalid node {redact_address(value)!r}: user info ('...@') is not "
+            "supported in a node address"
+        )
     parts = value.split()
     if ";" in value or (len(parts) > 1 and all(":" in part for part in parts)):
         raise ConfigurationError(
@@ -112,8 +120,14 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
         address = _ipv6(value)
         if address is not None:
             return Node(address, port)
+        # Brackets are the fix only for what may be an IPv6 address ("2001:db8::1:11211").
+        hint = (
+            "; write IPv6 addresses in brackets, as [::1]:11211"
+            if "::" in value or _IPV6ISH.fullmatch(value)
+            else ""
+        )
         raise ConfigurationError(
-            f"{prefix}invalid node {text!r}: write IPv6 addresses in brackets, as [::1]:11211"
+            f"{prefix}invalid node {text!r}: too many ':' (expected host:port){hint}"
         )
     host, sep, port_text = value.partition(":")
     if sep:
@@ -124,6 +138,18 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
         )
     # "mc.example.com." and "mc.example.com" name the same server (RFC 1034, 3.1).
     return Node(host.lower().removesuffix("."), port)
+
+
+def is_host(text: str) -> bool:
+    """Return True when *text* is what :func:`parse_node` accepts as a host.
+
+    That is an RFC 1123 host name (underscores allowed) or an IP address, IPv6 without
+    brackets: never a path (``/tmp/mc.sock``, which clients read as a unix socket), a
+    list (``a,b``, ``a;b``) or ``host:port``. Sources whose replies name hosts without
+    going through :func:`parse_node` (the AWS API, SRV targets, snapshot files) check
+    them with this.
+    """
+    return len(text) <= 255 and (bool(_HOSTNAME.fullmatch(text)) or _is_ip(text))
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:
@@ -145,3 +171,11 @@ def _ipv6(text: str) -> str | None:
         return str(ipaddress.IPv6Address(text))
     except ValueError:
         return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)  # IPv6 with a zone too ("fe80::1%eth0")
+    except ValueError:
+        return False
+    return True

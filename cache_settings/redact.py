@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, urlsplit
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "SECRET_VARIABLES",
     "Scrubber",
     "environment_secrets",
+    "redact_address",
     "redact_url",
     "scrub",
     "url_secrets",
@@ -41,27 +42,60 @@ _SHORTEST = 4
 
 # "scheme://user:password@" anywhere in a text; the user info is what goes.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#@\s'\"]*@")
-# "token=VALUE" (also after "?" or "&", percent-encoded or not) anywhere in a text.
+# "token=VALUE" (also after "?" or "&", percent-encoded or not) anywhere in a text. The
+# value runs to a delimiter (space, quote, "&", "#"), less trailing punctuation: Consul ACL
+# tokens are UUIDs (hex and "-"), AWS keys and session tokens base64 ("A-Za-z0-9/+="), so
+# neither begins or ends with ")", ";", ",", "." and the like. Those end a sentence instead,
+# as in the library's own advice "(CONSUL_HTTP_TOKEN or token=)", which stays readable;
+# inside a value (a password "ab;cd") they are masked with it.
+_VALUE_EDGE = r"[^\s&#'\"()\[\]{}<>;,.:!?]"
 _SECRET_OPTION = re.compile(
-    r"(?P<key>\b(?:" + "|".join(sorted(SECRET_KEYS)) + r")(?:=|%3D))[^&\s#'\"]+", re.IGNORECASE
+    r"(?P<key>\b(?:"
+    + "|".join(sorted(SECRET_KEYS))
+    + r")(?:=|%3D))"
+    + _VALUE_EDGE
+    + r"(?:[^\s&#'\"]*"
+    + _VALUE_EDGE
+    + r")?",
+    re.IGNORECASE,
 )
 
 
-def redact_url(url: str | SplitResult) -> str:
+def redact_url(url: str | SplitResult, *, allowed: Collection[str] | None = None) -> str:
     """Return *url* without user info, secret options, or user info inside option values.
 
-    The ``//`` after the scheme is kept even without a host (``consul:///memcached``), so
-    the URL reads back as it was written.
+    With *allowed* (the options a scheme accepts), the value of any other option is masked
+    too, and a query field without ``=`` is masked whole: a misspelt secret option
+    (``tokn=…``) is still a secret. The ``//`` after the scheme is kept even without a host
+    (``consul:///memcached``), so the URL reads back as it was written.
     """
     parts = urlsplit(url) if isinstance(url, str) else url
     netloc = parts.netloc.rpartition("@")[2]
-    query = "&".join(
-        _without_userinfo(part)
-        for part in parts.query.split("&")
-        if part and unquote(part.partition("=")[0]).lower() not in SECRET_KEYS
-    )
+    fields = []
+    for part in parts.query.split("&"):
+        key, sep, _ = part.partition("=")
+        name = unquote(key).lower()
+        if not part or name in SECRET_KEYS:
+            continue
+        if allowed is not None and (not sep or unquote(key) not in allowed):
+            fields.append(f"{key}={MASK}" if sep else MASK)
+        else:
+            fields.append(_without_userinfo(part))
+    query = "&".join(fields)
     text = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
     return f"{text}?{query}" if query else text
+
+
+def redact_address(text: str) -> str:
+    """Return an address (``[scheme://][user@]host[:port][/path]``) without its user info.
+
+    For addresses given outside a URL, such as ``CONSUL_HTTP_ADDR``: with or without a
+    scheme, whatever precedes ``@`` in the authority is removed, and secret options too.
+    """
+    try:
+        return redact_url(text if "://" in text else f"//{text}")
+    except ValueError:  # not even URL-shaped (an unclosed "["): keep what follows any "@"
+        return text.rpartition("@")[2]
 
 
 def url_secrets(url: str | None) -> list[str]:

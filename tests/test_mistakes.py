@@ -74,7 +74,8 @@ MISTAKES = {
     ),
     "two-slashes": Mistake(
         "cli", "resolve consul://memcached",
-        ("expected one service name as the path, as in consul:///memcached",), status=2, lines=1,
+        ("'memcached' was read as the agent's host (consul://AGENT/SERVICE) and no service is "
+         "named; for the local agent write consul:///memcached",), status=2, lines=1,
     ),
     "boolean-typo": Mistake(
         "cli", "resolve consul:///memcached?passing=ture",

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from cache_settings import ConfigurationError, Node
-from cache_settings.nodes import parse_node, unique_sorted
+from cache_settings import ConfigurationError, Node, parse_source
+from cache_settings.nodes import is_host, parse_node, unique_sorted
 
 
 @pytest.mark.parametrize(
@@ -109,6 +109,10 @@ def test_unique_sorted__removes_duplicates_and_ignores_input_order() -> None:
         {"host": "a", "port": 70000},
         {"host": "a", "port": 1, "ip": 5},
         {"host": "a", "port": 1, "tls": "yes"},
+        {"host": "/tmp/evil.sock", "port": 1},  # pylibmc reads a path as a unix socket
+        {"host": "a;b,c", "port": 1},
+        {"host": "a:b:c", "port": 1},
+        {"host": "a", "port": 1, "ip": "not an ip"},
     ],
 )
 def test_node_from_dict__rejects_malformed_data(data: object) -> None:
@@ -116,6 +120,59 @@ def test_node_from_dict__rejects_malformed_data(data: object) -> None:
         Node.from_dict(data)
 
 
+@pytest.mark.parametrize(
+    ("host", "valid"),
+    [
+        ("mc-1.example.com", True),
+        ("10.0.0.1", True),
+        ("2001:db8::1", True),
+        ("fe80::1%eth0", True),
+        ("consul_node_1", True),
+        ("/tmp/mc.sock", False),
+        ("a,b", False),
+        ("a;b", False),
+        ("a:1", False),
+        ("[::1]", False),
+        ("", False),
+        ("a" * 256, False),
+    ],
+)
+def test_is_host__accepts_what_parse_node_accepts(host: str, valid: bool) -> None:
+    assert is_host(host) is valid
+    if valid:
+        assert parse_node(f"[{host}]" if ":" in host else host).port == 11211
+
+
 def test_node_as_dict__round_trips() -> None:
     for node in (Node("a", 1), Node("a", 2, ip="::1"), Node("a", 3, tls=True)):
         assert Node.from_dict(node.as_dict()) == node
+
+
+@pytest.mark.parametrize(
+    ("text", "says", "not_said"),
+    [
+        ("host:11211:1", "too many ':' (expected host:port)", "brackets"),
+        ("cfg.example.com:11211:1", "too many ':'", "brackets"),
+        ("h1:11211;h2:11211", "separate nodes with commas", "brackets"),
+        ("h1;h2", "separate nodes with commas", "is not a host name"),
+        ("2001:db8::zz", "write IPv6 addresses in brackets", None),
+        ("cafe:beef:1", "write IPv6 addresses in brackets", None),
+    ],
+)
+def test_parse_node__hint_fits_the_mistake(text: str, says: str, not_said: str | None) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_node(text, where="LOCATION-X")
+
+    assert says in str(raised.value)
+    if not_said is not None:
+        assert not_said not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["elasticache://cfg.example:11211:1", "memcached://h1:11211;h2:11211"]
+)
+def test_parse_source__no_ipv6_hint_for_urls_that_are_not_ipv6(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url)
+
+    assert "IPv6" not in str(raised.value)

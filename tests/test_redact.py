@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cache_settings import ConfigurationError, parse_source
-from cache_settings.redact import Scrubber, redact_url, scrub, url_secrets
+from cache_settings import ConfigurationError, SourceError, parse_source
+from cache_settings.redact import Scrubber, redact_address, redact_url, scrub, url_secrets
+from tests.servers.consul import ConsulAgent
 
 SECRET = "s3cr3t-p@ss\nword/+"
 
@@ -35,7 +36,8 @@ def test_redact_url__messages_show_the_url_as_written() -> None:
     with pytest.raises(ConfigurationError) as empty:
         parse_source("memcached://")
 
-    assert str(unknown.value).startswith("consul:///memcached?tags=prod: unknown option 'tags'")
+    # The value of an unknown option is masked: a misspelt secret option is still a secret.
+    assert str(unknown.value).startswith("consul:///memcached?tags=***: unknown option 'tags'")
     assert str(empty.value).startswith("memcached://: ")
     assert "memcached::" not in str(empty.value)
 
@@ -79,3 +81,152 @@ def test_scrub__user_info_and_secret_options_in_free_text() -> None:
 
 def test_scrubber__short_values_are_left_alone() -> None:
     assert Scrubber(["ab"]).scrub("a cab") == "a cab"
+
+
+# --- configuration errors never echo a secret (items of issue 13) ----------------------------
+
+LEAK = "SECRETVALUE"
+
+# One valid URL per scheme; an option is appended to each.
+_VALID = [
+    "consul://agent/memcached",
+    "dns://memcached.test:11211",
+    "dnssrv://_memcache._tcp.test",
+    "elasticache://cfg.test:11211",
+    "elasticache-api://mc?region=us-east-1",
+    "file:///etc/memcached-nodes",
+    "memcached://10.0.0.1:11211",
+    "pymemcache://10.0.0.1:11211",
+]
+
+
+def _message(url: str) -> str:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url).resolve(timeout=1)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("url", _VALID)
+@pytest.mark.parametrize(
+    "option", [f"tokn={LEAK}", f"pasword={LEAK}", LEAK, f"tag=a&{LEAK}", f"{LEAK}&tag=b"]
+)
+def test_configuration_error__unknown_or_malformed_option_values_are_not_shown(
+    url: str, option: str
+) -> None:
+    joined = f"{url}{'&' if '?' in url else '?'}{option}"
+
+    message = _message(joined)
+
+    assert LEAK not in message
+    assert url.partition("?")[0] in message  # the URL is still named
+
+
+def test_configuration_error__unknown_option_is_named_with_its_value_masked() -> None:
+    message = _message(f"consul://AGENT/memcached?tokn={LEAK}")
+
+    assert message.startswith("consul://AGENT/memcached?tokn=***: unknown option 'tokn'")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        f"http://{LEAK}@127.0.0.1:1",
+        f"https://user:{LEAK}@127.0.0.1",
+        f"{LEAK}@127.0.0.1:8500",
+        f"unix://{LEAK}@/tmp/consul.sock",
+        f"http://{LEAK}@[::1",
+    ],
+)
+def test_configuration_error__consul_http_addr_user_info_is_not_shown(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", address)
+
+    message = _message("consul:///memcached")
+
+    assert LEAK not in message
+    assert "CONSUL_HTTP_ADDR" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "address"),
+    [("CONSUL_HTTP_SSL", "127.0.0.1:1"), ("CONSUL_HTTP_SSL_VERIFY", "https://127.0.0.1:1")],
+)
+def test_configuration_error__environment_values_go_through_redaction(
+    variable: str, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", f"tok-{LEAK}")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", address)
+    monkeypatch.setenv(variable, f"http://u:{LEAK}@h?x=tok-{LEAK}")
+
+    message = _message("consul:///memcached")
+
+    assert LEAK not in message
+    assert variable in message
+
+
+@pytest.mark.parametrize(
+    "url", [f"elasticache://{LEAK}@cfg.test:11211", f"memcached://{LEAK}@10.0.0.1"]
+)
+def test_configuration_error__node_user_info_is_not_shown(url: str) -> None:
+    assert LEAK not in _message(url)
+
+
+def test_redact_url__masks_values_of_options_not_allowed() -> None:
+    url = "consul://a/mc?tag=x&tokn=s1&token=s2&bare"
+
+    assert redact_url(url, allowed={"tag", "token"}) == "consul://a/mc?tag=x&tokn=***&***"
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("http://u:p@h:1", "http://h:1"),
+        ("u@h", "h"),
+        ("h:8500", "h:8500"),
+        ("https://h/?token=t", "https://h/"),
+        ("http://u@[::1", "[::1"),
+    ],
+)
+def test_redact_address__with_or_without_a_scheme(address: str, shown: str) -> None:
+    assert redact_address(address) == shown
+
+
+# --- masking keeps the library's own advice readable ------------------------------------------
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["403", "acl-filtered"])
+def test_scrub__keeps_the_token_advice_of_consul_acl_errors(
+    consul_agent: ConsulAgent, filtered: bool
+) -> None:
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    if filtered:
+        consul_agent.filter_by_acl("9f1c3e1a-5b6d-4c2e-8f00-0123456789ab")
+    else:
+        consul_agent.require_token("9f1c3e1a-5b6d-4c2e-8f00-0123456789ab")
+    with pytest.raises(SourceError) as raised:
+        parse_source(f"consul://{consul_agent.address}/memcached").resolve(timeout=2)
+    message = str(raised.value)
+
+    assert "token=" in message
+    assert scrub(message) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("(CONSUL_HTTP_TOKEN or token=)); retry", "(CONSUL_HTTP_TOKEN or token=)); retry"),
+        (
+            "token=9f1c3e1a-5b6d-4c2e-8f00-0123456789ab); next",  # a Consul ACL token: a UUID
+            "token=***); next",
+        ),
+        ("(token=IQoJb3JpZ2luX2Vj/ab+c==), next", "(token=***), next"),  # AWS base64
+        ("secret=wJalrXUtnFEMI%2FK7MDENG%3D; then", "secret=***; then"),  # percent-encoded
+        ("password=ab;c)d. End", "password=***. End"),  # punctuation inside stays masked
+        ("token=" + ")" * 50_000 + "x", "token=" + ")" * 50_000 + "x"),  # and linear time
+    ],
+)
+def test_scrub__secret_option_values_stop_before_trailing_punctuation(
+    text: str, masked: str
+) -> None:
+    assert scrub(text) == masked

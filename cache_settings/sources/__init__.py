@@ -180,8 +180,10 @@ def parse_source(url: str | Source) -> Source:
         )
     factory = SCHEMES.get(scheme)
     if factory is None:
-        close = difflib.get_close_matches(scheme, SCHEMES, n=1)
-        guess = f"; did you mean '{close[0]}://'?" if close else "."
+        # django-environ spells memcached "memcache://": every near miss is named.
+        close = difflib.get_close_matches(scheme, SCHEMES, n=3, cutoff=0.75)
+        names = " or ".join(f"'{name}://'" for name in close)
+        guess = f"; did you mean {names}?" if close else "."
         raise ConfigurationError(
             f"Unknown scheme '{scheme}://'{guess} Known schemes: {', '.join(sorted(SCHEMES))}"
         )

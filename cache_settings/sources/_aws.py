@@ -2,27 +2,44 @@
 
 boto3 signs and serializes each request and parses its reply; the request itself is sent
 by :mod:`._transport`, on sockets the attempt tracks, under its deadline and size cap.
+
+Credentials in botocore's DEBUG logs. Two of botocore's loggers print a signed request:
+``botocore.auth`` its canonical request (with ``x-amz-security-token:``) and signature,
+``botocore.endpoint`` its headers (``Authorization``, ``X-Amz-Security-Token``). So the
+first session checked out adds one filter to exactly those two loggers, and while a
+session is checked out (that is, during this package's calls, in the thread making them)
+the filter rewrites their records: the security token, the ``Authorization`` header, the
+signature and the access key id become ``***``, as does any credential of the AWS
+environment (:func:`cache_settings.redact.environment_secrets`); the rest of each line is
+kept, so the DEBUG log still shows what was sent. Records of other boto3 users are left as
+they are, and the site's logging configuration (levels, handlers) is never changed. A
+filter rather than a level: raising those loggers' level would hide them from everyone.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import logging
 import os
+import re
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from ..attempt import Attempt
+from ..redact import MASK, Scrubber, environment_secrets
 from ..tls import TLSConfig
-from . import _transport
+from . import _budget, _transport
 
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSPreparedRequest, AWSResponse
     from mypy_boto3_elasticache import ElastiCacheClient
 
-__all__ = ["Session", "checked_out", "client"]
+__all__ = ["SIGNING_LOGGERS", "Session", "checked_out", "client", "mask_signed"]
 
 # A boto3 Session loads the shared config files and the service model, and finds credentials
 # (possibly from the instance metadata service), once: a client from a used session costs
@@ -34,6 +51,21 @@ __all__ = ["Session", "checked_out", "client"]
 _idle: dict[tuple[str | None, str], list[Session]] = {}
 _IDLE_PER_KEY = 4
 _MAX_KEYS = 16
+
+#: The botocore loggers that print signed requests (botocore/auth.py, botocore/endpoint.py).
+SIGNING_LOGGERS = ("botocore.auth", "botocore.endpoint")
+# What they print of a signed request, in its two forms: "x-amz-security-token:VALUE" in a
+# canonical request, "'X-Amz-Security-Token': b'VALUE'" in a headers dict; "Signature:\nHEX".
+_SIGNED = re.compile(
+    r"(?P<key>(?:x-amz-security-token|x-amz-signature|x-amz-credential|authorization)"
+    r"(?:'?\s*[:=]\s*b?'?))(?P<value>[^'\s,&][^'\n&]*?)(?=['\n&]|$)"
+    r"|(?P<key2>signature:\s*|signature=|credential=)(?P<value2>[^\s,'/]+)",
+    re.IGNORECASE,
+)
+_masking: contextvars.ContextVar[Scrubber | None] = contextvars.ContextVar(
+    "cache_settings_aws_masking", default=None
+)
+_install_lock = threading.Lock()
 
 
 class Session:
@@ -66,9 +98,12 @@ def checked_out(profile: str | None) -> Iterator[Session]:
         session = _idle[key].pop()
     except (KeyError, IndexError):
         session = Session(profile)
+    _install_filter()
+    masking = _masking.set(Scrubber(environment_secrets()))
     try:
         yield session
     finally:
+        _masking.reset(masking)
         if len(_idle) > _MAX_KEYS:
             _idle.clear()
         idle = _idle.setdefault(key, [])
@@ -132,6 +167,12 @@ class _Sender:
             context=self._session.context() if parts.scheme == "https" else None,
             hint="check endpoint_url, AWS_ENDPOINT_URL_ELASTICACHE and the region",
         )
+        # botocore parses the reply next, in C and then in Python, with no deadline of its own.
+        _budget.afford(
+            self._attempt,
+            _budget.xml_seconds(reply.body),
+            f"an ElastiCache API reply of {len(reply.body)} bytes",
+        )
         headers = HTTPHeaders()
         for name, value in reply.headers.items():
             headers[name] = value
@@ -146,3 +187,37 @@ class _Body:
 
     def stream(self, **kwargs: object) -> Iterator[bytes]:
         yield self._data
+
+
+class _MaskSigned(logging.Filter):
+    """Masks credentials in the records of :data:`SIGNING_LOGGERS` made during our calls."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrubber = _masking.get()
+        if scrubber is None:
+            return True  # not one of ours
+        try:
+            text = record.getMessage()
+        except Exception:  # botocore's own formatting bug: show nothing of its arguments
+            text = str(record.msg)
+        record.msg = scrubber.scrub(mask_signed(text))
+        record.args = ()
+        return True
+
+
+def mask_signed(text: str) -> str:
+    """Return *text* with the credentials and signature of a signed AWS request masked."""
+    return _SIGNED.sub(_mask, text)
+
+
+def _mask(match: re.Match[str]) -> str:
+    return f"{match.group('key') or match.group('key2')}{MASK}"
+
+
+def _install_filter() -> None:
+    """Add :class:`_MaskSigned` to the signing loggers, once."""
+    with _install_lock:
+        for name in SIGNING_LOGGERS:
+            target = logging.getLogger(name)
+            if not any(isinstance(f, _MaskSigned) for f in target.filters):
+                target.addFilter(_MaskSigned())

@@ -24,7 +24,9 @@ from urllib.parse import quote, urlencode
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import parse_node
+from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
+from ._budget import check_json
 from ._transport import request
 
 if TYPE_CHECKING:
@@ -32,12 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_AGENT",
-    "MAX_JSON_DEPTH",
     "Agent",
     "agent_settings",
     "ask_health",
     "blocking_wait",
-    "check_json_nesting",
     "check_token",
     "parse_agent",
 ]
@@ -47,17 +47,11 @@ logger = logging.getLogger("cache_settings.sources.consul")
 DEFAULT_AGENT = "127.0.0.1:8500"
 # Seconds allowed on top of a blocking query's wait for the reply to travel back.
 _MARGIN = 0.5
-#: Nesting levels a reply may have (62 always pass): a health entry needs 6, a proxy's
-#: opaque config a few more.
-MAX_JSON_DEPTH = 64
 # Go's strconv.ParseBool, which the consul CLI uses for CONSUL_HTTP_SSL(_VERIFY).
 _GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 # A token goes into an HTTP header: printable ASCII only (a stray newline is refused).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
-# Measuring a JSON text's nesting (check_json_nesting): the bytes that shape it.
-_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}",:'))
-_QUOTE, _OPENERS = ord('"'), (ord("["), ord("{"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +104,21 @@ def agent_settings(source: Consul, environ: Mapping[str, str]) -> Agent:
 
 
 def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
-    """Split ``[scheme://]host[:port]`` into the scheme (or None) and ``host:port``."""
+    """Split ``[scheme://]host[:port]`` into the scheme (or None) and ``host:port``.
+
+    Messages show *text* without user info (it may come from ``CONSUL_HTTP_ADDR``).
+    """
+    shown = redact_address(text.strip())
     scheme, sep, rest = text.strip().rpartition("://")
     if sep and scheme.lower() not in ("http", "https"):
         raise ConfigurationError(
-            f"{where}: {text!r} is not supported; use host:port, http://host:port "
+            f"{where}: {shown!r} is not supported; use host:port, http://host:port "
             "or https://host:port (unix sockets are not supported)"
+        )
+    if "@" in rest:
+        raise ConfigurationError(
+            f"{where}: the agent address {shown!r} carried user info ('...@'), which is "
+            "not used; give the token with CONSUL_HTTP_TOKEN or token="
         )
     try:
         node = parse_node(
@@ -123,7 +126,7 @@ def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
         )
     except ConfigurationError:
         raise ConfigurationError(
-            f"{where}: the agent address {text!r} is not host[:port] (a port 1..65535), "
+            f"{where}: the agent address {shown!r} is not host[:port] (a port 1..65535), "
             "http://host[:port] or https://host[:port]"
         ) from None
     return (scheme.lower() or None), node.location
@@ -136,39 +139,6 @@ def check_token(token: str | None, what: str) -> None:
             f"{what} holds spaces, control characters (a trailing newline?) or non-ASCII "
             "characters, so it is not sent; write the token without them"
         )
-
-
-def check_json_nesting(body: bytes, *, source: str) -> None:
-    """Raise SourceError when the JSON *body* nests deeper than :data:`MAX_JSON_DEPTH` levels.
-
-    Python's decoder recurses once per level: checked first, a reply nested 100,000 deep
-    is refused in one linear pass instead of ending in a RecursionError. Bytes that cannot
-    shape the nesting go first, at C speed: escapes, every byte but brackets, quotes,
-    commas and colons, then empty strings (in valid JSON two adjacent quotes are one), then
-    innermost empty containers (one pass of each, so up to two levels; the limit allows
-    for them). Unbalanced brackets are refused too, as the decoder would refuse them.
-    """
-    shape = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    shape = shape.replace(b'""', b"").translate(None, b",:").replace(b"[]", b"").replace(b"{}", b"")
-    depth, inside, deepest = 0, False, MAX_JSON_DEPTH - 2
-    for byte in shape:
-        if byte == _QUOTE:
-            inside = not inside
-        elif inside:
-            continue
-        elif byte in _OPENERS:
-            depth += 1
-            if depth > deepest:
-                break
-        else:
-            depth -= 1
-            if depth < 0:
-                break
-    else:
-        return
-    raise SourceError(
-        source, f"malformed reply: JSON nested deeper than {MAX_JSON_DEPTH} levels, or unbalanced"
-    )
 
 
 def blocking_wait(timeout: float) -> tuple[int, float]:
@@ -303,13 +273,13 @@ class _AgentHTTP:
         )
         marker = reply.headers.get("X-Consul-Results-Filtered-By-ACLs") or ""
         self.filtered = marker.strip().lower() == "true"
+        if 200 <= reply.status < 300:
+            # The client decodes the body next, in C: only a body that fits in the time left.
+            check_json(reply.body, self._attempt, source=self._attempt.source)
         try:
             text = reply.body.decode("utf-8")
         except UnicodeDecodeError:
             raise SourceError(self._attempt.source, "malformed reply: not UTF-8") from None
-        if 200 <= reply.status < 300:
-            check_json_nesting(reply.body, source=self._attempt.source)
-            self._attempt.check()  # the client decodes next: not past the deadline
         values = {
             "code": reply.status,
             "headers": reply.headers,
@@ -327,7 +297,9 @@ def _go_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if value in _GO_FALSE:
         return False
-    raise ConfigurationError(f"{name}={value!r} must be true or false")
+    raise ConfigurationError(
+        f"{name}={scrub(value, environment_secrets())!r} must be true or false"
+    )
 
 
 def _clean(exc: BaseException, agent: Agent) -> str:

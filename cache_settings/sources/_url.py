@@ -10,8 +10,10 @@ from ..exceptions import ConfigurationError
 from ..redact import redact_url
 from ..tls import TLSConfig
 
-__all__ = ["Query", "redact"]
+__all__ = ["NODE_TLS_OPTIONS", "Query", "node_tls_params", "redact"]
 
+#: The options that declare TLS to the nodes of a discovery source (consul, dns*, file).
+NODE_TLS_OPTIONS = ("node_ca", "node_cert", "node_key", "node_tls")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -22,12 +24,15 @@ class Query:
     def __init__(
         self, url: SplitResult, allowed: Collection[str], *, repeatable: Collection[str] = ()
     ):
-        self.where = redact(url)
+        # The values of unknown options are masked: a misspelt "token" is still a secret.
+        self.where = redact_url(url, allowed=allowed)
         self._values: dict[str, list[str]] = {}
         try:
             pairs = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
-        except ValueError as exc:
-            raise ConfigurationError(f"{self.where}: malformed query string ({exc})") from exc
+        except ValueError:  # its message quotes the field, which may be a secret
+            raise ConfigurationError(
+                f"{self.where}: malformed query string; write key=value options joined by '&'"
+            ) from None
         for key, value in pairs:
             if key not in allowed:
                 close = difflib.get_close_matches(key.lower(), allowed, n=1)
@@ -72,15 +77,25 @@ class Query:
                 f"{self.where}: option {key}={value!r} must be a number"
             ) from None
 
-    def tls(self) -> TLSConfig | None:
-        """Return the TLS settings of ``tls=true&ca=…&cert=…&key=…``, or None without TLS."""
-        ca, cert, key = self.get("ca"), self.get("cert"), self.get("key")
-        if not self.flag("tls", default=bool(ca or cert)):
+    def tls(self, prefix: str = "") -> TLSConfig | None:
+        """Return the TLS settings of ``tls=true&ca=…&cert=…&key=…``, or None without TLS.
+
+        With *prefix* ``"node_"`` the options are ``node_tls``, ``node_ca``, ``node_cert``
+        and ``node_key``: TLS to the memcached nodes of a source whose own ``tls=`` means
+        something else (the Consul agent), or that has none (DNS, a file).
+        """
+        ca, cert, key = (self.get(f"{prefix}{name}") for name in ("ca", "cert", "key"))
+        p = prefix
+        if not self.flag(f"{p}tls", default=bool(ca or cert)):
             if ca or cert or key:
-                raise ConfigurationError(f"{self.where}: ca=, cert= and key= need tls=true")
+                raise ConfigurationError(
+                    f"{self.where}: {p}ca=, {p}cert= and {p}key= need {p}tls=true"
+                )
             return None
         if key and not cert:
-            raise ConfigurationError(f"{self.where}: key= needs cert= (the client certificate)")
+            raise ConfigurationError(
+                f"{self.where}: {p}key= needs {p}cert= (the client certificate)"
+            )
         return TLSConfig(ca=ca, cert=cert, key=key)
 
     def choice(self, key: str, choices: Collection[str], default: str) -> str:
@@ -101,3 +116,11 @@ def redact(url: SplitResult) -> str:
     Kept for the sources of this package; everything else imports ``cache_settings.redact``.
     """
     return redact_url(url)
+
+
+def node_tls_params(tls: TLSConfig | None) -> list[tuple[str, str]]:
+    """Return the ``node_tls=true&node_ca=…`` query pairs of *tls* (none without TLS)."""
+    if tls is None:
+        return []
+    given = (("node_ca", tls.ca), ("node_cert", tls.cert), ("node_key", tls.key))
+    return [("node_tls", "true"), *((name, value) for name, value in given if value)]

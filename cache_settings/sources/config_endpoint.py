@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -36,8 +37,9 @@ from ..exceptions import ConfigurationError, SourceError
 from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
+from ._budget import paced
 from ._transport import close, connect, failure, start_tls, within
-from ._url import Query, redact
+from ._url import Query
 
 __all__ = ["ConfigEndpoint", "parse_cluster_config"]
 
@@ -48,6 +50,7 @@ _TRAILER = b"\r\nEND\r\n"
 _CONFIG_GET = b"config get cluster\r\n"
 _LEGACY_GET = b"get AmazonElastiCache:cluster\r\n"
 _HEADERS = {b"CONFIG": b"cluster", b"VALUE": b"AmazonElastiCache:cluster"}
+_ENTRY = re.compile(rb"[^ ]+")
 
 
 class _FallbackState:
@@ -122,16 +125,20 @@ def _parse_header(line: bytes, *, source: str, command: bytes, max_size: int) ->
 
 def _parse_data(data: bytes, *, source: str) -> tuple[int, list[Node]]:
     """Parse ``<version>\\n<host>|<ip>|<port> ...\\n`` into the version and the nodes."""
-    lines = data.split(b"\n")
-    if len(lines) != 3 or lines[2]:
+    # partition, not split: a hostile reply of 32 MB of newlines or spaces must not become a
+    # list of millions of objects in one C call that no deadline interrupts.
+    version_line, sep, rest = data.partition(b"\n")
+    node_line, end, tail = rest.partition(b"\n")
+    if not sep or not end or tail:
         raise SourceError(
             source, f"expected a version line and a node line, each ending in \\n: {_show(data)}"
         )
     # The guide ends both lines with a bare LF; some stand-ins send CRLF. Accept either.
-    version_text, node_text = (line.removesuffix(b"\r") for line in lines[:2])
+    version_text, node_text = (line.removesuffix(b"\r") for line in (version_line, node_line))
     if not _is_number(version_text) or len(version_text) > 19:
         raise SourceError(source, f"config version {_show(version_text)} is not an integer")
-    nodes = [_parse_entry(entry, source=source) for entry in node_text.split(b" ") if entry]
+    entries = (match.group() for match in _ENTRY.finditer(node_text))
+    nodes = [_parse_entry(entry, source=source) for entry in paced(entries)]
     return int(version_text), nodes
 
 
@@ -161,8 +168,8 @@ def _is_number(text: bytes) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 20
 
 
-def _show(data: bytes, limit: int = 80) -> str:
-    return repr(data[:limit]) + ("..." if len(data) > limit else "")
+def _show(data: bytes | bytearray, limit: int = 80) -> str:
+    return repr(bytes(data[:limit])) + ("..." if len(data) > limit else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +220,8 @@ class ConfigEndpoint:
     @classmethod
     def from_url(cls, url: SplitResult) -> ConfigEndpoint:
         """Build from ``elasticache://HOST[:PORT]?tls=..&ca=..&cert=..&key=..&address=..&fallback=..``."""
-        where = redact(url)
         query = Query(url, {"tls", "ca", "cert", "key", "address", "fallback"})
+        where = query.where
         if url.path not in ("", "/") or url.fragment or "@" in url.netloc:
             raise ConfigurationError(
                 f"{where}: expected elasticache://CONFIGURATION-ENDPOINT:PORT and nothing else"
@@ -340,7 +347,7 @@ class _Reader:
         self._conn = conn
         self._attempt = attempt
         self._source = attempt.source
-        self._buffer = b""
+        self._buffer = bytearray()  # appended in place: a 30 MB reply is not copied per read
 
     def ask(self, command: bytes) -> tuple[int, list[Node]]:
         self._conn.settimeout(self._attempt.check())
@@ -355,7 +362,9 @@ class _Reader:
                     self._source,
                     f"connection closed before a complete reply line ({_show(self._buffer)})",
                 )
-        header, _, self._buffer = self._buffer.partition(b"\r\n")
+        end = self._buffer.index(b"\r\n")
+        header = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
         limit = self._attempt.max_reply_size
         length = _parse_header(header, source=self._source, command=command, max_size=limit)
         need = length + len(_TRAILER)
@@ -368,7 +377,8 @@ class _Reader:
                     if got < length
                     else "reply ended before its END line",
                 )
-        reply, self._buffer = header + b"\r\n" + self._buffer[:need], self._buffer[need:]
+        reply = header + b"\r\n" + self._buffer[:need]
+        del self._buffer[:need]
         return parse_cluster_config(reply, source=self._source, max_size=limit)
 
     def _receive(self) -> bool:

@@ -12,11 +12,13 @@ from urllib.parse import SplitResult, quote, unquote, urlencode
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
+from ..tls import TLSConfig
 from . import Traits
 from . import _consul_agent as _agent
+from ._budget import paced
 from ._consul_agent import DEFAULT_AGENT, blocking_wait
 from ._transport import within
-from ._url import Query
+from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
 __all__ = ["DEFAULT_AGENT", "STATUSES", "Consul", "blocking_wait", "parse_health_service"]
 
@@ -27,7 +29,7 @@ STATUSES = ("passing", "warning", "critical", "maintenance")
 _ADDRESSES = ("node", "service")
 _OPTIONS = (
     "address", "ca", "cert", "dc", "filter", "key", "near", "node-meta", "ns", "passing",
-    "status", "tag", "tls", "token", "verify",
+    "status", "tag", "tls", "token", "verify", *NODE_TLS_OPTIONS,
 )  # fmt: skip
 # Consul's api.HealthChecks.AggregatedStatus: maintenance is marked by these check ids.
 _NODE_MAINTENANCE, _SERVICE_MAINTENANCE = "_node_maintenance", "_service_maintenance:"
@@ -54,10 +56,13 @@ class Consul:
             "warning")`` for "everything but critical"; node and service checks both
             count, as in Consul's API client. Overrides *passing* when given.
         filter_expr: a Consul filter expression the agent applies (``filter=``).
-        agent_tls: HTTPS to the agent (not TLS to the memcached nodes, which Consul
-            does not describe).
+        agent_tls: HTTPS to the agent (``tls=``, ``ca=``, ``cert=``, ``key=`` in the URL);
+            never TLS to the memcached nodes, which Consul does not describe.
         address: ``"service"`` uses ``Service.Address``, else ``Node.Address``;
             ``"node"`` always uses ``Node.Address``.
+        node_tls: the memcached nodes speak only TLS, verified with these settings
+            (``node_tls=true&node_ca=…&node_cert=…&node_key=…``): the entry then uses
+            pymemcache with a verifying context, and nodes are marked ``tls``.
     """
 
     service: str
@@ -77,6 +82,7 @@ class Consul:
     key: str | None = None
     verify: bool = True
     address: str = "service"
+    node_tls: TLSConfig | None = None
 
     blocking: ClassVar[bool] = True
 
@@ -105,11 +111,17 @@ class Consul:
         query = Query(url, _OPTIONS, repeatable=("tag", "node-meta"))
         where = query.where
         service = unquote(url.path.strip("/"))
+        userinfo, _, hostport = url.netloc.rpartition("@")
+        if not service and hostport and not url.path and ":" not in hostport:
+            # consul://memcached: two slashes, so "memcached" is the agent, not the service.
+            raise ConfigurationError(
+                f"{where}: {hostport!r} was read as the agent's host (consul://AGENT/SERVICE) "
+                f"and no service is named; for the local agent write consul:///{hostport}"
+            )
         if not service or "/" in service:
             raise ConfigurationError(
                 f"{where}: expected one service name as the path, as in consul:///memcached"
             )
-        userinfo, _, hostport = url.netloc.rpartition("@")
         meta = []
         for pair in query.all("node-meta"):
             key, sep, value = pair.partition(":")
@@ -139,6 +151,7 @@ class Consul:
             key=query.get("key") or None,
             verify=bool(query.flag("verify", True)),
             address=query.choice("address", _ADDRESSES, "service"),
+            node_tls=query.tls("node_"),
         )
 
     @property
@@ -161,14 +174,15 @@ class Consul:
             "verify": None if self.verify else "false",
         }  # fmt: skip
         params += [(key, value) for key, value in options.items() if value is not None]
+        params += node_tls_params(self.node_tls)
         query = f"?{urlencode(params)}" if params else ""
         # Quoted, so that names such as "my svc" or "a?b" parse back (from_url unquotes).
         return f"consul://{agent}/{quote(self.service, safe='')}{query}"
 
     @property
     def traits(self) -> Traits:
-        """Plain memcached nodes (``agent_tls`` is TLS to the agent only); the token is secret."""
-        return Traits(secrets=(self.token,) if self.token else ())
+        """TLS nodes if ``node_tls`` says so (``agent_tls`` is the agent's); the token is secret."""
+        return Traits(secrets=(self.token,) if self.token else (), node_tls=self.node_tls)
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the agent once, within *timeout* seconds, for the service's instances."""
@@ -189,6 +203,8 @@ class Consul:
         nodes = parse_health_service(
             entries, source=self.url, address=self.address, tags=self.tags, status=self.status
         )
+        if self.node_tls is not None:
+            nodes = [Node(node.host, node.port, node.ip, tls=True) for node in nodes]
         # Consul docs, "Blocking queries, implementation details": reset an index that
         # went backwards, and never block on an index below 1.
         new_index = 0 if index and received < index else max(received, 1)
@@ -221,7 +237,7 @@ def parse_health_service(
         raise SourceError(source, f"malformed reply: expected a list, got {type(entries).__name__}")
     wanted, allowed = set(tags), set(status)
     nodes = []
-    for n, entry in enumerate(entries):
+    for n, entry in enumerate(paced(entries)):
         where = f"malformed reply: entry {n}"
         if not isinstance(entry, Mapping):
             raise SourceError(source, f"{where} is not an object")

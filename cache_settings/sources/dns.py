@@ -11,7 +11,8 @@ discovery" in their documentation), whose spellings ``dns+HOST:PORT``, ``dnssrv+
 - ``dnssrvnoa``: the same targets, used as host names (each client resolves them).
 
 An explicit ``:PORT`` on an SRV name replaces the records' ports, as Thanos and dskit do.
-Names are fully qualified: search domains are never tried (Mimir documents the same).
+Names are fully qualified: search domains are never tried (Mimir documents the same), and
+they are looked up in DNS only, never in ``/etc/hosts`` (``dns://localhost`` is NXDOMAIN).
 
 Decisions this module documents:
 
@@ -33,13 +34,14 @@ import ipaddress
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
 from ..exceptions import ConfigurationError, SourceError
-from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
+from ..nodes import DEFAULT_PORT, Node, is_host, parse_node, unique_sorted
+from ..tls import TLSConfig
 from . import Traits
-from ._url import Query
+from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -68,12 +70,15 @@ class DNS:
             ``"dnssrvnoa"`` (SRV targets as host names).
         nameserver: ``(ip, port)`` of the server to ask; None reads the system resolver
             configuration (``/etc/resolv.conf``) at every attempt.
+        node_tls: the nodes speak only TLS, verified with these settings
+            (``node_tls=true&node_ca=…``); SRV nodes are then addressed by target name.
     """
 
     name: str
     port: int | None = None
     scheme: Scheme = "dns"
     nameserver: tuple[str, int] | None = None
+    node_tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in _SCHEMES:
@@ -104,10 +109,11 @@ class DNS:
     def from_url(cls, url: SplitResult) -> DNS:
         """Build from ``dns://HOST[:PORT]``, ``dnssrv://NAME[:PORT]``, ``dnssrvnoa://NAME[:PORT]``.
 
-        The one option is ``nameserver=IP[:PORT]`` (``[v6]:PORT`` for IPv6; port 53 by default).
+        Options: ``nameserver=IP[:PORT]`` (``[v6]:PORT`` for IPv6; port 53 by default), and
+        ``node_tls=true&node_ca=…&node_cert=…&node_key=…`` for nodes that speak only TLS.
         """
         scheme = url.scheme.lower()
-        query = Query(url, {"nameserver"})
+        query = Query(url, {"nameserver", *NODE_TLS_OPTIONS})
         where = query.where
         example = "dns://HOST:PORT" if scheme == "dns" else f"{scheme}://_memcached._tcp.NAME"
         if url.path not in ("", "/") or url.fragment or "@" in url.netloc or not url.netloc:
@@ -131,22 +137,23 @@ class DNS:
                     "such as 10.96.0.10 or 127.0.0.1:8600"
                 )
             nameserver = (server.host, server.port)
-        return cls(node.host, node.port if explicit else None, scheme, nameserver)
+        return cls(
+            node.host, node.port if explicit else None, scheme, nameserver, query.tls("node_")
+        )
 
     @property
     def url(self) -> str:
         """Return the canonical URL (also the snapshot key); ``dns+`` spellings become ``dns://``."""
         netloc = self.name if self.port is None else f"{self.name}:{self.port}"
-        query = ""
-        if self.nameserver is not None:
-            ip, port = self.nameserver
-            query = f"?nameserver={_address(ip, port)}"
+        fields = [f"nameserver={_address(*self.nameserver)}"] if self.nameserver else []
+        fields += [f"{k}={quote(v)}" for k, v in node_tls_params(self.node_tls)]
+        query = f"?{'&'.join(fields)}" if fields else ""
         return f"{self.scheme}://{netloc}{query}"
 
     @property
     def traits(self) -> Traits:
-        """DNS names plain memcached nodes: nothing to declare."""
-        return Traits()
+        """TLS to the nodes when ``node_tls`` says so; otherwise nothing to declare."""
+        return Traits(node_tls=self.node_tls)
 
     def resolve(self, timeout: float) -> list[Node]:
         """Look the name up once; return within *timeout* seconds or raise SourceError.
@@ -174,6 +181,8 @@ class DNS:
                 if target not in addresses:
                     addresses[target] = lookup.addresses(target)
                 nodes.extend(Node(target, port, ip) for ip in addresses[target])
+        if self.node_tls is not None:  # addressed by name then (Node.location)
+            nodes = [Node(node.host, node.port, node.ip, tls=True) for node in nodes]
         return list(unique_sorted(nodes))
 
 
@@ -238,11 +247,17 @@ class _Lookup:
             what = "only the target '.' (service not available)" if records else "no"
             raise SourceError(self.source, f"{what} SRV records for {name}")
         lowest = min(record.priority for record in usable)
-        return [
+        targets = [
             (record.target.to_text(omit_final_dot=True).lower(), int(record.port))
             for record in usable
             if record.priority == lowest
         ]
+        for target, _ in targets:
+            if not is_host(target):  # a label with odd bytes shows as "\\047" and the like
+                raise SourceError(
+                    self.source, f"SRV target {target!r:.100} of {name} is not a host name"
+                )
+        return targets
 
     def query(self, name: str, rdtype: str) -> Any:
         """Return the answer RRset of *name*/*rdtype*, or None when it has no such records.
@@ -282,7 +297,9 @@ class _Lookup:
                     # Retrying within this resolution cannot make the name exist.
                     raise SourceError(
                         self.source,
-                        f"NXDOMAIN: {name} does not exist (nameserver {where})",
+                        f"NXDOMAIN: {name} does not exist (nameserver {where}); names are "
+                        "looked up in DNS only, never in /etc/hosts (list local nodes with "
+                        "memcached://HOST:PORT)",
                         permanent=True,
                     )
                 if rcode != dns.rcode.NOERROR:

@@ -1,4 +1,9 @@
-"""ElastiCache clusters and serverless caches found through the AWS API: ``elasticache-api://NAME``."""
+"""ElastiCache clusters and serverless caches found through the AWS API: ``elasticache-api://NAME``.
+
+Credentials never reach a message or a log line: errors are scrubbed here, and botocore's
+own DEBUG records of a signed request, made during our calls, are masked by a filter on
+``botocore.auth`` and ``botocore.endpoint`` (see :mod:`._aws` for what it does and leaves).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
-from ..nodes import Node, unique_sorted
+from ..nodes import Node, is_host, unique_sorted
 from ..redact import environment_secrets, scrub
 from ..tls import TLSConfig
 from . import Traits, _aws
+from ._budget import paced
 from ._transport import within
 from ._url import Query
 
@@ -221,7 +227,7 @@ def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
             raise SourceError(source, f"cluster {name}: CacheNodes is not a list")
         available: list[Node] = []
         statuses: list[str] = []
-        for item in cache_nodes:
+        for item in paced(cache_nodes):
             if not isinstance(item, Mapping) or not isinstance(item.get("CacheNodeStatus"), str):
                 raise SourceError(source, f"cluster {name}: malformed cache node {item!r}")
             statuses.append(f"{item.get('CacheNodeId', '?')} {item['CacheNodeStatus']}")
@@ -271,7 +277,11 @@ def _endpoint(endpoint: object, source: str, what: str) -> Node:
         raise SourceError(source, f"{what}: available node without an Endpoint")
     address, port = endpoint.get("Address"), endpoint.get("Port")
     if not isinstance(address, str) or not address:
-        raise SourceError(source, f"{what}: Endpoint without an Address ({endpoint!r})")
+        raise SourceError(source, f"{what}: Endpoint without an Address ({endpoint!r:.200})")
+    if not is_host(address):  # never a path or a list a client would read otherwise
+        raise SourceError(
+            source, f"{what}: Endpoint Address {address!r:.100} is not a host name or IP"
+        )
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise SourceError(source, f"{what}: Endpoint {address} has an invalid Port {port!r}")
     return Node(address.lower(), port)
@@ -284,5 +294,5 @@ def _error_code(exc: Exception) -> str:
 
 def _scrub(text: str) -> str:
     """Remove anything shaped like an AWS credential, and the environment's own, from *text*."""
-    text = scrub(text, environment_secrets())
+    text = scrub(_aws.mask_signed(text), environment_secrets())
     return _SECRET.sub("***", _ACCESS_KEY_ID.sub("***", text))

@@ -13,7 +13,10 @@ The first character that is not white space tells the format apart:
 Decisions this module documents:
 
 - A missing, empty, unreadable, partial or malformed file is a SourceError, never an empty
-  list: the resolver then keeps the last good list (or the snapshot).
+  list: the resolver then keeps the last good list (or the snapshot). What no retry can
+  change is ``permanent`` (not retried within one resolution): a symbolic link, a file that
+  is not regular, one over ``max_reply_size``, bytes that are not UTF-8 (but for a character
+  cut at the end, which a write under way leaves).
 - The file is opened with ``O_NOFOLLOW | O_NONBLOCK``: a symbolic link is refused (the
   snapshot rule: nothing is read through a link another user may redirect) and a FIFO or
   device cannot block the open; only a regular file of at most ``max_reply_size`` bytes is
@@ -35,17 +38,22 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
+from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
 from ..nodes import Node, parse_node, unique_sorted
 from ..snapshot import FORMAT
+from ..tls import TLSConfig
 from . import Traits
-from ._url import Query
+from ._budget import check_json, paced
+from ._transport import within
+from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
 __all__ = ["QUIET", "File", "parse_node_list"]
 
@@ -53,6 +61,7 @@ __all__ = ["QUIET", "File", "parse_node_list"]
 QUIET = 0.05
 
 _Stamp = tuple[int, int, int, int, int]
+_LINE = re.compile(r"[^\n]*\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +72,13 @@ class File:
         path: absolute path of the file.
         source: for a file in the snapshot format holding several sources, the canonical
             URL of the one to use; None when it holds exactly one.
+        node_tls: the nodes speak only TLS, verified with these settings
+            (``node_tls=true&node_ca=…&node_cert=…&node_key=…``).
     """
 
     path: str
     source: str | None = None
+    node_tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not os.path.isabs(self.path):
@@ -76,8 +88,8 @@ class File:
 
     @classmethod
     def from_url(cls, url: SplitResult) -> File:
-        """Build from ``file:///PATH[?source=URL]`` (``file://localhost/PATH`` also works)."""
-        query = Query(url, {"source"})
+        """Build from ``file:///PATH[?source=URL&node_tls=…]`` (``file://localhost/PATH`` too)."""
+        query = Query(url, {"source", *NODE_TLS_OPTIONS})
         where = query.where
         if url.netloc not in ("", "localhost") or url.fragment:
             raise ConfigurationError(
@@ -94,43 +106,45 @@ class File:
 
             # The key the snapshot writer used: the source's canonical URL.
             chosen = parse_source(chosen).url
-        return cls(path, chosen)
+        return cls(path, chosen, query.tls("node_"))
 
     @property
     def url(self) -> str:
         """Return the canonical ``file:///PATH`` URL (also the snapshot key)."""
-        query = f"?source={quote(self.source, safe='')}" if self.source else ""
+        fields = [f"source={quote(self.source, safe='')}"] if self.source else []
+        fields += [f"{k}={quote(v)}" for k, v in node_tls_params(self.node_tls)]
+        query = f"?{'&'.join(fields)}" if fields else ""
         return f"file://{quote(self.path)}{query}"
 
     @property
     def traits(self) -> Traits:
-        """A file names plain memcached nodes: nothing to declare."""
-        return Traits()
+        """TLS to the nodes when ``node_tls`` says so; otherwise nothing to declare."""
+        return Traits(node_tls=self.node_tls)
 
     def resolve(self, timeout: float) -> list[Node]:
         """Read the file once complete; return within *timeout* seconds or raise SourceError."""
-        current = attempt.current()
-        if current is not None:
-            timeout = min(timeout, current.left())
-        cap = current.max_reply_size if current is not None else attempt.DEFAULT_MAX_REPLY_SIZE
-        deadline = time.monotonic() + timeout
+        return within(self.url, timeout, self._resolve)
+
+    def _resolve(self, current: Attempt) -> list[Node]:
         while True:
-            read = _read(self.path, cap, self.url)  # None: it changed while we read
+            read = _read(self.path, current.max_reply_size, self.url)  # None: it changed
             age = time.time() - read[1][3] / 1e9 if read else 0.0
             if read and age >= QUIET:
                 break
             pause = min(QUIET, QUIET - age)
-            if time.monotonic() + pause > deadline:
+            if pause >= current.left():
                 raise SourceError(
                     self.url,
-                    f"the file kept changing for {timeout:.2f} s; it may be written in place "
-                    "right now (write a temporary file and rename it into place)",
+                    f"the file kept changing for {current.timeout:.2f} s; it may be written "
+                    "in place right now (write a temporary file and rename it into place)",
                 )
             time.sleep(pause)
             if read and _stamp_path(self.path) == read[1]:
                 break
-        data = read[0]
-        return parse_node_list(data, source=self.url, choose=self.source)
+        nodes = parse_node_list(read[0], source=self.url, choose=self.source)
+        if self.node_tls is not None:
+            nodes = [Node(node.host, node.port, node.ip, tls=True) for node in nodes]
+        return nodes
 
 
 def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = None) -> list[Node]:
@@ -142,17 +156,26 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SourceError(source, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        # A character cut at the very end may be a write still under way; anything else is
+        # not text, and reading it again cannot change that.
+        raise SourceError(
+            source,
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+            permanent=exc.reason != "unexpected end of data",
+        ) from None
     body = text.lstrip()
     if not body:
         raise SourceError(source, "the file is empty; it must list at least one node")
     if body[0] in "[{":
+        check_json(data, attempt.current(), source=source)
         try:
             value = json.loads(body)
         except ValueError as exc:
             raise SourceError(
                 source, f"not valid JSON ({exc}): malformed, or partly written"
             ) from None
+        except RecursionError:  # the nesting check above leaves the decoder none to meet
+            raise SourceError(source, "not valid JSON: nested too deeply") from None
         if isinstance(value, dict):
             nodes = _from_snapshot(value, source, choose)
         else:
@@ -168,7 +191,7 @@ def _from_list(value: object, source: str) -> list[Node]:
     if not isinstance(value, list):
         raise SourceError(source, 'expected a JSON list of "host:port" strings')
     nodes = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(paced(value)):
         if isinstance(item, dict) and isinstance(item.get("targets"), list):
             targets = item["targets"]  # a Prometheus file_sd target group
         else:
@@ -210,10 +233,10 @@ def _from_snapshot(value: dict[str, object], source: str, choose: str | None) ->
 
 
 def _from_lines(text: str, source: str) -> list[Node]:
-    lines = text.split("\n")
+    end = text.rfind("\n") + 1
     # A writer cut short leaves a last line without its newline, such as "10.0.0.3:112":
     # a valid node with a wrong port, so it is refused rather than guessed at.
-    last = lines.pop().partition("#")[0].strip()
+    last = text[end:].partition("#")[0].strip()
     if last:
         raise SourceError(
             source,
@@ -221,8 +244,9 @@ def _from_lines(text: str, source: str) -> list[Node]:
             "written",
         )
     nodes = []
-    for number, line in enumerate(lines, 1):
-        content = line.partition("#")[0].strip()
+    # One line at a time (a file of millions of blank lines is not split in one C call).
+    for number, line in enumerate(paced(_LINE.finditer(text, 0, end)), 1):
+        content = line.group().partition("#")[0].strip()
         if content:
             nodes.append(_node(content, source, f"line {number}"))
     return nodes
@@ -246,14 +270,15 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
             raise SourceError(
                 source,
                 "is a symbolic link; name the file it points to (links are never followed)",
+                permanent=True,
             ) from None
         raise SourceError(source, f"cannot open the file ({exc.strerror or exc})") from None
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
-            raise SourceError(source, "not a regular file")
+            raise SourceError(source, "not a regular file", permanent=True)
         if before.st_size > cap:
-            raise SourceError(source, f"larger than {cap} bytes (max_reply_size)")
+            raise SourceError(source, f"larger than {cap} bytes (max_reply_size)", permanent=True)
         chunks, size = [], 0
         while size <= cap:
             chunk = os.read(fd, min(65536, cap + 1 - size))
@@ -268,7 +293,7 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > cap:
-        raise SourceError(source, f"larger than {cap} bytes (max_reply_size)")
+        raise SourceError(source, f"larger than {cap} bytes (max_reply_size)", permanent=True)
     if _stamp(before) != _stamp(after) or len(data) != after.st_size:
         return None
     return data, _stamp(after)

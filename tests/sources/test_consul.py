@@ -974,6 +974,11 @@ def test_consul_url__https_agent_is_written_as_tls() -> None:
     [
         ("consul://", "one service name"),
         ("consul://agent:8500/", "one service name"),
+        (
+            "consul://memcached",
+            r"'memcached' was read as the agent's host .* write consul:///memcached$",
+        ),
+        ("consul://memcached?tag=a", "write consul:///memcached$"),
         ("consul://agent/a/b", "one service name"),
         ("consul://agent:99999/memcached", r"agent address 'agent:99999' is not host\[:port\]"),
         ("consul://bad host/memcached", r"agent address 'bad host' is not host\[:port\]"),

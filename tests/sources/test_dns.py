@@ -219,6 +219,12 @@ def test_dns__nxdomain_says_so(dns_server: DNSServer) -> None:
     assert caught.value.permanent  # resolve() does not retry it
 
 
+def test_dns__nxdomain_says_etc_hosts_is_not_read(dns_server: DNSServer) -> None:
+    # dns://localhost: the system resolver would answer from /etc/hosts, a DNS server does not.
+    with pytest.raises(SourceError, match="in DNS only, never in /etc/hosts"):
+        source(f"dns+{MISSING_NAME}:11211", dns_server).resolve(timeout=2)
+
+
 def test_dns__name_without_records_of_the_type_says_no_records(dns_server: DNSServer) -> None:
     name = dns_server.name()
     dns_server.set_addresses(name, ["10.0.5.1"])
@@ -350,3 +356,15 @@ def test_backend__follows_srv_records_of_real_memcached_nodes(
 
         assert wait_until(dropped, timeout=0.3 + 2)
     stop_all(timeout=2)
+
+
+def test_dnssrvnoa__a_target_that_is_not_a_host_name_fails_the_attempt(
+    dns_server: DNSServer,
+) -> None:
+    # dnsmasq serves the name as given; "/" is no host name character (a client would read
+    # "/tmp/..." as a unix socket path).
+    service = f"_memcached._tcp.{dns_server.name('svc')}"
+    dns_server.set_srv(service, [("tmp/evil.test", 11211, 0, 0)])
+
+    with pytest.raises(SourceError, match="is not a host name"):
+        source(f"dnssrvnoa+{service}", dns_server).resolve(timeout=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -719,3 +720,80 @@ def test_elasticache_api__unknown_endpoint_host_is_permanent(aws_env: ElastiCach
         source.resolve(timeout=3)
 
     assert info.value.permanent
+
+
+# --- botocore's own DEBUG logs during our calls (issue 13) ------------------------------------
+
+_SIGNATURE = re.compile(r"Signature[=:]\s*[0-9a-f]{64}", re.IGNORECASE)
+
+
+def _assert_no_credentials(api: ElastiCacheAPIServer, text: str) -> None:
+    for secret in (SESSION_TOKEN, api.access_key, api.secret_key):
+        assert text.count(secret) == 0
+    assert not _SIGNATURE.search(text)
+
+
+@pytest.mark.parametrize("where", ["environment", "profile"])
+def test_elasticache_api__botocore_debug_logs_hold_no_credential(
+    aws_env: ElastiCacheAPIServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    where: str,
+) -> None:
+    """Root at DEBUG, a session token set: botocore still logs the request, masked."""
+    if where == "environment":
+        monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    else:  # credentials the environment does not name: masked by their shape
+        credentials = tmp_path / "credentials"
+        credentials.write_text(
+            f"[standin]\naws_access_key_id = {aws_env.access_key}\n"
+            f"aws_secret_access_key = {aws_env.secret_key}\n"
+            f"aws_session_token = {SESSION_TOKEN}\n"
+        )
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    profile = "" if where == "environment" else "&profile=standin"
+    caplog.set_level(logging.DEBUG)
+
+    resolve(f"{SOURCE}?region=us-east-1&endpoint_url={aws_env.endpoint_url}{profile}", attempts=1)
+
+    _assert_no_credentials(aws_env, caplog.text)
+    signed = "\n".join(
+        r.getMessage() for r in caplog.records if r.name in ("botocore.auth", "botocore.endpoint")
+    )
+    assert "x-amz-security-token:***" in signed  # the canonical request, masked
+    assert "'X-Amz-Security-Token': b'***', 'Authorization': b'***'" in signed  # the headers
+    assert "Signature:\n***" in signed
+
+
+def test_elasticache_api__log_masking_touches_only_our_calls(
+    aws_env: ElastiCacheAPIServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    _source(aws_env).resolve(timeout=5)  # installs the filter
+    caplog.set_level(logging.DEBUG)
+    theirs = boto3.session.Session().client(
+        "elasticache", region_name="us-east-1", endpoint_url=aws_env.endpoint_url
+    )
+
+    theirs.describe_cache_clusters(CacheClusterId="mc")
+
+    assert f"x-amz-security-token:{SESSION_TOKEN}" in caplog.text
+
+
+@pytest.mark.parametrize("address", ["/tmp/evil.sock", "a;b,c", "a:b:c"])
+def test_elasticache_api__endpoint_address_must_be_a_host(
+    aws_env: ElastiCacheAPIServer, address: str
+) -> None:
+    aws_env.add_cluster("mc", [(address, 11211)])
+
+    with pytest.raises(SourceError, match="is not a host name or IP"):
+        _source(aws_env).resolve(timeout=5)

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cache_settings import ConfigurationError, Node, SourceError, parse_source
+from cache_settings import (
+    ConfigurationError,
+    Node,
+    ResolutionError,
+    SourceError,
+    parse_source,
+    resolve,
+)
 from cache_settings.attempt import Attempt, run
 from cache_settings.policy import Policy
 from cache_settings.snapshot import write_snapshot
@@ -247,3 +254,61 @@ def test_watcher__polling_a_rewritten_file_holds_only_whole_lists(
         watcher.stop()
 
     assert seen <= whole
+
+
+@pytest.mark.parametrize("host", ["/tmp/evil.sock", "a;b,c", "a:b:c"])
+def test_file__snapshot_format_hosts_follow_the_live_rules(tmp_path: Path, host: str) -> None:
+    path = tmp_path / "nodes.json"
+    entry = {"nodes": [{"host": host, "port": 11211}], "fetched_at": 1}
+    path.write_text(json.dumps({"format": "cache_settings/1", "sources": {"x://y": entry}}))
+    aged(path)
+
+    with pytest.raises(SourceError, match="node host must be a host name or an IP"):
+        file_source(path).resolve(timeout=2)
+
+
+def _failure(path: Path, max_reply_size: int = 1 << 20) -> SourceError:
+    built = file_source(path)
+    with pytest.raises(SourceError) as raised:
+        run(Attempt(built.url, 1, max_reply_size=max_reply_size), lambda: built.resolve(1))
+    return raised.value
+
+
+def test_file__failures_no_retry_can_fix_are_permanent(tmp_path: Path) -> None:
+    target = tmp_path / "nodes"
+    target.write_text("10.0.0.1:11211\n" * 10)
+    aged(target)
+    (tmp_path / "link").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "latin-1").write_bytes("caf\xe9.example:11211\n".encode("latin-1"))
+    aged(tmp_path / "latin-1")
+
+    assert _failure(tmp_path / "link").permanent
+    assert _failure(tmp_path / "fifo").permanent
+    assert _failure(target, max_reply_size=16).permanent
+    assert _failure(tmp_path / "latin-1").permanent
+
+
+def test_file__failures_a_retry_may_fix_are_not_permanent(tmp_path: Path) -> None:
+    cut = tmp_path / "cut"  # a writer stalled inside a two-byte character
+    cut.write_bytes("10.0.0.1:11211\ncaf\xe9".encode()[:-1])
+    aged(cut)
+
+    assert not _failure(tmp_path / "absent").permanent
+    assert not _failure(cut).permanent
+
+
+def test_file__permanent_failure_is_asked_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+
+    with pytest.raises(ResolutionError, match="1 attempt"):
+        resolve(f"file://{tmp_path / 'fifo'}", attempts=3, deadline=2)
+
+
+def test_file__deep_json_is_a_clear_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "nodes.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    aged(path)
+
+    with pytest.raises(SourceError, match="nested deeper than 64 levels"):
+        file_source(path).resolve(timeout=2)

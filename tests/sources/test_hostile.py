@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from cache_settings.exceptions import SourceError
 from cache_settings.nodes import Node
 from cache_settings.sources import parse_source
-from cache_settings.sources._consul_agent import MAX_JSON_DEPTH, check_json_nesting
+from cache_settings.sources._budget import MAX_JSON_DEPTH, check_json_nesting
 from cache_settings.sources.config_endpoint import parse_cluster_config
 from cache_settings.sources.consul import STATUSES, parse_health_service
 from cache_settings.sources.elasticache_api import (
@@ -179,9 +179,19 @@ def test_check_json_nesting__brackets_in_strings_do_not_count(text: str) -> None
     )
 
 
-@pytest.mark.parametrize("text", ['["]"]]', "][", "[1]]"])
-def test_check_json_nesting__unbalanced_is_refused(text: str) -> None:
-    with pytest.raises(SourceError, match="or unbalanced"):
+@pytest.mark.parametrize("text", ['["]"]]', "][", "[1]]", "[[[", '{"a": [1, {"b": ['])
+def test_check_json_nesting__shallow_unbalanced_is_left_to_the_decoder(text: str) -> None:
+    check_json_nesting(text.encode(), source=SOURCE)
+
+    with pytest.raises(ValueError):
+        json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * (MAX_JSON_DEPTH + 1), "]" + "[" * (MAX_JSON_DEPTH + 1), "[[]" * 100_000]
+)
+def test_check_json_nesting__deep_unbalanced_is_refused(text: str) -> None:
+    with pytest.raises(SourceError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
         check_json_nesting(text.encode(), source=SOURCE)
 
 

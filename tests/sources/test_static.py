@@ -54,6 +54,9 @@ def test_static__tls_marks_nodes_and_keeps_tls_settings() -> None:
         ("redis://a:6379", "Unknown scheme 'redis://'. Known schemes: consul, dns, dnssrv"),
         ("a:11211", "Unknown scheme 'a://'"),
         ("localhost", "needs a scheme"),
+        # django-environ's spelling: the near misses are named.
+        ("memcache://10.0.0.1:11211", "; did you mean 'memcached://' or 'pymemcache://'?"),
+        ("consol:///memcached", "; did you mean 'consul://'?"),
     ],
 )
 def test_parse_source__bad_urls_name_the_problem(url: str, message: str) -> None:
