@@ -631,7 +631,7 @@ def test_cache_nodes__bad_settings_argument_is_one_line_and_exit_2(site: dict[st
     lines = done.stderr.splitlines()
     assert done.returncode == 2
     assert lines[0].startswith(
-        "cache-settings resolve: error: consul:///memcached?tags=prod: unknown option 'tags'"
+        "cache-settings resolve: error: consul:///memcached?tags=***: unknown option 'tags'"
     )
     assert lines[1:] == ["CommandError: cache_nodes resolve failed (exit status 2)"]
 
