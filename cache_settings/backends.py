@@ -44,6 +44,7 @@ removes its keys and never changes the shared dict.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -52,13 +53,17 @@ from django.core.cache.backends import memcached
 from django.core.cache.backends.base import BaseCache
 
 from . import forking
+from .capabilities import cannot_reach
 from .chain import as_source, chain_url, source_urls
 from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
+from .nodes import Node
 from .policy import DEFAULT_REFRESH, Policy
 from .sources import Source
 from .watch import Watcher
 from .watchers import get_watcher
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PyLibMCCache", "PyMemcacheCache"]
 
@@ -209,6 +214,24 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
                 f"{watcher.policy.deadline:g} s) failed and no snapshot had them; the "
                 f"source is asked again within {watcher.refresh:g} s",
             )
+        unreachable = self._unreachable(nodes)
+        if unreachable:
+            # A node the client cannot connect to would fail every key that hashes to it:
+            # leave it out (its keys go to the others), and say so when the client is built.
+            nodes = tuple(node for node in nodes if node not in unreachable)
+            logger.warning(
+                "%s: %s cannot connect to %s; serving from the other %d node(s) "
+                '(use backend "pymemcache" to reach them)',
+                watcher.url,
+                self._library,
+                ", ".join(node.location for node in unreachable),
+                len(nodes),
+            )
+            if not nodes:
+                raise ConfigurationError(
+                    f"{watcher.url}: {self._library} cannot connect to any node; "
+                    'use backend "pymemcache"'
+                )
         old, old_pid = self._client, self._client_pid
         self._locations = [node.location for node in nodes]
         # The same construction as Django's _cache.
@@ -221,6 +244,10 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
             forking.release_inherited(old)  # the parent's: send nothing on its connections
         else:
             self._retire_client(old)
+
+    def _unreachable(self, nodes: Sequence[Node]) -> list[Node]:
+        """Return the *nodes* this backend's client cannot connect to (none by default)."""
+        return []
 
     def _retire_client(self, client: Any) -> None:
         """Let go of a client built for an older node list in this process.
@@ -254,6 +281,10 @@ class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
         # client built with behaviors=None (capabilities.py); {} asks for the same.
         options = {"behaviors": {}, **(params.get("OPTIONS") or {})}
         super().__init__(server, {**params, "OPTIONS": options})
+
+    def _unreachable(self, nodes: Sequence[Node]) -> list[Node]:
+        # IPv6 literals on libmemcached 1.0 (pylibmc's wheels): capabilities.py measured it.
+        return cannot_reach("pylibmc", nodes)
 
     def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
         if source.traits.node_tls is not None:

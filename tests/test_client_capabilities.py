@@ -227,3 +227,22 @@ def test_choice__chosen_pylibmc_failures_name_the_other_client() -> None:
         memcached("pylibmc://10.0.0.1:11211", options={"behaviors": {"dead_timeout": 2**32}})
 
     assert "did not apply the behaviors dead_timeout=4294967296 (reads 0)" in str(raised.value)
+
+
+def test_ipv6__refreshing_pylibmc_never_hands_out_a_node_it_cannot_reach(
+    ipv6_memcached: IPv6Memcached, memcached_node: MemcachedServer
+) -> None:
+    """A source that lists an IPv6 node at run time: every key is still served."""
+    entry = {
+        "BACKEND": "cache_settings.backends.PyLibMCCache",
+        "LOCATION": f"memcached://{ipv6_memcached.location},{memcached_node.location}",
+        "OPTIONS": {"refresh": 60},
+    }
+
+    with django_cache(entry) as cache:
+        cache.set_many({f"r{i}": i for i in range(20)})
+        values = cache.get_many([f"r{i}" for i in range(20)])
+        servers = list(cache.client_servers)  # type: ignore[attr-defined]
+
+    assert values == {f"r{i}": i for i in range(20)}
+    assert (ipv6_memcached.location in servers) == PYLIBMC_REACHES_IPV6

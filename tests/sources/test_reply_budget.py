@@ -27,8 +27,9 @@ from tests.servers.elasticache_api import XMLNS, ElastiCacheAPIServer
 SIZE = 30 * 1024 * 1024
 DEADLINE = 1.0
 # What the attempt may take past its deadline: attempt.GRACE, one paced step, scheduling
-# on a loaded 2-core machine.
-SLACK = 0.35
+# on a 2-core machine running both corners' suites at once (1.38 s seen at 0.35 s slack).
+# Before the budget these replies overran their deadline by 2.7-12 s, so this still tells.
+SLACK = 1.0
 
 
 def _flat() -> bytes:
