@@ -27,7 +27,6 @@ from .exceptions import ConfigurationError, SourceError
 from .nodes import Node, unique_sorted
 from .policy import Policy
 from .redact import scrub
-from .snapshot import write_snapshot
 from .sources import Source, WatchableSource
 
 if TYPE_CHECKING:
@@ -109,6 +108,8 @@ def save(policy: Policy, source: str, answer: Answer, *, lock_timeout: float | N
     """
     if policy.snapshot is None:
         return False
+    from .snapshot import write_snapshot  # not imported by entries without a snapshot
+
     return write_snapshot(
         policy.snapshot,
         source,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Warning
 
 from .nodes import Node
+
+if TYPE_CHECKING:
+    from django.core.checks import CheckMessage
 
 __all__ = [
     "cannot_reach",
@@ -150,6 +152,8 @@ def check_pylibmc_clients(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     that chose pylibmc anyway (``backend="pylibmc"``, ``pylibmc://``, pylibmc options)
     or were written by hand. Silence it with ``SILENCED_SYSTEM_CHECKS``.
     """
+    from django.core.checks import Warning  # only a check run needs the checks framework
+
     messages: list[CheckMessage] = []
     caches = getattr(settings, "CACHES", None) or {}
     for alias, config in caches.items():

@@ -6,7 +6,6 @@ A client library is imported only when an entry is about to use it (to check the
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import logging
@@ -16,7 +15,7 @@ from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
 from .capabilities import cannot_reach, ejects_silent_nodes, pylibmc_build, unapplied_behaviors
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, close_matches
 from .nodes import Node
 from .sources import Source
 from .tls import TLSConfig
@@ -235,7 +234,7 @@ def _unknown_option(backend: str, options: Mapping[str, Any]) -> str | None:
 
 
 def _misspelt(message: str, name: object, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), known, n=1)
+    close = close_matches(str(name), known, n=1)
     if close:
         return f"{message}; did you mean {close[0]!r}?"
     return f"{message} (it takes {', '.join(sorted(known))})"

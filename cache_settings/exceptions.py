@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -92,3 +92,14 @@ def _summary(source: str, errors: Sequence[BaseException]) -> str:
         f"{text} ({counts[key]} times)" if counts[key] > 1 else text for key, text in first.items()
     ]
     return f"{head}: {'; '.join(causes)}"
+
+
+def close_matches(word: str, known: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """Return up to *n* of *known* that resemble *word*, for an error's "did you mean".
+
+    :func:`difflib.get_close_matches`, imported only once an error needs a guess: a
+    settings module that raises nothing does not pay for difflib.
+    """
+    import difflib
+
+    return difflib.get_close_matches(word, list(known), n=n, cutoff=cutoff)

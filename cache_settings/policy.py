@@ -21,7 +21,6 @@ from typing import Any, Literal
 from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .exceptions import ConfigurationError
 from .nodes import Node
-from .rejoin import REJOIN_POLICIES
 
 __all__ = [
     "DEFAULT_REFRESH",
@@ -47,6 +46,7 @@ MAX_SECONDS = 365 * 86400.0
 
 #: What a watcher does with a node that returns to its list (cache_settings.rejoin).
 Rejoin = Literal["flush", "keep"]
+REJOIN_POLICIES: tuple[Rejoin, ...] = ("flush", "keep")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ print them: as written, escaped as ``repr()`` or JSON escape them, and percent-e
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Collection, Iterable
@@ -155,7 +154,9 @@ class Scrubber:
 
 def _forms(secret: str) -> set[str]:
     # As written; escaped as repr() and JSON show it (a newline as \n); percent-encoded as
-    # a URL or a form carries it.
+    # a URL or a form carries it. (json only now: most settings hold no secret.)
+    import json
+
     return {
         secret,
         repr(secret)[1:-1],

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from .exceptions import ConfigurationError
 from .nodes import Node
+from .policy import REJOIN_POLICIES
 from .tls import TLSConfig
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ __all__ = ["FLUSH_TIMEOUT", "REJOIN_POLICIES", "Departures", "Rejoins", "flush_n
 
 logger = logging.getLogger(__name__)
 
-REJOIN_POLICIES = ("flush", "keep")
 #: Seconds one flush may take at most (less when the policy's deadline is shorter). It
 #: runs on the watcher thread, never on the request path.
 FLUSH_TIMEOUT = 1.0

@@ -17,11 +17,12 @@ from .chain import as_source, ask_in_order, members
 from .exceptions import ResolutionError, SnapshotError, SourceError
 from .nodes import Node
 from .policy import Policy, as_path, seconds_text
-from .snapshot import SnapshotEntry, load_snapshot, read_snapshot
 from .sources import Source
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
+
+    from .snapshot import SnapshotEntry
 
 __all__ = ["OFFLINE_VARIABLE", "Resolution", "is_offline", "offline", "resolve", "resolve_with"]
 
@@ -229,9 +230,10 @@ def _log_retry(source: Source, state: RetryCallState) -> None:
 def _from_snapshot(source: Source, policy: Policy, errors: Sequence[SourceError]) -> Resolution:
     # No errors: no source was asked (offline). The attempts' causes say the source failed.
     offline = f"{OFFLINE_VARIABLE}=1"
-    found = _first_usable(source, policy)
+    stored = _load(policy)
+    found = _first_usable(source, policy, stored)
     if found is None:
-        detail = _unusable(source, policy)
+        detail = _unusable(source, policy, stored)
         # Not logged: the caller that swallows the error logs it (memcached(on_failure=...),
         # the watcher), else it is raised and printed once.
         error = ResolutionError(source.url, errors, detail if errors else f"{offline}; {detail}")
@@ -250,37 +252,49 @@ def _from_snapshot(source: Source, policy: Policy, errors: Sequence[SourceError]
     )
 
 
-def _first_usable(source: Source, policy: Policy) -> tuple[str, SnapshotEntry] | None:
-    """Return the first trusted snapshot entry in chain order (a single source: its own)."""
+def _load(policy: Policy) -> dict[str, SnapshotEntry] | SnapshotError | None:
+    """Read the policy's snapshot once: its entries, why it cannot be read, or None (none set)."""
     if policy.snapshot is None:
         return None
+    from .snapshot import load_snapshot  # entries without a snapshot never import it
+
     try:
-        stored = load_snapshot(policy.snapshot)
-    except SnapshotError:
+        return load_snapshot(policy.snapshot)
+    except SnapshotError as exc:
+        return exc
+
+
+def _first_usable(
+    source: Source, policy: Policy, stored: dict[str, SnapshotEntry] | SnapshotError | None
+) -> tuple[str, SnapshotEntry] | None:
+    """Return the first trusted snapshot entry in chain order (a single source: its own)."""
+    if stored is None or isinstance(stored, SnapshotError) or policy.snapshot is None:
         return None  # _unusable() says why, in the error
+    from .snapshot import trusted_entry
+
     for member in members(source):
-        # Why an entry is not trusted is said once, in the error: read_snapshot() would log
-        # it as well, so it reads only an entry that passes _why()'s checks (it still
+        # Why an entry is not trusted is said once, in the error: trusted_entry() would log
+        # it as well, so it checks only an entry that passes _why()'s checks (it still
         # refuses, and logs, one whose fetched_at lies far in the future).
         if _why(stored.get(member.url), policy) is not None:
             continue
-        entry = read_snapshot(policy.snapshot, member.url, max_age=policy.max_age)
+        entry = trusted_entry(stored, policy.snapshot, member.url, max_age=policy.max_age)
         if entry is not None:
             return member.url, entry
     return None
 
 
-def _unusable(source: Source, policy: Policy) -> str:
+def _unusable(
+    source: Source, policy: Policy, stored: dict[str, SnapshotEntry] | SnapshotError | None
+) -> str:
     """Say why the snapshot had no entry to trust, and what to do about it."""
-    if policy.snapshot is None:
+    if stored is None:
         return "no snapshot file configured (snapshot=PATH keeps a last-known-good list)"
     where = f"no usable entry in snapshot {policy.snapshot}"
     module = os.environ.get("DJANGO_SETTINGS_MODULE") or "<settings module>"
     fix = f"run `cache-settings resolve --settings {module}` to create it"
-    try:
-        stored = load_snapshot(policy.snapshot)
-    except SnapshotError as exc:
-        return f"{where}: {exc}; {fix}"
+    if isinstance(stored, SnapshotError):
+        return f"{where}: {stored}; {fix}"
     why = [
         (member.url, _why(stored.get(member.url), policy) or _FUTURE) for member in members(source)
     ]

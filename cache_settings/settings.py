@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import logging
@@ -14,11 +13,12 @@ from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .chain import as_source, members, written_urls
 from .clients import BACKENDS, choose_client, client_defaults
 from .entries import Entry, is_collecting, management_command, record, report
-from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError
+from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError, close_matches
 from .forking import install as _install_fork_guard
 from .policy import Policy, Rejoin, as_path
 from .redact import url_secrets
 from .resolve import resolve_with
+from .sockets import KERNEL_TIMEOUTS, kernel_timeouts_available
 from .sources import Source
 from .tls import TLSConfig
 
@@ -186,6 +186,10 @@ def memcached(
         "LOCATION": resolution.locations,
         "OPTIONS": entry_options,
     }
+    if refresh is None and chosen == "pymemcache" and kernel_timeouts_available():
+        # pymemcache's timeout kept by the kernel, at no cost per operation (sockets.py);
+        # a refreshing backend adds it itself, so that its entry stays plain data.
+        entry_options.setdefault("socket_module", KERNEL_TIMEOUTS)
     if refresh is not None:
         # Plain data that cache_settings.backends reads and removes before Django's client
         # sees OPTIONS. The backend finds the Source object (and its token) and this
@@ -216,9 +220,7 @@ def _django_keys(given: Mapping[str, Any]) -> CacheConfig:
         known = [*inspect.signature(memcached).parameters, *_DJANGO_KEYS]
         known = [name for name in known if name not in ("source", "django_keys")]
         guesses = [
-            ["source"]
-            if name.lower() == "location"
-            else difflib.get_close_matches(name.lower(), known, n=1)
+            ["source"] if name.lower() == "location" else close_matches(name.lower(), known, n=1)
             for name in unknown
         ]
         named = ", ".join(

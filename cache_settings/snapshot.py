@@ -71,7 +71,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from . import _safefile
@@ -98,6 +98,7 @@ __all__ = [
     "check_snapshot_path",
     "load_snapshot",
     "read_snapshot",
+    "trusted_entry",
     "write_snapshot",
 ]
 
@@ -217,6 +218,22 @@ def read_snapshot(
     except SnapshotError as exc:
         logger.warning("%s: snapshot not used: %s", source, exc)
         return None
+    return trusted_entry(entries, filename, source, max_age=max_age)
+
+
+def trusted_entry(
+    entries: Mapping[str, SnapshotEntry],
+    path: str | os.PathLike[str],
+    source: str,
+    *,
+    max_age: float | None = None,
+) -> SnapshotEntry | None:
+    """Return *source*'s entry of *entries* (loaded from *path*) when it may be trusted.
+
+    As :func:`read_snapshot`, for a file already loaded with :func:`load_snapshot`: None
+    (with the same warnings) when there is no entry, or it is too old or in the future.
+    """
+    filename = os.fspath(path)
     entry = entries.get(source)
     if entry is None:
         logger.debug("%s: no entry in snapshot %s", source, filename)

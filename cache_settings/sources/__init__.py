@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, close_matches
 from ..tls import TLSConfig
 
 if TYPE_CHECKING:
@@ -181,7 +180,7 @@ def parse_source(url: str | Source) -> Source:
     factory = SCHEMES.get(scheme)
     if factory is None:
         # django-environ spells memcached "memcache://": every near miss is named.
-        close = difflib.get_close_matches(scheme, SCHEMES, n=3, cutoff=0.75)
+        close = close_matches(scheme, SCHEMES, n=3, cutoff=0.75)
         names = " or ".join(f"'{name}://'" for name in close)
         guess = f"; did you mean {names}?" if close else "."
         raise ConfigurationError(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection
 from urllib.parse import SplitResult, parse_qsl
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, close_matches
 from ..redact import redact_url
 from ..tls import TLSConfig
 
@@ -35,7 +34,7 @@ class Query:
             ) from None
         for key, value in pairs:
             if key not in allowed:
-                close = difflib.get_close_matches(key.lower(), allowed, n=1)
+                close = close_matches(key.lower(), allowed, n=1)
                 guess = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigurationError(
                     f"{self.where}: unknown option {key!r}; {guess}"
