@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,3 +143,64 @@ def test_import__tenacity_only_once_a_retry_is_due(consul_agent: ConsulAgent) ->
 
     assert "tenacity" not in loaded_after(answered)
     assert "tenacity" in loaded_after(retried)
+
+
+# What a settings module with stock Django's fixed list loads, to compare ours with.
+STOCK_ENTRY = """
+import sys
+before = set(sys.modules)
+import django.conf
+{body}
+django.conf.settings.configure(CACHES={{"default": ENTRY}})
+from django.core.cache import caches
+caches["default"]._cache  # the client, as at the first get, without the network
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def modules_after(body: str) -> set[str]:
+    """Return the modules a fresh interpreter loads for ``import django.conf`` + *body*."""
+    out = run_python("import json\n" + STOCK_ENTRY.format(body=textwrap.dedent(body)))
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_import__static_list_loads_nothing_stock_django_does_not_but_our_own() -> None:
+    """Issue 17: every stdlib or Django module a static entry loads, stock Django loads too.
+
+    (Ours are measured in bench/bench_import.py; ``dataclasses`` is the one standard module
+    our records need.) Before: django.core.checks, json, tempfile, difflib, decimal and the
+    snapshot modules came with ``import cache_settings``.
+    """
+    location = "10.0.0.1:11211"
+    stock = modules_after(
+        f"ENTRY = {{'BACKEND': 'django.core.cache.backends.memcached.PyMemcacheCache', "
+        f"'LOCATION': [{location!r}]}}"
+    )
+    ours = modules_after(
+        f"import cache_settings\n"
+        f"ENTRY = cache_settings.memcached('memcached://{location}', backend='pymemcache')"
+    )
+
+    extra = {name for name in ours - stock if name.partition(".")[0] != "cache_settings"}
+    assert extra <= {"dataclasses"}, sorted(extra)
+    ours_loaded = {name for name in ours if name.startswith("cache_settings")}
+    assert not ours_loaded & {"cache_settings.snapshot", "cache_settings.checks"}
+
+
+def test_import__configuration_endpoint_needs_no_http_client(
+    config_endpoint: ConfigEndpointServer,
+) -> None:
+    """Issue 17: http.client, urllib.request and email are the HTTP sources' alone."""
+    config_endpoint.set_nodes([("mc1.example", "10.0.0.1", 11211)])
+    code = f"""
+    import sys
+    import cache_settings
+    entry = cache_settings.memcached("elasticache://{config_endpoint.address}")
+    assert entry["LOCATION"] == ["10.0.0.1:11211"], entry
+    http = ("http.client", "urllib.request", "email")
+    print(json.dumps(sorted(name for name in http if name in sys.modules)))
+    """
+
+    out = run_python("import json\n" + textwrap.dedent(code))
+
+    assert json.loads(out.strip().splitlines()[-1]) == []

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from ..attempt import Attempt
 from ..redact import MASK, Scrubber, environment_secrets
 from ..tls import TLSConfig
-from . import _budget, _transport
+from . import _budget, _http
 
 if TYPE_CHECKING:
     from botocore.awsrequest import AWSPreparedRequest, AWSResponse
@@ -157,7 +157,7 @@ class _Sender:
         body = request.body
         if body is not None and not isinstance(body, bytes | bytearray | str):
             body = body.read()
-        reply = _transport.request(
+        reply = _http.request(
             self._attempt,
             request.method,
             request.url,

@@ -27,7 +27,7 @@ from ..nodes import parse_node
 from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
 from ._budget import check_json
-from ._transport import request
+from ._http import request
 
 if TYPE_CHECKING:
     from .consul import Consul

@@ -1,37 +1,29 @@
-"""Network I/O that ends with its attempt: tracked connections and one bounded HTTP request.
+"""Network I/O that ends with its attempt: tracked connections, and what their failures mean.
 
 Every socket a source opens is registered with the current :class:`~cache_settings.attempt.Attempt`
 (:meth:`~cache_settings.attempt.Attempt.track`), so that cancelling the attempt at its deadline
 shuts it down and wakes whatever read is blocked on it; each read's timeout is the time the
 attempt has left, and what is read counts against its ``max_reply_size``. A source called
 directly, outside :func:`cache_settings.attempt.run`, gets an attempt of its own (:func:`within`).
-
-HTTP goes through :mod:`http.client` rather than a client library's transport: it lets us own
-the socket from its creation (the libraries' urllib3 pools do not) and read the body in pieces.
+HTTP over these connections is :mod:`cache_settings.sources._http`, imported only by the
+sources that speak it (a configuration endpoint needs neither http.client nor urllib).
 """
 
 from __future__ import annotations
 
-import http.client
 import socket
 import ssl
-import urllib.request
-from base64 import b64encode
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from ipaddress import ip_address
+from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
 
 from .. import attempt as _attempt
 from ..attempt import Attempt
 from ..exceptions import SourceError
 
-__all__ = ["Reply", "connect", "failure", "request", "start_tls", "within"]
+__all__ = ["close", "connect", "failure", "start_tls", "within"]
 
 T = TypeVar("T")
 
-_CHUNK = 65536
 # getaddrinfo errors that say the name does not exist (NXDOMAIN, no address): no retry helps.
 _NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
@@ -88,11 +80,19 @@ def close(attempt: Attempt, sock: socket.socket | None) -> None:
         sock.close()
 
 
-def failure(exc: BaseException, attempt: Attempt, peer: str, *, hint: str = "") -> SourceError:
+def failure(
+    exc: BaseException,
+    attempt: Attempt,
+    peer: str,
+    *,
+    hint: str = "",
+    malformed: type[BaseException] | tuple[type[BaseException], ...] = (),
+) -> SourceError:
     """Return the SourceError that says what *exc*, raised talking to *peer*, means.
 
     A name that does not exist is ``permanent``; *hint* (what to check) follows every
-    failure to reach *peer*.
+    failure to reach *peer*; *malformed* are the protocol's exceptions for a reply it
+    could not parse (``http.client.HTTPException`` for HTTP).
     """
     suffix = f" ({hint})" if hint else ""
     # Every timeout is the time the attempt had left, so a timeout is its deadline.
@@ -115,157 +115,8 @@ def failure(exc: BaseException, attempt: Attempt, peer: str, *, hint: str = "") 
         return SourceError(attempt.source, f"TLS with {peer} failed: {exc.reason or exc}")
     if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
         return SourceError(attempt.source, f"the connection to {peer} was reset")
-    if isinstance(exc, http.client.HTTPException):
-        return SourceError(attempt.source, f"malformed HTTP reply from {peer} ({exc!r:.120})")
+    if isinstance(exc, malformed):
+        return SourceError(attempt.source, f"malformed reply from {peer} ({exc!r:.120})")
     if isinstance(exc, OSError):
         return SourceError(attempt.source, f"cannot reach {peer}: {exc.strerror or exc}{suffix}")
     return SourceError(attempt.source, f"{type(exc).__name__} talking to {peer}")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An HTTP reply: status, headers (case-insensitive) and the whole body."""
-
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
-def request(
-    attempt: Attempt,
-    method: str,
-    url: str,
-    *,
-    peer: str,
-    headers: Mapping[str, str | bytes] | None = None,
-    body: bytes | str | None = None,
-    context: ssl.SSLContext | None = None,
-    hint: str = "",
-) -> Reply:
-    """Send one HTTP/1.1 request and return the whole reply, within *attempt*.
-
-    *url* must carry no user info. *context* verifies an ``https`` peer. Proxies come
-    from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), as with
-    requests and botocore; loopback addresses never use one, as with the consul CLI.
-    Raise SourceError naming *peer* for every failure; a reply over the attempt's
-    ``max_reply_size`` is one.
-    """
-    parts = urlsplit(url)
-    https = parts.scheme == "https"
-    host = parts.hostname or ""
-    port = parts.port or (443 if https else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    proxy = _proxy_for(parts.scheme, host)
-    if proxy is not None and not https:
-        target = url  # an http proxy takes the absolute URL
-    conn = _Connection(attempt, host, port, proxy, context if https else None)
-    response: http.client.HTTPResponse | None = None
-    try:
-        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", parts.netloc.rpartition("@")[2])
-        conn.putheader("Accept-Encoding", "identity")  # no decompression bomb
-        if proxy is not None and not https and proxy.auth:
-            conn.putheader("Proxy-Authorization", proxy.auth)
-        for name, value in (headers or {}).items():
-            if name.lower() not in ("host", "accept-encoding"):
-                conn.putheader(name, value)
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        if data is not None:
-            conn.putheader("Content-Length", str(len(data)))
-        conn.endheaders(data)
-        assert conn.sock is not None
-        sock = conn.sock
-        sock.settimeout(attempt.check())
-        response = conn.getresponse()
-        if response.length is not None:
-            attempt.check_size(response.length)
-        received = bytearray()
-        while chunk := response.read1(_CHUNK):
-            received += chunk
-            attempt.check_size(len(received))
-            if response.isclosed():  # Python 3.13 closes the socket with the body's last byte
-                break
-            sock.settimeout(attempt.check())
-        attempt.check()  # a cancelled read looks like the end of the body
-        if response.length:  # http.client returns b"" when a reply stops short
-            raise http.client.IncompleteRead(bytes(received), response.length)
-        return Reply(response.status, response.msg, bytes(received))
-    except SourceError:
-        raise
-    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: bad headers
-        raise failure(exc, attempt, peer, hint=hint) from None
-    finally:
-        if response is not None:
-            response.close()
-        close(attempt, conn.sock)
-        conn.sock = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Proxy:
-    host: str
-    port: int
-    auth: str | None  # a Proxy-Authorization value
-
-
-class _Connection(http.client.HTTPConnection):
-    """An HTTP connection whose socket the attempt tracks from the start; TLS and tunnels too."""
-
-    def __init__(
-        self,
-        attempt: Attempt,
-        host: str,
-        port: int,
-        proxy: _Proxy | None,
-        context: ssl.SSLContext | None,
-    ) -> None:
-        super().__init__(host, port)
-        self._attempt, self._proxy, self._context = attempt, proxy, context
-        self._target = (host, port)
-
-    def connect(self) -> None:
-        host, port = self._target
-        if self._proxy is None:
-            self.sock = connect(self._attempt, host, port)
-        else:
-            self.sock = connect(self._attempt, self._proxy.host, self._proxy.port)
-            if self._context is not None:
-                _tunnel(self._attempt, self.sock, host, port, self._proxy.auth)
-        if self._context is not None:
-            self.sock = start_tls(self._attempt, self.sock, self._context, host)
-
-
-def _tunnel(attempt: Attempt, sock: socket.socket, host: str, port: int, auth: str | None) -> None:
-    """Ask an http proxy for a tunnel to *host*:*port* (RFC 9110, 9.3.6 CONNECT)."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
-    lines += [f"Proxy-Authorization: {auth}"] if auth else []
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        sock.settimeout(attempt.check())
-        chunk = sock.recv(4096)
-        if not chunk or len(head) > _CHUNK:
-            raise http.client.HTTPException("the proxy ended the CONNECT reply early")
-        head += chunk
-    status = head.split(b"\r\n", 1)[0].split(b" ")
-    if len(status) < 2 or status[1] != b"200":
-        raise OSError(f"the proxy refused the tunnel ({b' '.join(status[1:]).decode('latin-1')})")
-
-
-def _proxy_for(scheme: str, host: str) -> _Proxy | None:
-    try:
-        if ip_address(host.strip("[]")).is_loopback:
-            return None
-    except ValueError:
-        if host.lower() == "localhost":
-            return None
-    proxy = urllib.request.getproxies().get(scheme)
-    if not proxy or urllib.request.proxy_bypass(host):
-        return None
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    auth = None
-    if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = "Basic " + b64encode(credentials.encode()).decode()
-    return _Proxy(parts.hostname or "", parts.port or 8080, auth)

@@ -1,0 +1,176 @@
+"""One bounded HTTP/1.1 request over a connection of :mod:`cache_settings.sources._transport`.
+
+HTTP goes through :mod:`http.client` rather than a client library's transport: it lets us own
+the socket from its creation (the libraries' urllib3 pools do not) and read the body in pieces.
+Only the sources that speak HTTP (Consul, the ElastiCache API) import this module, and with it
+http.client and urllib.request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import urllib.request
+from base64 import b64encode
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address
+from urllib.parse import unquote, urlsplit
+
+from ..attempt import Attempt
+from ..exceptions import SourceError
+from ._transport import close, connect, failure, start_tls
+
+__all__ = ["Reply", "request"]
+
+_CHUNK = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP reply: status, headers (case-insensitive) and the whole body."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def request(
+    attempt: Attempt,
+    method: str,
+    url: str,
+    *,
+    peer: str,
+    headers: Mapping[str, str | bytes] | None = None,
+    body: bytes | str | None = None,
+    context: ssl.SSLContext | None = None,
+    hint: str = "",
+) -> Reply:
+    """Send one HTTP/1.1 request and return the whole reply, within *attempt*.
+
+    *url* must carry no user info. *context* verifies an ``https`` peer. Proxies come
+    from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), as with
+    requests and botocore; loopback addresses never use one, as with the consul CLI.
+    Raise SourceError naming *peer* for every failure; a reply over the attempt's
+    ``max_reply_size`` is one.
+    """
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if https else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = _proxy_for(parts.scheme, host)
+    if proxy is not None and not https:
+        target = url  # an http proxy takes the absolute URL
+    conn = _Connection(attempt, host, port, proxy, context if https else None)
+    response: http.client.HTTPResponse | None = None
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", parts.netloc.rpartition("@")[2])
+        conn.putheader("Accept-Encoding", "identity")  # no decompression bomb
+        if proxy is not None and not https and proxy.auth:
+            conn.putheader("Proxy-Authorization", proxy.auth)
+        for name, value in (headers or {}).items():
+            if name.lower() not in ("host", "accept-encoding"):
+                conn.putheader(name, value)
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        if data is not None:
+            conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data)
+        assert conn.sock is not None
+        sock = conn.sock
+        sock.settimeout(attempt.check())
+        response = conn.getresponse()
+        if response.length is not None:
+            attempt.check_size(response.length)
+        received = bytearray()
+        while chunk := response.read1(_CHUNK):
+            received += chunk
+            attempt.check_size(len(received))
+            if response.isclosed():  # Python 3.13 closes the socket with the body's last byte
+                break
+            sock.settimeout(attempt.check())
+        attempt.check()  # a cancelled read looks like the end of the body
+        if response.length:  # http.client returns b"" when a reply stops short
+            raise http.client.IncompleteRead(bytes(received), response.length)
+        return Reply(response.status, response.msg, bytes(received))
+    except SourceError:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: bad headers
+        raise failure(exc, attempt, peer, hint=hint, malformed=http.client.HTTPException) from None
+    finally:
+        if response is not None:
+            response.close()
+        close(attempt, conn.sock)
+        conn.sock = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    host: str
+    port: int
+    auth: str | None  # a Proxy-Authorization value
+
+
+class _Connection(http.client.HTTPConnection):
+    """An HTTP connection whose socket the attempt tracks from the start; TLS and tunnels too."""
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        host: str,
+        port: int,
+        proxy: _Proxy | None,
+        context: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(host, port)
+        self._attempt, self._proxy, self._context = attempt, proxy, context
+        self._target = (host, port)
+
+    def connect(self) -> None:
+        host, port = self._target
+        if self._proxy is None:
+            self.sock = connect(self._attempt, host, port)
+        else:
+            self.sock = connect(self._attempt, self._proxy.host, self._proxy.port)
+            if self._context is not None:
+                _tunnel(self._attempt, self.sock, host, port, self._proxy.auth)
+        if self._context is not None:
+            self.sock = start_tls(self._attempt, self.sock, self._context, host)
+
+
+def _tunnel(attempt: Attempt, sock: socket.socket, host: str, port: int, auth: str | None) -> None:
+    """Ask an http proxy for a tunnel to *host*:*port* (RFC 9110, 9.3.6 CONNECT)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
+    lines += [f"Proxy-Authorization: {auth}"] if auth else []
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        sock.settimeout(attempt.check())
+        chunk = sock.recv(4096)
+        if not chunk or len(head) > _CHUNK:
+            raise http.client.HTTPException("the proxy ended the CONNECT reply early")
+        head += chunk
+    status = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(status) < 2 or status[1] != b"200":
+        raise OSError(f"the proxy refused the tunnel ({b' '.join(status[1:]).decode('latin-1')})")
+
+
+def _proxy_for(scheme: str, host: str) -> _Proxy | None:
+    try:
+        if ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        if host.lower() == "localhost":
+            return None
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    auth = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = "Basic " + b64encode(credentials.encode()).decode()
+    return _Proxy(parts.hostname or "", parts.port or 8080, auth)
