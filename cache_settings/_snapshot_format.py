@@ -19,16 +19,14 @@ Unknown keys are ignored, so a newer writer may add fields.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import math
 import re
-import socket
 import time
 from dataclasses import dataclass
 
-from .exceptions import SnapshotError
-from .nodes import Node, is_host, unique_sorted
+from .exceptions import SnapshotError, brief, cut
+from .nodes import Node, unique_sorted
 
 __all__ = [
     "FORMAT",
@@ -94,7 +92,7 @@ def parse(filename: str, content: bytes) -> dict[str, SnapshotEntry]:
         # The boundary: nothing but SnapshotError leaves a read (RecursionError, MemoryError,
         # OverflowError... from input no check above foresaw).
         raise SnapshotError(
-            f"{filename}: malformed snapshot ({type(exc).__name__}: {_cut(str(exc))})"
+            f"{filename}: malformed snapshot ({type(exc).__name__}: {cut(str(exc))})"
         ) from exc
 
 
@@ -120,7 +118,7 @@ def check_time(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_TIME:
         raise ValueError(
             f"'fetched_at' must be Unix time in seconds within 0..{MAX_TIME:.0f}, "
-            f"not {_show(value)}"
+            f"not {brief(value)}"
         )
     return float(value)
 
@@ -130,10 +128,10 @@ def check_version(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"'version' must be an integer or null, not {_show(value)}")
+        raise ValueError(f"'version' must be an integer or null, not {brief(value)}")
     if not VERSION_MIN <= value <= VERSION_MAX:
         raise ValueError(
-            f"'version' must be within {VERSION_MIN}..{VERSION_MAX}, not {_show(value)}"
+            f"'version' must be within {VERSION_MIN}..{VERSION_MAX}, not {brief(value)}"
         )
     return value
 
@@ -153,16 +151,16 @@ def _parse(content: bytes) -> dict[str, SnapshotEntry]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, not {type(data).__name__}")
     if data.get("format") != FORMAT:
-        raise ValueError(f"format is {_show(data.get('format'))}, expected {FORMAT!r}")
+        raise ValueError(f"format is {brief(data.get('format'))}, expected {FORMAT!r}")
     sources = data.get("sources")
     if not isinstance(sources, dict):
-        raise ValueError(f"'sources' must be an object, not {_show(sources)}")
+        raise ValueError(f"'sources' must be an object, not {brief(sources)}")
     entries = {}
     for source, raw in sources.items():
         try:
             entries[source] = _entry(source, raw)
         except ValueError as exc:
-            raise ValueError(f"entry {_show(source)}: {exc}") from None
+            raise ValueError(f"entry {brief(source)}: {exc}") from None
     return entries
 
 
@@ -190,7 +188,7 @@ def _refuse_constant(name: str) -> object:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {_show(text)} is out of range")
+        raise ValueError(f"number {brief(text)} is out of range")
     return value
 
 
@@ -202,68 +200,14 @@ def _entry(source: str, raw: object) -> SnapshotEntry:
             raise ValueError(f"missing {key!r}")
     nodes = raw["nodes"]
     if not isinstance(nodes, list) or not nodes:
-        raise ValueError(f"'nodes' must be a non-empty list, not {_show(nodes)}")
+        raise ValueError(f"'nodes' must be a non-empty list, not {brief(nodes)}")
     # 'version' may be absent (null); 'fetched' is for humans and never read.
     return SnapshotEntry(
         source=source,
-        nodes=unique_sorted(_node(node) for node in nodes),
+        nodes=unique_sorted(Node.from_dict(node) for node in nodes),
         fetched_at=check_time(raw["fetched_at"]),
         version=check_version(raw.get("version")),
     )
-
-
-def _node(data: object) -> Node:
-    if not isinstance(data, dict):
-        raise ValueError(f"node must be an object, not {type(data).__name__}")
-    host, port, ip, tls = data.get("host"), data.get("port"), data.get("ip"), data.get("tls")
-    # The rules of live answers (nodes.parse_node): a snapshot must not smuggle in a LOCATION
-    # that a client reads otherwise ("/tmp/evil.sock" is a unix socket to pylibmc, "a;b,c"
-    # two servers to Django).
-    if not isinstance(host, str) or not is_host(host):
-        raise ValueError(f"node host must be a host name or an IP address, not {_show(host)}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"node port must be an integer in 1..65535, not {_show(port)}")
-    if ip is not None and ip != "" and not _is_ip(ip):
-        raise ValueError(f"node ip must be an IP address, not {_show(ip)}")
-    if tls is not None and not isinstance(tls, bool):
-        raise ValueError(f"node tls must be true or false, not {_show(tls)}")
-    return Node(host, port, ip or None, bool(tls))
-
-
-def _is_ip(value: object) -> bool:
-    if not isinstance(value, str) or len(value) > 64 or not _printable(value):
-        return False
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, value)  # fast, in C; a large file holds many IPs
-            return True
-        except OSError:
-            pass
-    try:
-        ipaddress.ip_address(value)  # also an IPv6 address with a scope, "fe80::1%eth0"
-    except ValueError:
-        return False
-    return True
-
-
-def _printable(value: str) -> bool:
-    # str.isprintable() refuses control, format, surrogate and separator characters except
-    # the ASCII space, which is refused here too: it would split a LOCATION or a log line.
-    return value.isprintable() and " " not in value
-
-
-def _show(value: object) -> str:
-    # Messages name the offending value, briefly: a field may hold megabytes.
-    if isinstance(value, dict | list):
-        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    if isinstance(value, int) and value.bit_length() > 256:
-        # repr() of a long enough int raises ValueError (sys.get_int_max_str_digits()).
-        return f"an integer of {value.bit_length()} bits"
-    return _cut(repr(value))
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _iso(timestamp: float) -> str:

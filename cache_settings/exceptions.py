@@ -94,6 +94,24 @@ def _summary(source: str, errors: Sequence[BaseException]) -> str:
     return f"{head}: {'; '.join(causes)}"
 
 
+def brief(value: object) -> str:
+    """Return *value* for an error message, briefly: a field of a reply may hold megabytes.
+
+    Containers are named, not printed; an integer too long for ``repr()`` (which raises
+    past ``sys.get_int_max_str_digits()``) is given by its size; text is cut at 80 characters.
+    """
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return cut(repr(value))
+
+
+def cut(text: str) -> str:
+    """Return *text*, or its first 60 characters and its length when over 80."""
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def close_matches(word: str, known: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
     """Return up to *n* of *known* that resemble *word*, for an error's "did you mean".
 

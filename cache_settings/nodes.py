@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, brief
 from .redact import redact_address
 
-__all__ = ["DEFAULT_PORT", "Node", "is_host", "parse_node", "parse_port", "unique_sorted"]
+__all__ = ["DEFAULT_PORT", "Node", "is_host", "is_ip", "parse_node", "parse_port", "unique_sorted"]
 
 DEFAULT_PORT = 11211
 
@@ -56,18 +57,24 @@ class Node:
 
     @classmethod
     def from_dict(cls, data: object) -> Node:
-        """Build a node from :meth:`as_dict` output; raise ``ValueError`` on anything else."""
+        """Build a node from :meth:`as_dict` output; raise ``ValueError`` on anything else.
+
+        The rules of live answers (:func:`parse_node`): a snapshot or a rendered file must
+        not smuggle in a LOCATION that a client reads otherwise (``/tmp/evil.sock`` is a
+        unix socket to pylibmc, ``a;b,c`` two servers to Django). Messages show the
+        offending value briefly (:func:`cache_settings.exceptions.brief`).
+        """
         if not isinstance(data, dict):
             raise ValueError(f"node must be an object, not {type(data).__name__}")
         host, port, ip, tls = data.get("host"), data.get("port"), data.get("ip"), data.get("tls")
         if not isinstance(host, str) or not is_host(host):
-            raise ValueError(f"node host must be a host name or an IP address, not {host!r:.80}")
+            raise ValueError(f"node host must be a host name or an IP address, not {brief(host)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"node port must be an integer in 1..65535, not {port!r}")
-        if ip is not None and not (isinstance(ip, str) and (not ip or _is_ip(ip))):
-            raise ValueError(f"node ip must be an IP address, not {ip!r:.80}")
+            raise ValueError(f"node port must be an integer in 1..65535, not {brief(port)}")
+        if ip is not None and ip != "" and not (isinstance(ip, str) and is_ip(ip)):
+            raise ValueError(f"node ip must be an IP address, not {brief(ip)}")
         if tls is not None and not isinstance(tls, bool):
-            raise ValueError(f"node tls must be true or false, not {tls!r}")
+            raise ValueError(f"node tls must be true or false, not {brief(tls)}")
         return cls(host, port, ip or None, bool(tls))
 
 
@@ -149,7 +156,7 @@ def is_host(text: str) -> bool:
     going through :func:`parse_node` (the AWS API, SRV targets, snapshot files) check
     them with this.
     """
-    return len(text) <= 255 and (bool(_HOSTNAME.fullmatch(text)) or _is_ip(text))
+    return len(text) <= 255 and (bool(_HOSTNAME.fullmatch(text)) or is_ip(text))
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:
@@ -173,9 +180,23 @@ def _ipv6(text: str) -> str | None:
         return None
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Return True when *text* is an IPv4 or IPv6 address (with a zone: ``fe80::1%eth0``).
+
+    Fast for the common case (``inet_pton``, in C: a large file or reply holds many), and
+    bounded: longer than 64 characters, or holding a space or a control character, it is
+    not one.
+    """
+    if len(text) > 64 or not text.isprintable() or " " in text:
+        return False
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
     try:
-        ipaddress.ip_address(text)  # IPv6 with a zone too ("fe80::1%eth0")
+        ipaddress.ip_address(text)  # what inet_pton refuses: an IPv6 address with a zone
     except ValueError:
         return False
     return True

@@ -38,7 +38,7 @@ from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
 from ..exceptions import ConfigurationError, SourceError
-from ..nodes import DEFAULT_PORT, Node, is_host, parse_node, unique_sorted
+from ..nodes import DEFAULT_PORT, Node, is_host, is_ip, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
 from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
@@ -85,7 +85,7 @@ class DNS:
             raise ConfigurationError(f"DNS scheme must be one of {', '.join(_SCHEMES)}")
         where = f"{self.scheme}://{self.name}"
         node = parse_node(self.name, where=where)
-        if ":" in self.name or _is_ip(node.host):
+        if ":" in self.name or is_ip(node.host):
             raise ConfigurationError(
                 f"{where}: {self.name!r} is not a DNS name; list fixed addresses with "
                 "memcached://HOST:PORT"
@@ -99,7 +99,7 @@ class DNS:
         object.__setattr__(self, "port", port)
         if self.nameserver is not None:
             ip, ns_port = self.nameserver
-            if not _is_ip(ip) or not 0 < ns_port < 65536:
+            if not is_ip(ip) or not 0 < ns_port < 65536:
                 raise ConfigurationError(
                     f"{where}: nameserver must be an IP address and a port, not {ip!r}:{ns_port!r}"
                 )
@@ -121,7 +121,7 @@ class DNS:
         if scheme not in _SCHEMES:
             raise ConfigurationError(f"{where}: not a DNS scheme")
         node = parse_node(unquote(url.netloc), where=where)
-        if _is_ip(node.host):
+        if is_ip(node.host):
             raise ConfigurationError(
                 f"{where}: {node.host} is an IP address, not a name to look up; "
                 "list fixed addresses with memcached://HOST:PORT"
@@ -131,7 +131,7 @@ class DNS:
         text = query.get("nameserver")
         if text is not None:
             server = parse_node(text, default_port=_DNS_PORT, where=f"{where}: nameserver")
-            if not _is_ip(server.host):
+            if not is_ip(server.host):
                 raise ConfigurationError(
                     f"{where}: nameserver={text!r} must be an IP address (and port), "
                     "such as 10.96.0.10 or 127.0.0.1:8600"
@@ -217,7 +217,7 @@ class _Lookup:
         self.try_timeout = float(config.timeout)
         servers = []
         for server in config.nameservers:
-            if isinstance(server, str) and _is_ip(server):
+            if isinstance(server, str) and is_ip(server):
                 servers.append((server, int(config.nameserver_ports.get(server, config.port))))
             elif isinstance(server, dns.nameserver.Do53Nameserver):
                 servers.append((server.address, int(server.port)))
@@ -358,14 +358,6 @@ def _import_dnspython() -> ModuleType:
 
 def _address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _describe(exc: BaseException) -> str:
