@@ -1,14 +1,19 @@
-"""Small helpers shared by the tests: a Django cache from one entry, waiting for a condition."""
+"""Small helpers shared by the tests: a Django cache from one entry, waiting for a condition,
+scripted third-party sources."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
+
+from cache_settings import Node, SourceError
+from cache_settings.sources import Traits
 
 
 @contextmanager
@@ -36,3 +41,38 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+@dataclass
+class Scripted:
+    """A third-party source whose attempts follow a script: nodes, an error, or a permanent one.
+
+    Each attempt takes the next step (the last one repeats); a step that is a string is the
+    reason of a SourceError, permanent when it starts with "permanent".
+    """
+
+    script: list[list[Node] | str]
+    url: str = "scripted://cluster"
+    traits = Traits()
+    calls: list[float] = field(default_factory=list)
+
+    def resolve(self, timeout: float) -> list[Node]:
+        self.calls.append(timeout)
+        step = self.script[min(len(self.calls), len(self.script)) - 1]
+        if isinstance(step, str):
+            raise SourceError(self.url, step, permanent=step.startswith("permanent"))
+        return step
+
+
+@dataclass
+class Hanging:
+    """A source that uses up every second it is given, as a black-holed server does."""
+
+    url: str = "hanging://registry"
+    traits = Traits()
+    calls: list[float] = field(default_factory=list)
+
+    def resolve(self, timeout: float) -> list[Node]:
+        self.calls.append(timeout)
+        time.sleep(timeout)
+        raise SourceError(self.url, f"timed out after {timeout:.2f} s")

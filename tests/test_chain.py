@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +27,8 @@ from cache_settings.chain import Chain, as_source, members, source_urls
 from cache_settings.checks import check_fallbacks, check_snapshots
 from cache_settings.cli import main
 from cache_settings.snapshot import load_snapshot, write_snapshot
-from cache_settings.sources import Traits, parse_source
+from cache_settings.sources import parse_source
+from tests import helpers
 from tests.helpers import django_cache
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
@@ -39,35 +40,13 @@ OTHER = [Node("10.0.9.9", 11211)]
 
 
 @dataclass
-class Scripted:
-    """A third-party source whose attempts follow a script: nodes, an error, or a permanent one."""
-
-    script: list[list[Node] | str]
+class Scripted(helpers.Scripted):
     url: str = "scripted://one"
-    traits = Traits()
-    calls: list[float] = field(default_factory=list)
-
-    def resolve(self, timeout: float) -> list[Node]:
-        self.calls.append(timeout)
-        step = self.script[min(len(self.calls), len(self.script)) - 1]
-        if isinstance(step, str):
-            permanent = step.startswith("permanent")
-            raise SourceError(self.url, step, permanent=permanent)
-        return step
 
 
 @dataclass
-class Hanging:
-    """A source that uses up every second it is given, as a black-holed server does."""
-
+class Hanging(helpers.Hanging):
     url: str = "hanging://one"
-    traits = Traits()
-    calls: list[float] = field(default_factory=list)
-
-    def resolve(self, timeout: float) -> list[Node]:
-        self.calls.append(timeout)
-        time.sleep(timeout)
-        raise SourceError(self.url, f"timed out after {timeout:.2f} s")
 
 
 def consul_url(address: str, service: str) -> str:

@@ -20,43 +20,12 @@ from cache_settings import (
 )
 from cache_settings.snapshot import read_snapshot, write_snapshot
 from cache_settings.sources import Traits
-from tests.helpers import django_cache
+from tests.helpers import Hanging, Scripted, django_cache
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedServer
 
 NODES = [Node("10.0.0.2", 11211), Node("10.0.0.1", 11211)]
-
-
-@dataclass
-class Scripted:
-    """A third-party source whose attempts follow a script: a node list or an error each."""
-
-    script: list[list[Node] | str]
-    url: str = "scripted://cluster"
-    traits = Traits()
-    calls: list[float] = field(default_factory=list)
-
-    def resolve(self, timeout: float) -> list[Node]:
-        self.calls.append(timeout)
-        step = self.script[min(len(self.calls), len(self.script)) - 1]
-        if isinstance(step, str):
-            raise SourceError(self.url, step)
-        return step
-
-
-@dataclass
-class Hanging:
-    """A source that uses up every second it is given, as a black-holed server does."""
-
-    url: str = "hanging://registry"
-    traits = Traits()
-    calls: list[float] = field(default_factory=list)
-
-    def resolve(self, timeout: float) -> list[Node]:
-        self.calls.append(timeout)
-        time.sleep(timeout)
-        raise SourceError(self.url, f"timed out after {timeout:.2f} s")
 
 
 def test_resolve__live_answer_is_sorted_and_written_to_the_snapshot(tmp_path: Path) -> None:

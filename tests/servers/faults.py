@@ -125,13 +125,7 @@ class Proxy:
         self.close()
 
     def _accept_loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for client in _accepted(self._listener, self._stopped):
             self.accepted += 1
             mode = self.mode
             if mode.reset:
@@ -222,13 +216,7 @@ class Endless:
             thread.join(timeout=5)
 
     def _accept_loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for client in _accepted(self._listener, self._stopped):
             thread = threading.Thread(target=self._talk, args=(client,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -316,3 +304,15 @@ def _reset(sock: socket.socket) -> None:
     # SO_LINGER with a zero timeout makes close() send RST instead of FIN (socket(7)).
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def _accepted(listener: socket.socket, stopped: threading.Event) -> Iterator[socket.socket]:
+    """Yield each connection *listener* accepts until *stopped* is set or it is closed."""
+    while not stopped.is_set():
+        try:
+            client, _ = listener.accept()
+        except TimeoutError:
+            continue  # the listener's timeout: look at *stopped* again
+        except OSError:
+            return
+        yield client
