@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import django
 import pytest
@@ -41,3 +42,12 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def stopped_watchers() -> Iterator[None]:
+    """Stop every refreshing backend's watcher after each test: none outlives its test."""
+    from cache_settings.watchers import stop_all
+
+    yield
+    stop_all(timeout=2.0)

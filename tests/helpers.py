@@ -15,6 +15,16 @@ from django.core.cache.backends.base import BaseCache
 from cache_settings import Node, SourceError
 from cache_settings.sources import Traits
 
+# The backends' dotted paths, written out: what an entry must name (not read from the library).
+STOCK = {
+    "pylibmc": "django.core.cache.backends.memcached.PyLibMCCache",
+    "pymemcache": "django.core.cache.backends.memcached.PyMemcacheCache",
+}
+REFRESHING = {
+    "pylibmc": "cache_settings.backends.PyLibMCCache",
+    "pymemcache": "cache_settings.backends.PyMemcacheCache",
+}
+
 
 @contextmanager
 def django_cache(entry: dict[str, Any]) -> Iterator[BaseCache]:

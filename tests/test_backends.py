@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,13 @@ from django.test import override_settings
 from cache_settings import ConfigurationError, memcached
 from cache_settings.snapshot import load_snapshot
 from cache_settings.sources.consul import Consul
-from cache_settings.watchers import stop_all
-from tests.helpers import wait_until
+from tests.helpers import REFRESHING, STOCK, wait_until
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedFactory, MemcachedServer
 from tests.servers.tls import TLSFiles
 
 CLIENTS = ["pylibmc", "pymemcache"]
-STOCK = {
-    "pylibmc": "django.core.cache.backends.memcached.PyLibMCCache",
-    "pymemcache": "django.core.cache.backends.memcached.PyMemcacheCache",
-}
-REFRESHING = {
-    "pylibmc": "cache_settings.backends.PyLibMCCache",
-    "pymemcache": "cache_settings.backends.PyMemcacheCache",
-}
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -27,24 +27,13 @@ from cache_settings.policy import Policy
 from cache_settings.signals import nodes_changed
 from cache_settings.snapshot import load_snapshot
 from cache_settings.watch import Watcher
-from cache_settings.watchers import stop_all
-from tests.helpers import wait_until
+from tests.helpers import REFRESHING, wait_until
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults, Proxy
 from tests.servers.memcached import MemcachedServer
 
 CLIENTS = ["pylibmc", "pymemcache"]
-REFRESHING = {
-    "pylibmc": "cache_settings.backends.PyLibMCCache",
-    "pymemcache": "cache_settings.backends.PyMemcacheCache",
-}
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 class Received:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,6 @@ from tests.servers.memcached import MemcachedServer
 ELASTICACHE = "cache_settings.compat.ElastiCache"
 CONSUL = "cache_settings.compat.ConsulMemcachedCache"
 KEYS = [f"key-{n}" for n in range(50)]
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 def store_keys(entry: dict[str, Any], extra: dict[str, Any] | None = None) -> list[str]:

@@ -32,7 +32,6 @@ from cache_settings import memcached
 from cache_settings.policy import OPTION_KEYS
 from cache_settings.settings import BACKENDS, client_defaults
 from cache_settings.sockets import KERNEL_TIMEOUTS
-from cache_settings.watchers import stop_all
 from tests.servers.memcached import MemcachedServer
 
 CLIENTS = ["pylibmc", "pymemcache"]
@@ -66,12 +65,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 def kind(request: pytest.FixtureRequest) -> str:
     """Django's own backend, or ours that follows the source (``refresh=N``)."""
     return str(request.param)
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 @pytest.fixture

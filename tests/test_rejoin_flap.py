@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 from cache_settings import memcached, parse_source
 from cache_settings.policy import Policy
 from cache_settings.watch import Watcher
-from cache_settings.watchers import stop_all
 from tests.helpers import django_cache, wait_until
 from tests.servers.consul import ConsulAgent, Instance
 from tests.servers.memcached import MemcachedServer
@@ -27,12 +25,6 @@ CLIENTS = ["pylibmc", "pymemcache"]
 KEYS = [f"key-{n}" for n in range(60)]
 REJOIN_LOGGER = "cache_settings.rejoin"
 CHANGE = 5.0  # seconds a Consul change may take to reach the watcher (measured: ~0.1 s)
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 @dataclass

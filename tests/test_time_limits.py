@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,16 +20,9 @@ from cache_settings.cli import main
 from cache_settings.policy import MAX_SECONDS, Policy
 from cache_settings.sources import Traits
 from cache_settings.watch import Watcher
-from cache_settings.watchers import stop_all
 from tests.helpers import wait_until
 
 WATCH_LOGGER = "cache_settings.watch"
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 @pytest.mark.parametrize(

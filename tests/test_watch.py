@@ -38,12 +38,6 @@ CLIENTS = ["pylibmc", "pymemcache"]
 WATCH_LOGGER = "cache_settings.watch"
 
 
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
-
-
 @pytest.fixture
 def handlers() -> Iterator[Callable[[dict[str, Any]], BaseCache]]:
     """Build the default cache of an entry; close every one at teardown."""

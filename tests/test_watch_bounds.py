@@ -6,7 +6,6 @@ import http.client
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,12 @@ from cache_settings import Node, parse_source
 from cache_settings.policy import Policy
 from cache_settings.snapshot import write_snapshot
 from cache_settings.watch import BLOCKING_TIMEOUT, Watcher
-from cache_settings.watchers import stop_all
 from tests.helpers import wait_until
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedServer
 
 TRICKLE_PAUSE = 0.05  # seconds between the bytes of a reply that never ends
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 class TricklingFront(ThreadingHTTPServer):
