@@ -19,6 +19,8 @@ backend of the same client with Django's own default options, on the same daemon
 from __future__ import annotations
 
 import argparse
+import socket
+import struct
 import sys
 import threading
 import time
@@ -43,7 +45,6 @@ from django.utils.module_loading import import_string
 from bench._rounds import Repeats, interleaved, ratio_cell, summary
 from cache_settings import memcached
 from cache_settings.settings import BACKENDS
-from cache_settings.sockets import KERNEL_TIMEOUTS
 from cache_settings.watchers import stop_all
 from tests.servers.memcached import MemcachedServer
 
@@ -132,6 +133,30 @@ class PerThreadPyMemcacheCache(PyMemcacheCache):
         return client
 
 
+class KernelTimeouts:
+    """A ``socket_module`` for pymemcache: blocking sockets bounded by SO_RCVTIMEO/SO_SNDTIMEO.
+
+    With ``timeout=0.5`` CPython makes the socket non-blocking and calls poll() before every
+    send and recv (Modules/socketmodule.c, sock_call_ex); with these kernel timeouts a
+    blocking send/recv that waits 0.5 s fails with EAGAIN (BlockingIOError, an OSError),
+    which HashClient treats like any socket error: the same bounded wait, no extra syscall.
+    Plain TCP only: over TLS, CPython's ssl module retries such a read on a blocking socket
+    and it never returns (a stopped TLS memcached kept a get waiting for minutes).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(socket, name)
+
+    def socket(self, *args: Any) -> socket.socket:
+        sock = socket.socket(*args)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
+        return sock
+
+
 class _NoLock:
     def __enter__(self) -> None:
         return None
@@ -167,18 +192,11 @@ def subjects_options(client: str, locations: list[str]) -> dict[str, dict[str, A
             )
         subjects["all defaults (memcached())"] = ours
         return subjects
-    # Our options without pooling, and with CPython's socket timeouts instead of the
-    # kernel's (cache_settings/sockets.py): what the entries cost before the kernel kept it.
-    defaults = {
-        k: v for k, v in ours["OPTIONS"].items() if k not in ("use_pooling", "socket_module")
-    }
+    defaults = {k: v for k, v in ours["OPTIONS"].items() if k != "use_pooling"}
     for name, value in ours["OPTIONS"].items():
-        if name in ("connect_timeout", "use_pooling", "socket_module"):
+        if name in ("connect_timeout", "use_pooling"):
             continue  # connect_timeout acts at connect time only; pooling has rows below
         subjects[f"{name}={value!r} alone"] = stock(client, locations, {name: value})
-    subjects["timeout kept by the kernel alone"] = stock(
-        client, locations, {"timeout": ours["OPTIONS"]["timeout"], "socket_module": KERNEL_TIMEOUTS}
-    )
     subjects["use_pooling=True alone"] = stock(client, locations, {"use_pooling": True})
     subjects["use_pooling, max_pool_size=1"] = stock(
         client, locations, {"use_pooling": True, "max_pool_size": 1}
@@ -189,9 +207,12 @@ def subjects_options(client: str, locations: list[str]) -> dict[str, dict[str, A
     subjects["use_pooling, no lock (unsafe)"] = stock(
         client, locations, {"use_pooling": True, "lock_generator": _NoLock}
     )
-    subjects["defaults, CPython timeouts"] = stock(client, locations, defaults)
-    subjects["defaults, CPython timeouts, pooling"] = stock(
-        client, locations, {**defaults, "use_pooling": True}
+    subjects["defaults, no pooling"] = stock(client, locations, defaults)
+    subjects["defaults, pooling"] = stock(client, locations, {**defaults, "use_pooling": True})
+    subjects["defaults, no pooling, kernel timeouts"] = stock(
+        client,
+        locations,
+        {**defaults, "timeout": None, "socket_module": KernelTimeouts(defaults["timeout"])},
     )
     per_thread = stock(client, locations, defaults)
     per_thread["BACKEND"] = PerThreadPyMemcacheCache

@@ -59,7 +59,6 @@ from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
 from .nodes import Node
 from .policy import DEFAULT_REFRESH, Policy
-from .sockets import KERNEL_TIMEOUTS, kernel_timeouts_available
 from .sources import Source
 from .watch import Watcher
 from .watchers import get_watcher
@@ -97,7 +96,7 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         try:
             found = self._cache_settings_source(server, params)
             if found is not None:
-                self._complete_options(found[0], params["OPTIONS"])
+                self._add_tls(found[0], params["OPTIONS"])
                 self._watcher = self._watch(*found)
             if self._watcher is not None:
                 server = [node.location for node in self._watcher.nodes]
@@ -162,8 +161,8 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         # The recorded Source object keeps what its redacted URL cannot (a token).
         return (seed.source if seed is not None else as_source(urls)), policy
 
-    def _complete_options(self, source: Source, options: dict[str, Any]) -> None:
-        """Complete the client's *options*: a source's TLS nodes get a verifying context."""
+    def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
+        """Give a source's TLS nodes a verifying context, unless OPTIONS has one."""
         tls = source.traits.node_tls
         if tls is not None and "tls_context" not in options:
             options["tls_context"] = tls.context()
@@ -287,7 +286,7 @@ class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
         # IPv6 literals on libmemcached 1.0 (pylibmc's wheels): capabilities.py measured it.
         return cannot_reach("pylibmc", nodes)
 
-    def _complete_options(self, source: Source, options: dict[str, Any]) -> None:
+    def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
         if source.traits.node_tls is not None:
             raise ConfigurationError(
                 f"{source.url}: pylibmc cannot speak TLS (libmemcached has no TLS); use "
@@ -298,16 +297,10 @@ class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
 class PyMemcacheCache(_RefreshingCache, memcached.PyMemcacheCache):
     """Django's ``PyMemcacheCache`` whose servers follow a source (``memcached(refresh=N)``).
 
-    ``OPTIONS["tls_context"]`` is passed to every client, before and after a swap. A
-    plain-TCP entry's ``timeout`` is kept by the kernel (cache_settings/sockets.py).
+    ``OPTIONS["tls_context"]`` is passed to every client, before and after a swap.
     """
 
     _library = "pymemcache"
-
-    def _complete_options(self, source: Source, options: dict[str, Any]) -> None:
-        super()._complete_options(source, options)
-        if kernel_timeouts_available():  # not in the entry: it stays plain data
-            options.setdefault("socket_module", KERNEL_TIMEOUTS)
 
     def _retire_client(self, client: Any) -> None:
         # Closing the sockets now leaves none for the garbage collector to warn about.

@@ -18,7 +18,6 @@ from .forking import install as _install_fork_guard
 from .policy import Policy, Rejoin, as_path
 from .redact import url_secrets
 from .resolve import resolve_with
-from .sockets import KERNEL_TIMEOUTS, kernel_timeouts_available
 from .sources import Source
 from .tls import TLSConfig
 
@@ -186,10 +185,6 @@ def memcached(
         "LOCATION": resolution.locations,
         "OPTIONS": entry_options,
     }
-    if refresh is None and chosen == "pymemcache" and kernel_timeouts_available():
-        # pymemcache's timeout kept by the kernel, at no cost per operation (sockets.py);
-        # a refreshing backend adds it itself, so that its entry stays plain data.
-        entry_options.setdefault("socket_module", KERNEL_TIMEOUTS)
     if refresh is not None:
         # Plain data that cache_settings.backends reads and removes before Django's client
         # sees OPTIONS. The backend finds the Source object (and its token) and this

@@ -8,6 +8,7 @@ socket that accepts and never answers (``faults.blackhole()``) and the real clie
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any
@@ -74,6 +75,43 @@ def test_defaults__black_holed_node_costs_one_bounded_wait(
     assert served == stored
     on_live_nodes = {key.split(":", 2)[2] for server in live for key in server.keys()}
     assert on_live_nodes == stored
+
+
+def test_pymemcache_defaults__stalled_node_costs_one_wait_while_signals_arrive(
+    memcached_factory: MemcachedFactory,
+) -> None:
+    """The wait is a deadline, not a per-syscall bound that every signal starts again.
+
+    A signal handler that fires every 0.2 s (a profiler, a server's timers) interrupts the
+    blocked read; CPython's socket timeout resumes it with the time left (PEP 475). Kernel
+    timeouts (SO_RCVTIMEO) restart at each retry and never expire: measured, and so not used
+    (bench/README.md). A watchdog in the handler ends the read after 5 s, so that a regression
+    fails here instead of hanging.
+    """
+    node = memcached_factory()
+    entry = dict(memcached(f"memcached://{node.location}", backend="pymemcache"))
+    started = time.monotonic()
+
+    def tick(signum: int, frame: object) -> None:
+        if time.monotonic() - started > 5:
+            raise RuntimeError("still blocked after 5 s")
+
+    with django_cache(entry) as cache:
+        cache.set("k", "v")  # connected; now the node stops answering
+        node.pause()
+        previous = signal.signal(signal.SIGALRM, tick)
+        signal.setitimer(signal.ITIMER_REAL, 0.2, 0.2)
+        try:
+            started = time.monotonic()
+            took, _, error = timed(cache.get, "k")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            node.resume()
+            node.stop()
+
+    assert isinstance(error, TimeoutError), error
+    assert took < OP_LIMIT
 
 
 @pytest.mark.parametrize("backend", CLIENTS)

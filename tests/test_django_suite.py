@@ -30,8 +30,7 @@ from django.test import override_settings
 
 from cache_settings import memcached
 from cache_settings.policy import OPTION_KEYS
-from cache_settings.settings import BACKENDS, client_defaults
-from cache_settings.sockets import KERNEL_TIMEOUTS
+from cache_settings.settings import client_defaults
 from tests.servers.memcached import MemcachedServer
 
 CLIENTS = ["pylibmc", "pymemcache"]
@@ -111,14 +110,8 @@ def cache(entry: dict[str, Any]) -> Iterator[BaseCache]:
 
 
 def test_defaults__are_in_the_entry(backend: str, entry: dict[str, Any]) -> None:
-    """The battery below runs with exactly the client defaults, not Django's bare ones.
-
-    A plain pymemcache entry also names the kernel-timed sockets (cache_settings/sockets.py);
-    a refreshing one stays plain data and its backend adds them.
-    """
+    """The battery below runs with exactly the client defaults, not Django's bare ones."""
     options = {k: v for k, v in entry["OPTIONS"].items() if k not in OPTION_KEYS}
-    if backend == "pymemcache" and entry["BACKEND"] == BACKENDS["pymemcache"]:
-        assert options.pop("socket_module") is KERNEL_TIMEOUTS
     assert options == client_defaults(backend)
 
 
