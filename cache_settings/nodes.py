@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .exceptions import ConfigurationError, brief
+from .exceptions import ConfigurationError, brief, cut
 from .redact import redact_address
 
 __all__ = ["DEFAULT_PORT", "Node", "is_host", "is_ip", "parse_node", "parse_port", "unique_sorted"]
@@ -18,6 +18,8 @@ DEFAULT_PORT = 11211
 # What could be an IPv6 address, perhaps with a port: hex digits, ':', '.', a zone.
 _IPV6ISH = re.compile(r"[0-9A-Fa-f:.]+(%[\w.-]+)?")
 # RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
+# No host longer than this is accepted, live or from a file (RFC 1035 allows 253 in text).
+_LONGEST_HOST = 255
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
 
@@ -122,11 +124,11 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
             raise ConfigurationError(
                 f"{prefix}invalid node {text!r}: {host!r} is not an IPv6 address"
             )
-        return Node(address, port)
+        return _checked(Node(address, port), text, prefix)
     if value.count(":") > 1:
         address = _ipv6(value)
         if address is not None:
-            return Node(address, port)
+            return _checked(Node(address, port), text, prefix)
         # Brackets are the fix only for what may be an IPv6 address ("2001:db8::1:11211").
         hint = (
             "; write IPv6 addresses in brackets, as [::1]:11211"
@@ -144,7 +146,18 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
             f"{prefix}invalid node {text!r}: {host!r} is not a host name or IP"
         )
     # "mc.example.com." and "mc.example.com" name the same server (RFC 1034, 3.1).
-    return Node(host.lower().removesuffix("."), port)
+    return _checked(Node(host.lower().removesuffix("."), port), text, prefix)
+
+
+def _checked(node: Node, text: str, prefix: str) -> Node:
+    # One rule for hosts, live or read back from a snapshot (Node.from_dict): a node whose
+    # snapshot could not be read back would have no fallback.
+    if not is_host(node.host):
+        raise ConfigurationError(
+            f"{prefix}invalid node {cut(repr(text))}: a host is at most {_LONGEST_HOST} "
+            "characters, printable, without spaces"
+        )
+    return node
 
 
 def is_host(text: str) -> bool:
@@ -156,7 +169,7 @@ def is_host(text: str) -> bool:
     going through :func:`parse_node` (the AWS API, SRV targets, snapshot files) check
     them with this.
     """
-    return len(text) <= 255 and (bool(_HOSTNAME.fullmatch(text)) or is_ip(text))
+    return len(text) <= _LONGEST_HOST and (bool(_HOSTNAME.fullmatch(text)) or is_ip(text))
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:
@@ -184,10 +197,10 @@ def is_ip(text: str) -> bool:
     """Return True when *text* is an IPv4 or IPv6 address (with a zone: ``fe80::1%eth0``).
 
     Fast for the common case (``inet_pton``, in C: a large file or reply holds many), and
-    bounded: longer than 64 characters, or holding a space or a control character, it is
-    not one.
+    bounded: longer than 255 characters (the longest host :func:`is_host` takes), or
+    holding a space or a control character, it is not one.
     """
-    if len(text) > 64 or not text.isprintable() or " " in text:
+    if len(text) > _LONGEST_HOST or not text.isprintable() or " " in text:
         return False
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
