@@ -16,8 +16,9 @@ from ..nodes import Node, is_host, parse_node
 from ..tls import TLSConfig
 from . import Traits
 from . import _consul_agent as _agent
+from . import _consul_modes as _modes
 from ._budget import paced
-from ._consul_agent import DEFAULT_AGENT, blocking_wait
+from ._consul_agent import DEFAULT_AGENT, blocking_timeout, blocking_wait
 from ._transport import within
 from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 STATUSES = ("passing", "warning", "critical", "maintenance")
 _ADDRESSES = ("node", "service")
 _OPTIONS = (
-    "address", "ca", "cert", "dc", "filter", "key", "near", "node-meta", "ns", "passing",
-    "status", "tag", "tls", "token", "verify", *NODE_TLS_OPTIONS,
+    "address", "ca", "cached", "cert", "consistency", "dc", "filter", "key", "near", "node-meta",
+    "ns", "passing", "status", "tag", "tls", "token", "verify", "wait", *NODE_TLS_OPTIONS,
 )  # fmt: skip
 # Consul's api.HealthChecks.AggregatedStatus: maintenance is marked by these check ids.
 _NODE_MAINTENANCE, _SERVICE_MAINTENANCE = "_node_maintenance", "_service_maintenance:"
@@ -64,6 +65,20 @@ class Consul:
         node_tls: the memcached nodes speak only TLS, verified with these settings
             (``node_tls=true&node_ca=…&node_cert=…&node_key=…``): the entry then uses
             pymemcache with a verifying context, and nodes are marked ``tls``.
+        consistency: Consul's consistency mode (API docs, "Consistency Modes"):
+            ``"default"`` (the leader answers), ``"stale"`` (any server answers; sent as
+            ``?stale``) or ``"consistent"`` (the leader checks with a quorum first;
+            ``?consistent``). docs/sources.md says what each costs the servers.
+        cached: the local agent answers from its cache (``?cached``; API docs, "Agent
+            Caching"), kept fresh by one background blocking query per service; not
+            with ``consistency="consistent"``, which Consul refuses.
+        wait: seconds a blocking query waits for a change (``wait=30s``; 0.001 to 600,
+            Consul's maximum); None fits the wait into the watcher's bound (27 s of
+            30 s). A refreshing entry's watcher bounds each query by this plus Consul's
+            jitter (``wait / 16``) and a margin.
+
+    Raises:
+        ConfigurationError: an argument out of range, or a combination Consul refuses.
     """
 
     service: str
@@ -84,6 +99,9 @@ class Consul:
     verify: bool = True
     address: str = "service"
     node_tls: TLSConfig | None = None
+    consistency: str = "default"
+    cached: bool = False
+    wait: float | None = None
 
     blocking: ClassVar[bool] = True
 
@@ -104,6 +122,8 @@ class Consul:
             raise ConfigurationError(
                 f"consul: address={self.address!r} must be one of {', '.join(_ADDRESSES)}"
             )
+        wait = _modes.check_modes(self.consistency, self.cached, self.wait, where="consul")
+        object.__setattr__(self, "wait", wait)
         _agent.check_token(self.token, f"{self.url}: the token")
 
     @classmethod
@@ -134,6 +154,11 @@ class Consul:
             raise ConfigurationError(f"{where}: give status= or passing=, not both")
         token = unquote(userinfo) or query.get("token") or None
         _agent.check_token(token, f"{where}: the token in the URL")
+        consistency = query.choice("consistency", _modes.CONSISTENCY, "default")
+        cached = bool(query.flag("cached", False))
+        wait_text = query.get("wait")
+        wait = _modes.parse_wait(wait_text, where=where) if wait_text is not None else None
+        _modes.check_modes(consistency, cached, wait, where=where)
         return cls(
             service,
             agent=_agent.parse_agent(hostport, where=where)[1] if hostport else None,
@@ -153,6 +178,9 @@ class Consul:
             verify=bool(query.flag("verify", True)),
             address=query.choice("address", _ADDRESSES, "service"),
             node_tls=query.tls("node_"),
+            consistency=consistency,
+            cached=cached,
+            wait=wait,
         )
 
     @property
@@ -176,14 +204,22 @@ class Consul:
         }  # fmt: skip
         params += [(key, value) for key, value in options.items() if value is not None]
         params += node_tls_params(self.node_tls)
+        params += _modes.url_params(self.consistency, self.cached, self.wait)
         query = f"?{urlencode(params)}" if params else ""
         # Quoted, so that names such as "my svc" or "a?b" parse back (from_url unquotes).
         return f"consul://{agent}/{quote(self.service, safe='')}{query}"
 
     @property
     def traits(self) -> Traits:
-        """TLS nodes if ``node_tls`` says so (``agent_tls`` is the agent's); the token is secret."""
-        return Traits(secrets=(self.token,) if self.token else (), node_tls=self.node_tls)
+        """TLS nodes if ``node_tls`` says so (``agent_tls`` is the agent's); the token is secret.
+
+        With ``wait`` set, the bound a blocking query needs is declared for the watcher.
+        """
+        return Traits(
+            secrets=(self.token,) if self.token else (),
+            node_tls=self.node_tls,
+            blocking_timeout=None if self.wait is None else blocking_timeout(self.wait),
+        )
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the agent once, within *timeout* seconds, for the service's instances."""
@@ -192,14 +228,16 @@ class Consul:
     def watch(self, index: int | None, timeout: float) -> tuple[int | None, list[Node]]:
         """Return ``(index, nodes)``, waiting up to *timeout* seconds for a change past *index*.
 
-        Without *index* (or with 0) the agent answers at once. The returned index is 0
-        when the agent's index went backwards, so that the next call starts afresh.
+        Without *index* (or with 0) the agent answers at once. With one, the query waits
+        ``wait`` seconds when given and they fit in *timeout* (with Consul's jitter and a
+        margin), else as long as fits. The returned index is 0 when the agent's index went
+        backwards, so that the next call starts afresh.
         """
         return within(self.url, timeout, lambda attempt: self._ask(attempt, index, timeout))
 
     def _ask(self, attempt: Attempt, index: int | None, timeout: float) -> tuple[int, list[Node]]:
         agent = _agent.agent_settings(self, os.environ)
-        wait = blocking_wait(min(timeout, attempt.left()))[0] if index else None
+        wait = blocking_wait(min(timeout, attempt.left()), self.wait)[0] if index else None
         received, entries = _agent.ask_health(attempt, self, agent, index=index or None, wait=wait)
         nodes = parse_health_service(
             entries, source=self.url, address=self.address, tags=self.tags, status=self.status
