@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,17 +22,10 @@ from cache_settings.policy import Policy
 from cache_settings.sources._consul_modes import go_duration
 from cache_settings.sources.consul import Consul, blocking_wait
 from cache_settings.watch import BLOCKING_TIMEOUT, Watcher
-from cache_settings.watchers import stop_all
 from tests.helpers import wait_until
 from tests.servers.consul import ConsulAgent
 
 TOKEN = "b1gs3cr3t-0000-4c0c-a1b2-c3d4e5f60718"
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers() -> Iterator[None]:
-    yield
-    stop_all(timeout=2.0)
 
 
 def health(agent: ConsulAgent, query: str) -> tuple[int, dict[str, str], Any]:
