@@ -81,10 +81,11 @@ class MemoConsulState(ConsulState):
     ``ConsulState.health_service`` scans every check for every service: seconds per query
     at 5,000 instances, which would drown the clients' own cost. This override applies the
     same filters (tags, node-meta, passing) with the checks grouped by node once, and keeps
-    the answer until the index moves.
+    the answer, and its JSON text, until the index moves.
     """
 
     _memo: tuple[Any, list[dict[str, Any]]] | None = None
+    _body: tuple[list[dict[str, Any]], str] | None = None
 
     def health_service(self, name: str, query: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         asked = tuple(pair for pair in query if pair[0] not in ("index", "wait"))
@@ -92,6 +93,11 @@ class MemoConsulState(ConsulState):
         if self._memo is None or self._memo[0] != key:
             self._memo = (key, self._health(name, asked))
         return self._memo[1]
+
+    def encode(self, entries: list[dict[str, Any]]) -> str:
+        if self._body is None or self._body[0] is not entries:
+            self._body = (entries, super().encode(entries))
+        return self._body[1]
 
     def _health(self, name: str, query: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         params: dict[str, list[str]] = {}

@@ -13,11 +13,12 @@ Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
 - Sources with ``blocking = True`` (Consul) are asked with blocking queries in a loop, so
   a change reaches the site within milliseconds whatever ``refresh`` is (median 5-6 ms,
   bench/README.md, "Propagation"; queries start at least MIN_QUERY_INTERVAL apart). A blocking
-  query is an attempt bounded by ``blocking_timeout`` (30 s): an agent that never
-  finishes its reply is cut off there, and the next query answers at once, so a change
-  is followed within 35 s even then. After a failure the watcher waits as ``resolve()``
-  does between retries (:func:`cache_settings.ask.backoff`, capped by ``refresh`` and
-  30 s) and asks again.
+  query is an attempt bounded by ``blocking_timeout``: the bound the source declares
+  (``Traits.blocking_timeout``: Consul's ``wait=`` plus its jitter and a margin), else 30 s
+  (a 27 s wait). An agent that never finishes its reply is cut off there, and the next
+  query answers at once, so a change is followed within that bound and a few seconds even
+  then. After a failure the watcher waits as ``resolve()`` does between retries
+  (:func:`cache_settings.ask.backoff`, capped by ``refresh`` and 30 s) and asks again.
 - Other sources are polled every ``refresh`` seconds ± 10 % jitter, so that processes
   started together do not ask in step; a static list is never polled.
 - Guards: an empty, below-``min_nodes`` or failing answer keeps the last good list (one
@@ -63,8 +64,9 @@ __all__ = ["BLOCKING_TIMEOUT", "State", "Watcher"]
 logger = logging.getLogger(__name__)
 
 JITTER = 0.1  # ± 10 % on every poll interval
-#: Seconds one Consul blocking query (one attempt) may take; Consul.watch() fits its
-#: ``wait`` in this, and the attempt is cut off here if the reply never completes.
+#: Seconds one Consul blocking query (one attempt) may take unless the source declares
+#: its own bound (``wait=``); Consul.watch() fits its ``wait`` in this, and the attempt is
+#: cut off here if the reply never completes.
 BLOCKING_TIMEOUT = 30.0
 # Consul docs, "Blocking queries": rate-limit the loop, since an agent may answer at once.
 MIN_QUERY_INTERVAL = 0.2
@@ -80,7 +82,9 @@ class Watcher(Publishing):
             first :meth:`start` resolves once under *policy* (bounded by its deadline,
             falling back to its snapshot).
         answered_by: the URL of the source that gave *nodes* (a chain's member).
-        blocking_timeout: seconds one blocking query may take before it is cut off.
+        blocking_timeout: seconds one blocking query may take before it is cut off;
+            None: what the source declares (``Traits.blocking_timeout``), else
+            :data:`BLOCKING_TIMEOUT`.
     """
 
     #: Set at interpreter exit (cache_settings.watchers): no watcher starts any more.
@@ -94,13 +98,15 @@ class Watcher(Publishing):
         nodes: Iterable[Node] = (),
         version: int | None = None,
         answered_by: str | None = None,
-        blocking_timeout: float = BLOCKING_TIMEOUT,
+        blocking_timeout: float | None = None,
     ) -> None:
         self.source = source
         self.url = source.url
         if policy.refresh is None:
             policy = replace(policy, refresh=DEFAULT_REFRESH)
         self.policy = policy
+        if blocking_timeout is None:
+            blocking_timeout = source.traits.blocking_timeout or BLOCKING_TIMEOUT
         self.blocking_timeout = check_seconds(blocking_timeout, "blocking_timeout")
         self.version = version
         #: The URL of the source whose answer is in use: a chain's member, else the source.

@@ -75,6 +75,9 @@ class Traits:
             (``Node.tls``), such as a serverless cache; None means the default trust store.
         secrets: values the source holds outside its URL (a token given as an argument)
             that no output may show; :mod:`cache_settings.redact` masks them.
+        blocking_timeout: seconds one blocking query of this source may take (Consul's
+            ``wait=`` with its jitter and a margin); a refreshing entry's watcher bounds
+            each one by it. None: the watcher's own bound (30 s).
     """
 
     needs_network: bool = True
@@ -82,6 +85,7 @@ class Traits:
     node_tls: TLSConfig | None = None
     node_tls_if_needed: TLSConfig | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    blocking_timeout: float | None = None
 
 
 @runtime_checkable

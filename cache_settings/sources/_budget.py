@@ -75,8 +75,11 @@ _SQUARE = bytes.maketrans(b"{}", b"[]")
 
 def json_seconds(body: bytes) -> float:
     """Return an upper bound of the seconds decoding the JSON *body* takes (see above)."""
-    containers = body.count(b"[") + body.count(b"{")
-    return len(body) * _JSON_PER_BYTE + containers * _JSON_PER_CONTAINER
+    return _json_cost(len(body), body.count(b"[") + body.count(b"{"))
+
+
+def _json_cost(size: int, containers: int) -> float:
+    return size * _JSON_PER_BYTE + containers * _JSON_PER_CONTAINER
 
 
 def xml_seconds(body: bytes) -> float:
@@ -105,9 +108,12 @@ def check_json(body: bytes, attempt: Attempt | None, *, source: str) -> None:
     It must fit in the time left (:func:`json_seconds`) and nest at most
     :data:`MAX_JSON_DEPTH` levels. Without an attempt only the nesting is checked.
     """
+    # One pass over the body: the brackets are counted in its shape, which holds all of them.
+    shape = _shape(body)
     if attempt is not None:
-        afford(attempt, json_seconds(body), f"a JSON reply of {len(body)} bytes")
-    check_json_nesting(body, source=source, attempt=attempt)
+        containers = shape.count(b"[") + shape.count(b"{")
+        afford(attempt, _json_cost(len(body), containers), f"a JSON reply of {len(body)} bytes")
+    _check_nesting(shape, source=source, attempt=attempt)
 
 
 def check_json_nesting(body: bytes, *, source: str, attempt: Attempt | None = None) -> None:
@@ -120,13 +126,28 @@ def check_json_nesting(body: bytes, *, source: str, attempt: Attempt | None = No
     d levels deep is gone after d rounds. The deadline of *attempt* is checked between
     rounds.
     """
-    shape = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_SHAPE)
+    _check_nesting(_shape(body), source=source, attempt=attempt)
+
+
+def _shape(body: bytes) -> bytes:
+    """Return the brackets and the quotes of *body* that are not escaped, in order."""
+    if b"\\" in body:  # the escape passes copy the whole body: only when there is one
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return body.translate(None, _NOT_SHAPE)
+
+
+def _check_nesting(shape: bytes, *, source: str, attempt: Attempt | None) -> None:
     # Two adjacent quotes are an empty string or the end and start of two strings; either
     # way removing them leaves every bracket inside or outside a string as it was.
-    shape = shape.replace(b'""', b"")
-    if b'"' in shape:
-        shape = _STRING.sub(b"", shape)  # what is left of the strings holds only brackets
-    shape = shape.translate(_SQUARE)
+    if shape.count(b'"') == 2 * shape.count(b'""'):
+        # Every quote is in such a pair (no string holds a bracket): drop them all in the
+        # pass that squares the brackets, cheaper than replacing each pair.
+        shape = shape.translate(_SQUARE, b'"')
+    else:
+        shape = shape.replace(b'""', b"")
+        if b'"' in shape:
+            shape = _STRING.sub(b"", shape)  # what is left of the strings holds only brackets
+        shape = shape.translate(_SQUARE)
     rounds = 0
     while shape and rounds < MAX_JSON_DEPTH:
         if attempt is not None:

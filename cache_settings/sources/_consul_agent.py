@@ -27,6 +27,7 @@ from ..nodes import parse_node
 from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
 from ._budget import check_json
+from ._consul_modes import go_duration, mode_params
 from ._http import request
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "Agent",
     "agent_settings",
     "ask_health",
+    "blocking_timeout",
     "blocking_wait",
     "check_token",
     "parse_agent",
@@ -141,20 +143,36 @@ def check_token(token: str | None, what: str) -> None:
         )
 
 
-def blocking_wait(timeout: float) -> tuple[int, float]:
+def blocking_wait(timeout: float, wanted: float | None = None) -> tuple[float, float]:
     """Return ``(wait, request timeout)`` in seconds for a blocking query given *timeout*.
 
     Consul holds a blocking query for ``wait`` plus up to ``wait / 16`` of jitter
     (API docs, "Blocking Queries"), and the reply needs a moment to travel back, so
-    the wait is the largest whole second that fits in *timeout* with both; at least 1 s.
-    The request timeout never exceeds *timeout*.
+    the wait is *wanted* if it fits in *timeout* with both, else the largest whole
+    second that does (at least 1 s, and never more than *wanted*). The request timeout
+    never exceeds *timeout*.
     """
-    wait = max(1, math.floor((timeout - _MARGIN) * 16 / 17))
+    room = (timeout - _MARGIN) * 16 / 17
+    if wanted is not None and wanted <= room:
+        wait = wanted
+    else:
+        wait = max(1, math.floor(room))
+        wait = wait if wanted is None else min(wait, wanted)
     return wait, min(wait + wait / 16 + _MARGIN, timeout)
 
 
+def blocking_timeout(wait: float) -> float:
+    """Return the seconds an attempt needs for a blocking query that waits *wait* seconds.
+
+    The wait, Consul's jitter (up to ``wait / 16``), the reply's margin, and as much again
+    for connecting and the attempt's own start: :func:`blocking_wait` given this returns
+    *wait* itself.
+    """
+    return wait + wait / 16 + 2 * _MARGIN
+
+
 def ask_health(
-    attempt: Attempt, source: Consul, agent: Agent, *, index: int | None, wait: int | None
+    attempt: Attempt, source: Consul, agent: Agent, *, index: int | None, wait: float | None
 ) -> tuple[int, Any]:
     """Return ``(X-Consul-Index, decoded entries)`` of one query for *source*'s instances.
 
@@ -167,12 +185,15 @@ def ask_health(
     extra = [("tag", tag) for tag in source.tags[1:]]
     extra += [("ns", agent.namespace)] if agent.namespace else []
     extra += [("filter", source.filter_expr)] if source.filter_expr else []
+    # Neither client takes a consistency mode or ?cached on Health.service (python-consul2
+    # sends ?stale/?consistent on other endpoints only): sent here, as the Go client does.
+    extra += mode_params(source.consistency, source.cached)
     http = _AgentHTTP(attempt, agent, response_type, extra)
     try:
         received, entries = health(_Client(http)).service(
             source.service,
             index=index,
-            wait=f"{wait}s" if wait else None,
+            wait=go_duration(wait) if wait else None,
             passing=source.passing,
             tag=source.tags[0] if source.tags else None,
             dc=source.dc,

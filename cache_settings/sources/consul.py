@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, quote, unquote, urlencode
 
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError
-from ..nodes import Node, parse_node, unique_sorted
+from ..nodes import Node, is_host, parse_node
 from ..tls import TLSConfig
 from . import Traits
 from . import _consul_agent as _agent
+from . import _consul_modes as _modes
 from ._budget import paced
-from ._consul_agent import DEFAULT_AGENT, blocking_wait
+from ._consul_agent import DEFAULT_AGENT, blocking_timeout, blocking_wait
 from ._transport import within
 from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
@@ -28,8 +30,8 @@ logger = logging.getLogger(__name__)
 STATUSES = ("passing", "warning", "critical", "maintenance")
 _ADDRESSES = ("node", "service")
 _OPTIONS = (
-    "address", "ca", "cert", "dc", "filter", "key", "near", "node-meta", "ns", "passing",
-    "status", "tag", "tls", "token", "verify", *NODE_TLS_OPTIONS,
+    "address", "ca", "cached", "cert", "consistency", "dc", "filter", "key", "near", "node-meta",
+    "ns", "passing", "status", "tag", "tls", "token", "verify", "wait", *NODE_TLS_OPTIONS,
 )  # fmt: skip
 # Consul's api.HealthChecks.AggregatedStatus: maintenance is marked by these check ids.
 _NODE_MAINTENANCE, _SERVICE_MAINTENANCE = "_node_maintenance", "_service_maintenance:"
@@ -63,6 +65,20 @@ class Consul:
         node_tls: the memcached nodes speak only TLS, verified with these settings
             (``node_tls=true&node_ca=…&node_cert=…&node_key=…``): the entry then uses
             pymemcache with a verifying context, and nodes are marked ``tls``.
+        consistency: Consul's consistency mode (API docs, "Consistency Modes"):
+            ``"default"`` (the leader answers), ``"stale"`` (any server answers; sent as
+            ``?stale``) or ``"consistent"`` (the leader checks with a quorum first;
+            ``?consistent``). docs/sources.md says what each costs the servers.
+        cached: the local agent answers from its cache (``?cached``; API docs, "Agent
+            Caching"), kept fresh by one background blocking query per service; not
+            with ``consistency="consistent"``, which Consul refuses.
+        wait: seconds a blocking query waits for a change (``wait=30s``; 0.001 to 600,
+            Consul's maximum); None fits the wait into the watcher's bound (27 s of
+            30 s). A refreshing entry's watcher bounds each query by this plus Consul's
+            jitter (``wait / 16``) and a margin.
+
+    Raises:
+        ConfigurationError: an argument out of range, or a combination Consul refuses.
     """
 
     service: str
@@ -83,6 +99,9 @@ class Consul:
     verify: bool = True
     address: str = "service"
     node_tls: TLSConfig | None = None
+    consistency: str = "default"
+    cached: bool = False
+    wait: float | None = None
 
     blocking: ClassVar[bool] = True
 
@@ -103,6 +122,8 @@ class Consul:
             raise ConfigurationError(
                 f"consul: address={self.address!r} must be one of {', '.join(_ADDRESSES)}"
             )
+        wait = _modes.check_modes(self.consistency, self.cached, self.wait, where="consul")
+        object.__setattr__(self, "wait", wait)
         _agent.check_token(self.token, f"{self.url}: the token")
 
     @classmethod
@@ -133,6 +154,11 @@ class Consul:
             raise ConfigurationError(f"{where}: give status= or passing=, not both")
         token = unquote(userinfo) or query.get("token") or None
         _agent.check_token(token, f"{where}: the token in the URL")
+        consistency = query.choice("consistency", _modes.CONSISTENCY, "default")
+        cached = bool(query.flag("cached", False))
+        wait_text = query.get("wait")
+        wait = _modes.parse_wait(wait_text, where=where) if wait_text is not None else None
+        _modes.check_modes(consistency, cached, wait, where=where)
         return cls(
             service,
             agent=_agent.parse_agent(hostport, where=where)[1] if hostport else None,
@@ -152,6 +178,9 @@ class Consul:
             verify=bool(query.flag("verify", True)),
             address=query.choice("address", _ADDRESSES, "service"),
             node_tls=query.tls("node_"),
+            consistency=consistency,
+            cached=cached,
+            wait=wait,
         )
 
     @property
@@ -175,14 +204,22 @@ class Consul:
         }  # fmt: skip
         params += [(key, value) for key, value in options.items() if value is not None]
         params += node_tls_params(self.node_tls)
+        params += _modes.url_params(self.consistency, self.cached, self.wait)
         query = f"?{urlencode(params)}" if params else ""
         # Quoted, so that names such as "my svc" or "a?b" parse back (from_url unquotes).
         return f"consul://{agent}/{quote(self.service, safe='')}{query}"
 
     @property
     def traits(self) -> Traits:
-        """TLS nodes if ``node_tls`` says so (``agent_tls`` is the agent's); the token is secret."""
-        return Traits(secrets=(self.token,) if self.token else (), node_tls=self.node_tls)
+        """TLS nodes if ``node_tls`` says so (``agent_tls`` is the agent's); the token is secret.
+
+        With ``wait`` set, the bound a blocking query needs is declared for the watcher.
+        """
+        return Traits(
+            secrets=(self.token,) if self.token else (),
+            node_tls=self.node_tls,
+            blocking_timeout=None if self.wait is None else blocking_timeout(self.wait),
+        )
 
     def resolve(self, timeout: float) -> list[Node]:
         """Ask the agent once, within *timeout* seconds, for the service's instances."""
@@ -191,14 +228,16 @@ class Consul:
     def watch(self, index: int | None, timeout: float) -> tuple[int | None, list[Node]]:
         """Return ``(index, nodes)``, waiting up to *timeout* seconds for a change past *index*.
 
-        Without *index* (or with 0) the agent answers at once. The returned index is 0
-        when the agent's index went backwards, so that the next call starts afresh.
+        Without *index* (or with 0) the agent answers at once. With one, the query waits
+        ``wait`` seconds when given and they fit in *timeout* (with Consul's jitter and a
+        margin), else as long as fits. The returned index is 0 when the agent's index went
+        backwards, so that the next call starts afresh.
         """
         return within(self.url, timeout, lambda attempt: self._ask(attempt, index, timeout))
 
     def _ask(self, attempt: Attempt, index: int | None, timeout: float) -> tuple[int, list[Node]]:
         agent = _agent.agent_settings(self, os.environ)
-        wait = blocking_wait(min(timeout, attempt.left()))[0] if index else None
+        wait = blocking_wait(min(timeout, attempt.left()), self.wait)[0] if index else None
         received, entries = _agent.ask_health(attempt, self, agent, index=index or None, wait=wait)
         nodes = parse_health_service(
             entries, source=self.url, address=self.address, tags=self.tags, status=self.status
@@ -233,83 +272,113 @@ def parse_health_service(
     ``Checks`` list of checks with a string ``Status``, ``Tags`` a list of strings, an
     integer ``Port``, string addresses) raises SourceError, whatever it holds.
     """
+    # One pass, and no work per instance that a 5,000-instance answer would feel: JSON
+    # objects are dicts (no ABC checks), messages are built only on failure, and the
+    # addresses parse_node() would accept unchanged skip it (bench/bench_consul.py).
     if not isinstance(entries, list):
         raise SourceError(source, f"malformed reply: expected a list, got {type(entries).__name__}")
-    wanted, allowed = set(tags), set(status)
-    nodes = []
+    wanted = frozenset(tags)
+    allowed = frozenset(_RANKS.index(s) for s in status if s in _RANKS)
+    by_service = address == "service"
+    found: set[tuple[str, int]] = set()
     for n, entry in enumerate(paced(entries)):
-        where = f"malformed reply: entry {n}"
-        if not isinstance(entry, Mapping):
-            raise SourceError(source, f"{where} is not an object")
+        if not isinstance(entry, dict):
+            raise SourceError(source, f"{_at(n)} is not an object")
         node, service, checks = entry.get("Node"), entry.get("Service"), entry.get("Checks")
-        if not isinstance(node, Mapping) or not isinstance(service, Mapping):
-            raise SourceError(source, f"{where} lacks a Node or Service object")
-        if not isinstance(checks, list | None):
-            raise SourceError(source, f"{where} has Checks that are not a list")
-        service_tags = service.get("Tags") or []
-        if not isinstance(service_tags, list) or not all(isinstance(t, str) for t in service_tags):
-            raise SourceError(source, f"{where} has Service.Tags that are not a list of strings")
-        if (
-            not wanted.issubset(service_tags)
-            or _aggregated(checks or [], where, source) not in allowed
+        if not isinstance(node, dict) or not isinstance(service, dict):
+            raise SourceError(source, f"{_at(n)} lacks a Node or Service object")
+        if checks is not None and not isinstance(checks, list):
+            raise SourceError(source, f"{_at(n)} has Checks that are not a list")
+        service_tags = service.get("Tags") or ()
+        if service_tags and (
+            not isinstance(service_tags, list) or not all(type(t) is str for t in service_tags)
         ):
+            raise SourceError(source, f"{_at(n)} has Service.Tags that are not a list of strings")
+        if wanted and not wanted.issubset(service_tags):
             continue
-        found = _node(node, service, address, where, source)
-        if isinstance(found, str):
+        if (_aggregated(checks, n, source) if checks else _PASSING) not in allowed:
+            continue
+        found_or_why = _address(node, service, by_service, n, source)
+        if isinstance(found_or_why, str):
             logger.warning(
                 "%s: skipping instance %r on node %r: %s",
-                source, _name(service.get("ID")), _name(node.get("Node")), found,
+                source, _name(service.get("ID")), _name(node.get("Node")), found_or_why,
             )  # fmt: skip
         else:
-            nodes.append(found)
-    return list(unique_sorted(nodes))
+            found.add(found_or_why)
+    # unique_sorted()'s order, (host, port, ip, tls), is that of the (host, port) pairs here,
+    # where no node has an ip or tls yet; sorting the pairs is several times faster.
+    return [Node(host, port) for host, port in sorted(found)]
 
 
-def _aggregated(checks: list[Any], where: str, source: str) -> str:
-    """Return the instance's status as Consul's ``api.HealthChecks.AggregatedStatus`` does."""
-    seen = set()
+# Consul's api.HealthChecks.AggregatedStatus, as ranks: the worst check wins, and a status
+# it does not know ranks above all (its "" matches no status asked for).
+_RANKS = ("passing", "warning", "critical", "maintenance", "unknown")
+_CHECK_RANK = {"passing": 0, "warning": 1, "critical": 2}
+_PASSING, _MAINTENANCE, _UNKNOWN = 0, 3, 4
+_STR_OR_NONE = (str, type(None))
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+
+
+def _aggregated(checks: list[Any], n: int, source: str) -> int:
+    """Return the instance's status rank (an index into ``_RANKS``)."""
+    rank = _PASSING
     for check in checks:
-        if not isinstance(check, Mapping) or not isinstance(check.get("Status"), str):
-            raise SourceError(source, f"{where} has a check without a Status")
+        state = check.get("Status") if isinstance(check, dict) else None
+        if not isinstance(state, str):
+            raise SourceError(source, f"{_at(n)} has a check without a Status")
         check_id = check.get("CheckID")
         if isinstance(check_id, str) and (
             check_id == _NODE_MAINTENANCE or check_id.startswith(_SERVICE_MAINTENANCE)
         ):
-            seen.add("maintenance")
+            this = _MAINTENANCE
         else:
-            seen.add(check["Status"] if check["Status"] in STATUSES[:3] else "unknown")
-    if "unknown" in seen:
-        return "unknown"  # matches no status, as the API client's "" does
-    return next((s for s in ("maintenance", "critical", "warning") if s in seen), "passing")
+            this = _CHECK_RANK.get(state, _UNKNOWN)
+        if this > rank:
+            rank = this
+    return rank
 
 
-def _node(
-    node: Mapping[str, Any], service: Mapping[str, Any], address: str, where: str, source: str
-) -> Node | str:
-    """Return the instance's node, or why the instance cannot be used.
+def _address(
+    node: dict[str, Any], service: dict[str, Any], by_service: bool, n: int, source: str
+) -> tuple[str, int] | str:
+    """Return the instance's ``(host, port)`` as parse_node() gives it, or why it is unusable.
 
     Raise SourceError if the entry is not shaped as documented.
     """
     port = service.get("Port")
     if isinstance(port, bool) or not isinstance(port, int):
         raise SourceError(
-            source, f"{where} has a Service.Port that is not an integer ({port!r:.40})"
+            source, f"{_at(n)} has a Service.Port that is not an integer ({port!r:.40})"
         )
-    for name, value in (("Service", service.get("Address")), ("Node", node.get("Address"))):
-        if not isinstance(value, str | None):
-            raise SourceError(source, f"{where} has a {name}.Address that is not a string")
+    service_address, node_address = service.get("Address"), node.get("Address")
+    if not isinstance(service_address, _STR_OR_NONE):
+        raise SourceError(source, f"{_at(n)} has a Service.Address that is not a string")
+    if not isinstance(node_address, _STR_OR_NONE):
+        raise SourceError(source, f"{_at(n)} has a Node.Address that is not a string")
     if not 0 < port < 65536:
         return f"no usable Service.Port ({port if abs(port) < 10**9 else 'out of range'})"
-    text = service.get("Address") if address == "service" else None
-    if not text or not text.strip():
-        text = node.get("Address")
-    if not text or not text.strip():
+    text = service_address.strip() if by_service and service_address else ""
+    if not text:
+        text = node_address.strip() if node_address else ""
+    if not text:
         return "no Service.Address or Node.Address"
-    text = text.strip().strip("[]")
+    text = text.strip("[]")
+    # What parse_node() makes of an IPv4 address (unchanged) or of a host name (lower case,
+    # no trailing dot), without its other checks: most addresses in a reply are these.
+    if _IPV4.fullmatch(text):
+        return text, port
+    if ":" not in text and is_host(text):
+        return text.lower().removesuffix("."), port
     try:
-        return parse_node(f"[{text}]" if ":" in text else text, default_port=port)
+        parsed = parse_node(f"[{text}]" if ":" in text else text, default_port=port)
     except ConfigurationError:
         return f"unusable address {text[:100]!r}"
+    return parsed.host, parsed.port
+
+
+def _at(n: int) -> str:
+    return f"malformed reply: entry {n}"
 
 
 def _name(value: object) -> str | None:

@@ -10,6 +10,14 @@ on list endpoints, results the token may not read left out with
 ``filter=`` takes a subset of Consul's filter expressions (see ``tests/servers/consul_filter.py``).
 Tests add instances through the catalog API, so the same helper drives a real agent.
 
+Read modes, as the API docs describe them ("Consistency Modes", "Agent Caching"), each
+read by its presence in the query: ``?stale`` is answered as by a follower (also without a
+leader), ``X-Consul-LastContact`` telling how far behind it is; ``?consistent`` and the
+default need a leader (500 ``No cluster leader`` otherwise); ``X-Consul-KnownLeader`` and
+``X-Consul-Effective-Consistency`` say which. ``?cached`` is answered by the agent's cache
+(``X-Cache: MISS`` the first time a query is asked, ``HIT`` with ``Age`` after), whose own
+reads are stale; ``?stale`` or ``?cached`` with ``?consistent`` is a 400, as in Consul.
+
 Fixtures: ``consul_server`` (session), ``consul_agent`` (per test, state reset) and
 ``consul_tls_address`` (an https listener sharing the stand-in's state).
 """
@@ -88,6 +96,10 @@ class Request:
         """Return every value of query parameter *name*."""
         return [value for key, value in self.query if key == name]
 
+    def has(self, name: str) -> bool:
+        """Return True when the query names *name*, with any value (as Consul reads flags)."""
+        return any(key == name for key, _ in self.query)
+
 
 class ConsulState:
     """The catalog, its Raft-like index and the stand-in's fault switches."""
@@ -118,6 +130,10 @@ class ConsulState:
             self.released.set()
             self.released = threading.Event()
             self.hang = False
+            self.leader = True  # a leader is known
+            self.last_contact = 0  # ms since a follower last heard from the leader
+            self.cached: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+            self.cache_age = 0  # s the agent's cache has been cut off from the servers
             self.cond.notify_all()
 
     # --- writes (catalog API) -------------------------------------------------------------
@@ -237,6 +253,10 @@ class ConsulState:
 
     # --- reads ----------------------------------------------------------------------------
 
+    def encode(self, entries: list[dict[str, Any]]) -> str:
+        """Return the JSON body of a health answer (benchmarks keep it between queries)."""
+        return json.dumps(entries)
+
     def health_service(self, name: str, query: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         """Return ``/v1/health/service/:name`` entries filtered as the API docs describe."""
         params: dict[str, list[str]] = {}
@@ -344,6 +364,32 @@ class _Handler(BaseHTTPRequestHandler):
         if state.raw is not None:
             return self._send_raw(*state.raw)
         params = dict(query)
+        stale, consistent, cached = ("stale" in params, "consistent" in params,
+                                     "cached" in params)  # fmt: skip
+        for other, given in (("stale", stale), ("cached", cached)):
+            if given and consistent:
+                return self._reply(
+                    400, f"Cannot specify ?{other} with ?consistent, conflicting semantics.",
+                    content_type="text/plain",
+                )  # fmt: skip
+        if not (stale or cached or state.leader):
+            return self._reply(500, "No cluster leader", content_type="text/plain")
+        # The cache's own queries to the servers are stale reads (agent/cache-types).
+        follower = stale or cached
+        meta = {
+            "X-Consul-Knownleader": str(state.leader).lower(),
+            "X-Consul-Lastcontact": str(state.last_contact if follower else 0),
+            "X-Consul-Effective-Consistency":
+                "stale" if follower else "consistent" if consistent else "leader",
+        }  # fmt: skip
+        if cached:
+            key = (name, tuple(sorted(p for p in query if p[0] not in ("index", "wait"))))
+            with state.cond:
+                hit = key in state.cached
+                state.cached.add(key)
+            meta["X-Cache"] = "HIT" if hit else "MISS"
+            if hit:
+                meta["Age"] = str(state.cache_age)
         if params.get("dc") not in (None, "", state.datacenter):
             return self._reply(500, "No path to datacenter", content_type="text/plain")
         try:
@@ -374,8 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             current = max(state.service_index.get(name, 1), 1)
         filtered = anonymous and bool(entries)
-        return self._reply(200, "[]" if anonymous else json.dumps(entries), index=current,
-                           filtered=filtered)  # fmt: skip
+        return self._reply(200, "[]" if anonymous else state.encode(entries), index=current,
+                           filtered=filtered, headers=meta)  # fmt: skip
 
     def _send_raw(self, body: bytes, headers: Mapping[str, str]) -> None:
         self.send_response(200)
@@ -394,6 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
         index: int | None = None,
         content_type: str = "application/json",
         filtered: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         data = body.encode()
         self.send_response(status)
@@ -402,9 +449,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Vary", "Accept-Encoding")
         if index is not None:
             self.send_header("X-Consul-Index", str(index))
-            self.send_header("X-Consul-Knownleader", "true")
-            self.send_header("X-Consul-Lastcontact", "0")
-            self.send_header("X-Consul-Effective-Consistency", "leader")
+            meta = headers or {"X-Consul-Knownleader": "true", "X-Consul-Lastcontact": "0",
+                               "X-Consul-Effective-Consistency": "leader"}  # fmt: skip
+            for name, value in meta.items():
+                self.send_header(name, value)
         if filtered:
             self.send_header("X-Consul-Results-Filtered-By-ACLs", "true")
         self.end_headers()
@@ -590,6 +638,21 @@ class ConsulAgent:
     def pause(self) -> None:
         """Accept connections and never answer them (stand-in only)."""
         self._standin("pause").hang = True
+
+    def lose_leader(self, last_contact: int = 0) -> None:
+        """Act as a cluster without a leader (stand-in only): only stale and cached reads work.
+
+        *last_contact* (milliseconds) is what stale reads report in ``X-Consul-LastContact``.
+        """
+        state = self._standin("lose_leader")
+        state.leader, state.last_contact = False, last_contact
+
+    def cut_off_cache(self, age: int) -> None:
+        """Act as an agent cut off from the servers for *age* seconds (stand-in only).
+
+        Cache hits then carry ``Age: <age>``, as the API docs' "Agent Caching" says.
+        """
+        self._standin("cut_off_cache").cache_age = age
 
     @property
     def requests(self) -> list[Request]:

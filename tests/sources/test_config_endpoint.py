@@ -684,3 +684,34 @@ def test_standin__commands_end_at_a_bare_newline_as_in_memcached(config_endpoint
 
     assert reply == b"VERSION 1.6.22\r\n"
     assert config_endpoint.commands == [b"version"]
+
+
+def _read_until(conn: socket.socket, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        chunk = conn.recv(4096)
+        assert chunk, f"the stand-in closed the connection after {data!r}"
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one-by-one", "pipelined"])
+def test_standin__version_and_config_get_cluster_with_bare_newlines(config_endpoint, pipelined):
+    """django-elasticache's exchange, ``version\\n`` then ``config get cluster\\n``, answered."""
+    config_endpoint.set_nodes(THREE, version=7)
+    with socket.create_connection((config_endpoint.host, config_endpoint.port), timeout=2) as conn:
+        if pipelined:
+            conn.sendall(b"version\nconfig get cluster\n")
+            replies = _read_until(conn, b"END\r\n")
+            version, _, cluster = replies.partition(b"\r\n")
+            version += b"\r\n"
+        else:
+            conn.sendall(b"version\n")
+            version = _read_until(conn, b"\r\n")
+            conn.sendall(b"config get cluster\n")
+            cluster = _read_until(conn, b"END\r\n")
+
+    assert version == b"VERSION 1.6.22\r\n"
+    assert cluster == cluster_reply(THREE, 7)
+    assert parse_cluster_config(cluster) == (7, THREE_NODES)
+    assert config_endpoint.commands == [b"version", b"config get cluster"]

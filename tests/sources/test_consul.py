@@ -993,7 +993,8 @@ def test_consul_url__https_agent_is_written_as_tls() -> None:
         ("consul:///memcached?tls=2", "tls='2' must be true or false"),
         ("consul:///memcached?node-meta=rack", "node-meta='rack' must be key:value"),
         ("consul:///memcached?dc=a&dc=b", "'dc' given more than once"),
-        ("consul:///memcached?wait=5s", "unknown option 'wait'"),
+        ("consul:///memcached?wait=5d", "option wait='5d' must be seconds or a duration"),
+        ("consul:///memcached?stale=true", "unknown option 'stale'"),
         ("consul:///memcached?address=wan", "address='wan' must be one of node, service"),
     ],
 )
