@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from .exceptions import SnapshotError, brief, cut
+from .exceptions import SnapshotError, brief, excerpt
 from .nodes import Node, unique_sorted
 
 __all__ = [
@@ -92,7 +92,7 @@ def parse(filename: str, content: bytes) -> dict[str, SnapshotEntry]:
         # The boundary: nothing but SnapshotError leaves a read (RecursionError, MemoryError,
         # OverflowError... from input no check above foresaw).
         raise SnapshotError(
-            f"{filename}: malformed snapshot ({type(exc).__name__}: {cut(str(exc))})"
+            f"{filename}: malformed snapshot ({type(exc).__name__}: {excerpt(str(exc), 80)})"
         ) from exc
 
 
