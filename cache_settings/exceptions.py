@@ -122,11 +122,19 @@ def cut(text: str, limit: int = 80) -> str:
 def excerpt(text: str, limit: int = 300) -> str:
     """Return free text of a reply (a server's error message) for a message, on one line.
 
-    Runs of white space become one space, any other character ``repr()`` would escape is
-    escaped as it does (without the quotes), and the result is cut at *limit* characters.
-    Mask secrets first (:mod:`cache_settings.redact`): a cut could split one.
+    Runs of white space become one space, any other character that is not printable is
+    escaped as ``repr()`` escapes it (quotes are left as they are), and the result is cut at
+    *limit* characters. Mask secrets first (:mod:`cache_settings.redact`): a cut could
+    split one.
     """
-    return cut(repr(" ".join(text.split()))[1:-1], limit)
+    flat = " ".join(text.split())
+    if flat.isprintable():
+        return cut(flat, limit)
+    # One character at a time, and only those that can be shown: megabytes cost no loop.
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat[:limit])
+    if len(flat) <= limit and len(shown) <= limit:
+        return shown
+    return f"{shown[: limit - 20]}... ({len(flat)} characters)"
 
 
 def word(value: object) -> str:

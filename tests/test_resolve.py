@@ -179,6 +179,25 @@ def test_resolve__any_exception_of_a_source_becomes_a_source_error_naming_it() -
     assert len(calls) == 2
 
 
+def test_resolve__a_source_bug_never_shows_its_secrets_in_any_form() -> None:
+    """An unexpected exception's text was masked of URL secrets only, not of the source's own."""
+    token = 'sec"ret\\tok-5f3e9a'
+
+    @dataclass
+    class Leaky:
+        url: str = "leaky://x"
+        traits = Traits(secrets=(token,))
+
+        def resolve(self, timeout: float) -> list[Node]:
+            raise RuntimeError(f"rejected {token!r}, {json.dumps(token)}\nsecond line")
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Leaky(), attempts=1)
+
+    assert "(1 attempt: unexpected RuntimeError: rejected '***', \"***\"); no" in str(raised.value)
+    assert "5f3e9a" not in str(raised.value)
+
+
 def test_resolve__logs_source_duration_and_fallback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
