@@ -6,7 +6,7 @@
     ├── ConfigurationError   bad URL or argument (also django ImproperlyConfigured)
     ├── SourceError          one attempt failed; .source is the redacted URL
     ├── ResolutionError      no trustworthy node list; .source, .errors (every attempt)
-    └── SnapshotError        a snapshot file cannot be read or is malformed
+    └── SnapshotError        a snapshot file cannot be read or is malformed; .path, .reason
 """
 
 from __future__ import annotations
@@ -69,7 +69,28 @@ class ResolutionError(CacheSettingsError):
 
 
 class SnapshotError(CacheSettingsError):
-    """Raised when a snapshot file cannot be read or is malformed."""
+    """Raised when a snapshot file cannot be read or is malformed.
+
+    ``path`` is the file and ``reason`` what is wrong with it; ``entry`` is the key (a
+    source URL, from the file) of the one entry to blame, else None; ``readable`` is False
+    when the file could not be read at all, True when what it holds is not a snapshot.
+    """
+
+    def __init__(
+        self, path: str, reason: str, *, entry: str | None = None, readable: bool = True
+    ) -> None:
+        self.path = path
+        self.reason = reason
+        self.entry = entry
+        self.readable = readable
+        super().__init__(f"{path}: {self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """Return the message without the path: ``entry 'consul:///mc': <reason>``."""
+        return (
+            f"entry {brief(self.entry)}: {self.reason}" if self.entry is not None else self.reason
+        )
 
 
 def _summary(source: str, errors: Sequence[BaseException]) -> str:
