@@ -309,9 +309,10 @@ def _unusable(
         return f"snapshot {path} does not exist; {run} create it"
     why = [(url, _why(stored.get(url), policy) or _FUTURE) for url in urls]
     where = f"no usable entry in snapshot {path}"
+    if why == [(urls[0], _MISSING)]:
+        return f"snapshot {path} holds no list for this source; {run} add it"
     if len(why) == 1:
-        verb = "add" if why[0][1] == _MISSING else "refresh"
-        return f"{where}: {why[0][1]}; {run} {verb} it"
+        return f"{where}: {why[0][1]}; {run} refresh it"
     each = "; ".join(f"{url}: {text}" for url, text in why)
     return f"{where} for any of its {len(why)} sources ({each}); {run} refresh it"
 

@@ -143,7 +143,9 @@ def test_resolve__offline_mode_reads_the_snapshot_without_asking(
 
     assert source.calls == []
     assert resolution.origin == "snapshot"
-    with pytest.raises(ResolutionError, match="CACHE_SETTINGS_OFFLINE=1; no usable entry"):
+    with pytest.raises(
+        ResolutionError, match=f"CACHE_SETTINGS_OFFLINE=1; snapshot {snapshot} holds no list for"
+    ):
         resolve(Scripted([NODES], url="scripted://other"), snapshot=snapshot)
 
 
@@ -441,7 +443,7 @@ def test_resolve__missing_snapshot_entry_says_how_to_add_it(
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
 
     assert str(raised.value).endswith(
-        f"no usable entry in snapshot {snapshot}: it holds no list for this source; "
+        f"(1 attempt: down); snapshot {snapshot} holds no list for this source; "
         "run `cache-settings resolve --settings mysite.settings` to add it"
     )
 
