@@ -54,6 +54,15 @@ class Output:
         """Return *text* with every known secret, URL user info and secret option masked."""
         return self._scrubber.scrub(text)
 
+    def _scrubbed(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self._scrubbed(key): self._scrubbed(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrubbed(item) for item in value]
+        return value
+
     def out(self, text: str) -> None:
         """Write one line to standard output."""
         self.stdout.write(self.scrub(text) + "\n")
@@ -71,7 +80,10 @@ class Output:
     ) -> None:
         """Print *data* as JSON, or else *rows* as a table of *columns* (nothing if none)."""
         if as_json:
-            self.out(json.dumps(data, indent=2))
+            # Every string is masked before it is serialised, not after: json.dumps escapes
+            # it again, and an escaped form of a secret escaped once more (an agent quoted
+            # the token as JSON does) is no form the scrubber knows.
+            self.out(json.dumps(self._scrubbed(data), indent=2))
         elif rows:
             cells = [[cell(row) for _, cell in columns] for row in rows]
             self.out(table([header for header, _ in columns], cells))

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from .exceptions import SnapshotError, brief, cut
+from .exceptions import SnapshotError, brief, excerpt
 from .nodes import Node, unique_sorted
 
 __all__ = [
@@ -86,13 +86,15 @@ def parse(filename: str, content: bytes) -> dict[str, SnapshotEntry]:
     """
     try:
         return _parse(content)
+    except _BadEntry as exc:
+        raise SnapshotError(filename, exc.reason, entry=exc.entry) from None
     except ValueError as exc:  # our own descriptions, and json's
-        raise SnapshotError(f"{filename}: {exc}") from None
+        raise SnapshotError(filename, str(exc)) from None
     except Exception as exc:
         # The boundary: nothing but SnapshotError leaves a read (RecursionError, MemoryError,
         # OverflowError... from input no check above foresaw).
         raise SnapshotError(
-            f"{filename}: malformed snapshot ({type(exc).__name__}: {cut(str(exc))})"
+            filename, f"malformed snapshot ({type(exc).__name__}: {excerpt(str(exc), 80)})"
         ) from exc
 
 
@@ -160,8 +162,17 @@ def _parse(content: bytes) -> dict[str, SnapshotEntry]:
         try:
             entries[source] = _entry(source, raw)
         except ValueError as exc:
-            raise ValueError(f"entry {brief(source)}: {exc}") from None
+            raise _BadEntry(source, str(exc)) from None
     return entries
+
+
+class _BadEntry(ValueError):
+    """Raised when one entry of the file is malformed: *entry* is its key."""
+
+    def __init__(self, entry: str, reason: str) -> None:
+        super().__init__(reason)
+        self.entry = entry
+        self.reason = reason
 
 
 def _check_nesting(text: str) -> None:

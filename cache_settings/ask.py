@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .attempt import Attempt, run
-from .exceptions import ConfigurationError, SourceError
+from .exceptions import ConfigurationError, SourceError, excerpt
 from .nodes import Node, unique_sorted
 from .policy import Policy
-from .redact import scrub
+from .redact import environment_secrets, scrub
 from .sources import Source, WatchableSource
 
 if TYPE_CHECKING:
@@ -95,8 +95,11 @@ def _call(source: Source, index: int | None, timeout: float) -> tuple[int | None
     except Exception as exc:
         # A source's bug, or a client library's exception it did not expect, must not end
         # settings import or a watcher thread with a foreign exception type.
-        text = scrub(str(exc)).strip().splitlines()
-        detail = f": {text[0][:300]}" if text else ""
+        # Its secrets masked in every form (a client library may quote a token escaped)
+        # before the first line is escaped and cut.
+        secrets = [*source.traits.secrets, *environment_secrets()]
+        text = scrub(str(exc), secrets).strip().splitlines()
+        detail = f": {excerpt(text[0])}" if text else ""
         raise SourceError(source.url, f"unexpected {type(exc).__name__}{detail}") from exc
 
 

@@ -6,14 +6,15 @@
     ├── ConfigurationError   bad URL or argument (also django ImproperlyConfigured)
     ├── SourceError          one attempt failed; .source is the redacted URL
     ├── ResolutionError      no trustworthy node list; .source, .errors (every attempt)
-    └── SnapshotError        a snapshot file cannot be read or is malformed
+    └── SnapshotError        a snapshot file cannot be read or is malformed; .path, .reason
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -68,7 +69,28 @@ class ResolutionError(CacheSettingsError):
 
 
 class SnapshotError(CacheSettingsError):
-    """Raised when a snapshot file cannot be read or is malformed."""
+    """Raised when a snapshot file cannot be read or is malformed.
+
+    ``path`` is the file and ``reason`` what is wrong with it; ``entry`` is the key (a
+    source URL, from the file) of the one entry to blame, else None; ``readable`` is False
+    when the file could not be read at all, True when what it holds is not a snapshot.
+    """
+
+    def __init__(
+        self, path: str, reason: str, *, entry: str | None = None, readable: bool = True
+    ) -> None:
+        self.path = path
+        self.reason = reason
+        self.entry = entry
+        self.readable = readable
+        super().__init__(f"{path}: {self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """Return the message without the path: ``entry 'consul:///mc': <reason>``."""
+        return (
+            f"entry {brief(self.entry)}: {self.reason}" if self.entry is not None else self.reason
+        )
 
 
 def _summary(source: str, errors: Sequence[BaseException]) -> str:
@@ -94,22 +116,74 @@ def _summary(source: str, errors: Sequence[BaseException]) -> str:
     return f"{head}: {'; '.join(causes)}"
 
 
-def brief(value: object) -> str:
+T = TypeVar("T")
+
+_WORD = re.compile(r"[\w.:/@+-]{1,64}")
+
+
+def brief(value: object, limit: int = 80) -> str:
     """Return *value* for an error message, briefly: a field of a reply may hold megabytes.
 
     Containers are named, not printed; an integer too long for ``repr()`` (which raises
-    past ``sys.get_int_max_str_digits()``) is given by its size; text is cut at 80 characters.
+    past ``sys.get_int_max_str_digits()``) is given by its size; text is ``repr()``'d, so a
+    newline or a terminal escape in it cannot forge a log line, and cut at *limit* characters.
     """
     if isinstance(value, dict | list):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
     if isinstance(value, int) and value.bit_length() > 256:
         return f"an integer of {value.bit_length()} bits"
-    return cut(repr(value))
+    return cut(repr(value), limit)
 
 
-def cut(text: str) -> str:
-    """Return *text*, or its first 60 characters and its length when over 80."""
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+def cut(text: str, limit: int = 80) -> str:
+    """Return *text*, or its first ``limit - 20`` characters and its length when over *limit*."""
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def excerpt(text: str, limit: int = 300) -> str:
+    """Return free text of a reply (a server's error message) for a message, on one line.
+
+    Runs of white space become one space, any other character that is not printable is
+    escaped as ``repr()`` escapes it (quotes are left as they are), and the result is cut at
+    *limit* characters. Mask secrets first (:mod:`cache_settings.redact`): a cut could
+    split one.
+    """
+    flat = " ".join(text.split())
+    if flat.isprintable():
+        return cut(flat, limit)
+    # One character at a time, and only those that can be shown: megabytes cost no loop.
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat[:limit])
+    if len(flat) <= limit and len(shown) <= limit:
+        return shown
+    return f"{shown[: limit - 20]}... ({len(flat)} characters)"
+
+
+def word(value: object) -> str:
+    """Return *value* bare when it is one short word (an id, a status), else :func:`brief`.
+
+    A word is at most 64 letters, digits and ``_ . : / @ + -``: nothing that could end a
+    line, open a quote or pass for the message's own words. ``cluster mc (available)``
+    reads better than ``cluster 'mc' ('available')``; anything else is repr'd and cut.
+    """
+    if isinstance(value, str) and _WORD.fullmatch(value):
+        return value
+    return brief(value)
+
+
+def some(values: Iterable[T], noun: str, *, most: int = 3, show: Callable[[T], str] = brief) -> str:
+    """Return a few of *values* for a message: ``3 of 2,000 sources: 'a', 'b', 'c', ...``.
+
+    Each value is shown by *show* (:func:`brief`: repr'd and cut); all of them when there
+    are at most *most* (``2 sources: 'a', 'b'``). *noun* is the plural.
+    """
+    shown: list[str] = []
+    count = 0
+    for value in values:
+        count += 1
+        if count <= most:
+            shown.append(show(value))
+    head = f"{count:,} {noun}" if count <= most else f"{most} of {count:,} {noun}"
+    return f"{head}: {', '.join(shown)}{', ...' if count > most else ''}"
 
 
 def close_matches(word: str, known: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:

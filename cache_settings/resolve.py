@@ -287,32 +287,44 @@ def _first_usable(
 def _unusable(
     source: Source, policy: Policy, stored: dict[str, SnapshotEntry] | SnapshotError | None
 ) -> str:
-    """Say why the snapshot had no entry to trust, and what to do about it."""
+    """Say once why the snapshot could not stand in, and the one thing to do about it.
+
+    The file's path is said once; what to run depends on what is there: nothing (create
+    it), no entry for the source (add it), a malformed file (replace it), an entry too old
+    or too short (refresh it). A file that cannot be read needs its owner, not a command.
+    """
     if stored is None:
         return "no snapshot file configured (snapshot=PATH keeps a last-known-good list)"
-    where = f"no usable entry in snapshot {policy.snapshot}"
+    path = policy.snapshot
     module = os.environ.get("DJANGO_SETTINGS_MODULE") or "<settings module>"
-    fix = f"run `cache-settings resolve --settings {module}` to create it"
+    run = f"run `cache-settings resolve --settings {module}` to"
+    urls = [member.url for member in members(source)]
     if isinstance(stored, SnapshotError):
-        return f"{where}: {stored}; {fix}"
-    why = [
-        (member.url, _why(stored.get(member.url), policy) or _FUTURE) for member in members(source)
-    ]
-    if all(text.startswith("its list") for _, text in why):
-        fix = fix.replace("create", "refresh")
+        if not stored.readable:
+            return f"snapshot {path} {stored.reason}; it must be a regular file this user can read"
+        if stored.entry is not None and [stored.entry] == urls:
+            return f"its entry in snapshot {path} is malformed: {stored.reason}; {run} replace it"
+        return f"snapshot {path} is malformed: {stored.detail}; {run} replace it"
+    if not stored and path is not None and not os.path.lexists(path):
+        return f"snapshot {path} does not exist; {run} create it"
+    why = [(url, _why(stored.get(url), policy) or _FUTURE) for url in urls]
+    where = f"no usable entry in snapshot {path}"
+    if why == [(urls[0], _MISSING)]:
+        return f"snapshot {path} holds no list for this source; {run} add it"
     if len(why) == 1:
-        return f"{where}: {why[0][1]}; {fix}"
+        return f"{where}: {why[0][1]}; {run} refresh it"
     each = "; ".join(f"{url}: {text}" for url, text in why)
-    return f"{where} for any of its {len(why)} sources ({each}); {fix}"
+    return f"{where} for any of its {len(why)} sources ({each}); {run} refresh it"
 
 
+_MISSING = "it holds no list for this source"
 _FUTURE = "its fetched_at lies in the future (a clock or the file is wrong)"
 
 
 def _why(entry: SnapshotEntry | None, policy: Policy) -> str | None:
     """Say why one source's snapshot *entry* is not trusted; None when it may be."""
     if entry is None:
-        return "it holds no list for this source"
+        return _MISSING
     if policy.max_age is not None and entry.age() > policy.max_age:
         age, limit = entry.age(), seconds_text(policy.max_age)
         return f"its list is {age:.0f} s old, older than max_age={limit} s"

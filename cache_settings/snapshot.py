@@ -191,10 +191,12 @@ def load_snapshot(path: str | os.PathLike[str]) -> dict[str, SnapshotEntry]:
     try:
         found = _safefile.read_regular(filename, limit=MAX_SIZE)
     except OSError as exc:
-        raise SnapshotError(f"{filename}: cannot read snapshot ({_safefile.reason(exc)})") from exc
+        raise SnapshotError(
+            filename, f"cannot be read ({_safefile.reason(exc)})", readable=False
+        ) from exc
     except Exception as exc:  # ValueError for a NUL in the name, MemoryError...
         raise SnapshotError(
-            f"{filename}: cannot read snapshot ({type(exc).__name__}: {exc})"
+            filename, f"cannot be read ({type(exc).__name__}: {exc})", readable=False
         ) from exc
     if found is None:
         return {}
@@ -311,7 +313,10 @@ def write_snapshot(
             content = dump(entries)
             _check_readable(filename, content)
             _safefile.replace(name, content, dir_fd=dir_fd, temp_prefix=f".{name}.", like=like)
-    except (_safefile.LockTimeout, SnapshotError) as exc:
+    except SnapshotError as exc:
+        logger.warning("%s: cannot write snapshot %s (%s)", source, filename, exc.detail)
+        return False
+    except _safefile.LockTimeout as exc:
         logger.warning("%s: cannot write snapshot %s (%s)", source, filename, exc)
         return False
     except OSError as exc:
@@ -338,11 +343,11 @@ def _check_readable(filename: str, content: bytes) -> None:
     # Never write what load_snapshot() would refuse: one bad node from a source (a host
     # with a space) would cost every other source in the file its fallback.
     if len(content) > MAX_SIZE:
-        raise SnapshotError(f"it would hold {len(content)} bytes, more than {MAX_SIZE}")
+        raise SnapshotError(filename, f"it would hold {len(content)} bytes, more than {MAX_SIZE}")
     try:
         parse(filename, content)
     except SnapshotError as exc:
-        raise SnapshotError(f"the new entry would not read back: {exc}") from None
+        raise SnapshotError(filename, f"the file would not read back: {exc.detail}") from None
 
 
 def _load_for_update(
@@ -365,7 +370,10 @@ def _load_for_update(
         except OSError as move_exc:
             corrupt = f"nowhere ({_safefile.reason(move_exc)})"
         logger.warning(
-            "%s: replacing malformed snapshot, old file moved to %s: %s", source, corrupt, exc
+            "%s: replacing malformed snapshot, old file moved to %s: %s",
+            source,
+            corrupt,
+            exc.detail,
         )
         return {}, found.status
 

@@ -332,7 +332,7 @@ def test_check_snapshots__a_chain_needs_an_entry_for_one_member_only(
     assert [m.id for m in check_snapshots() if f"{unique}-3" in str(m.obj)] == []
     [fallback] = [m for m in check_fallbacks() if f"{unique}-3" in str(m.obj)]
     assert fallback.id == "cache_settings.W005"
-    assert "for any of its 2 sources" in fallback.msg
+    assert f"snapshot {tmp_path / 'down.json'} does not exist; run `cache-settings" in fallback.msg
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from cache_settings import memcached
+from cache_settings._report import Output
 from cache_settings.cli import main
 from cache_settings.management.commands.cache_nodes import Command
 from cache_settings.nodes import Node
@@ -535,6 +538,37 @@ def test_token__never_printed_from_the_url_when_refused(
     assert OTHER_TOKEN not in done.stdout + done.stderr
     assert TOKEN not in done.stdout + done.stderr
     assert json.loads(done.stdout)["results"][0]["source"] == consul_url(consul_agent)
+
+
+def test_token__quoted_escaped_by_the_agent_never_printed_as_json(
+    consul_agent: ConsulAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An agent quoting the token JSON-style made --json print it, escaped a second time."""
+    token = 'sec"ret\\tok-5f3e9a'
+    consul_agent.filter_by_acl(TOKEN)
+    consul_agent.echo_tokens()
+    url = f"consul://{consul_agent.address}/memcached?token={quote(token, safe='')}"
+
+    status = main(["resolve", url, "--json", "--attempts", "1"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    (result,) = json.loads(captured.out)["results"]
+    assert '(ACL not found (token "***"))' in result["error"]
+    assert "5f3e9a" not in captured.out + captured.err
+
+
+def test_json_output__strings_are_masked_before_they_are_serialised() -> None:
+    """Masking the serialised text missed a secret that was escaped before JSON escaped it."""
+    token = 'sec"ret\\tok-5f3e9a'
+    escaped = json.dumps(token)[1:-1]  # sec\"ret\\tok-5f3e9a, as an agent may quote it
+    stdout, stderr = io.StringIO(), io.StringIO()
+
+    Output(stdout, stderr, [token]).report(
+        True, {"results": [{"error": f"token {escaped}", escaped: None}]}, [], []
+    )
+
+    assert json.loads(stdout.getvalue()) == {"results": [{"error": "token ***", "***": None}]}
 
 
 def test_token__never_printed_from_settings(

@@ -111,7 +111,7 @@ MISTAKES = {
         "check", "consul://{refused}/memcached",
         (
             "cannot reach the agent http://{refused}",
-            f"no usable entry in snapshot {{snapshot}}: it holds no list for this source; "
+            f"snapshot {{snapshot}} does not exist; "
             f"run `cache-settings resolve --settings {SITE}` to create it",
         ),
         arguments={"snapshot": "{snapshot}", "deadline": 0.5, "attempts": 2},

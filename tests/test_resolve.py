@@ -143,7 +143,9 @@ def test_resolve__offline_mode_reads_the_snapshot_without_asking(
 
     assert source.calls == []
     assert resolution.origin == "snapshot"
-    with pytest.raises(ResolutionError, match="CACHE_SETTINGS_OFFLINE=1; no usable entry"):
+    with pytest.raises(
+        ResolutionError, match=f"CACHE_SETTINGS_OFFLINE=1; snapshot {snapshot} holds no list for"
+    ):
         resolve(Scripted([NODES], url="scripted://other"), snapshot=snapshot)
 
 
@@ -177,6 +179,25 @@ def test_resolve__any_exception_of_a_source_becomes_a_source_error_naming_it() -
     )
     assert isinstance(raised.value.errors[0].__cause__, KeyError)
     assert len(calls) == 2
+
+
+def test_resolve__a_source_bug_never_shows_its_secrets_in_any_form() -> None:
+    """An unexpected exception's text was masked of URL secrets only, not of the source's own."""
+    token = 'sec"ret\\tok-5f3e9a'
+
+    @dataclass
+    class Leaky:
+        url: str = "leaky://x"
+        traits = Traits(secrets=(token,))
+
+        def resolve(self, timeout: float) -> list[Node]:
+            raise RuntimeError(f"rejected {token!r}, {json.dumps(token)}\nsecond line")
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Leaky(), attempts=1)
+
+    assert "(1 attempt: unexpected RuntimeError: rejected '***', \"***\"); no" in str(raised.value)
+    assert "5f3e9a" not in str(raised.value)
 
 
 def test_resolve__logs_source_duration_and_fallback(
@@ -411,7 +432,7 @@ def test_resolve__stale_snapshot_says_its_age_and_max_age(tmp_path: Path) -> Non
     assert "run `cache-settings resolve --settings" in message
 
 
-def test_resolve__missing_snapshot_entry_says_how_to_create_it(
+def test_resolve__missing_snapshot_entry_says_how_to_add_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
@@ -422,8 +443,57 @@ def test_resolve__missing_snapshot_entry_says_how_to_create_it(
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
 
     assert str(raised.value).endswith(
-        f"no usable entry in snapshot {snapshot}: it holds no list for this source; "
+        f"(1 attempt: down); snapshot {snapshot} holds no list for this source; "
+        "run `cache-settings resolve --settings mysite.settings` to add it"
+    )
+
+
+def test_resolve__missing_snapshot_file_says_how_to_create_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    snapshot = tmp_path / "fb.json"
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
+
+    assert str(raised.value) == (
+        "scripted://cluster: no node list could be resolved (1 attempt: down); "
+        f"snapshot {snapshot} does not exist; "
         "run `cache-settings resolve --settings mysite.settings` to create it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (
+            b"{",
+            "is malformed: not valid JSON (brackets unbalanced or nested deeper than 16 levels)",
+        ),
+        (
+            b'{"format": "cache_settings/1", "sources": {"other://x": {"nodes": []}}}',
+            "is malformed: entry 'other://x': missing 'fetched_at'",
+        ),
+    ],
+    ids=["not-json", "another-entry"],
+)
+def test_resolve__malformed_snapshot_file_said_once_with_how_to_replace_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, said: str
+) -> None:
+    """A file that exists but is corrupt was "no usable entry in snapshot P: P: ... create it"."""
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    snapshot = tmp_path / "fb.json"
+    snapshot.write_bytes(content)
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
+
+    message = str(raised.value)
+    assert f"(1 attempt: down); snapshot {snapshot} {said}" in message
+    assert message.count(str(snapshot)) == 1
+    assert message.endswith(
+        "; run `cache-settings resolve --settings mysite.settings` to replace it"
     )
 
 

@@ -322,7 +322,7 @@ def test_load_snapshot__unreadable__snapshot_error(path: Path) -> None:
     """A directory where the file should be cannot be read, even by root."""
     path.mkdir()
 
-    with pytest.raises(SnapshotError, match="cannot read snapshot"):
+    with pytest.raises(SnapshotError, match="cannot be read"):
         load_snapshot(path)
 
 

@@ -206,7 +206,8 @@ def test_load_snapshot__special_file__snapshot_error_without_blocking(
     with pytest.raises(SnapshotError) as info:
         _within(2.0, lambda: load_snapshot(path))
 
-    assert str(info.value).startswith(f"{path}: cannot read snapshot ({words}")
+    assert str(info.value).startswith(f"{path}: cannot be read ({words}")
+    assert (info.value.path, info.value.readable) == (str(path), False)
     assert _tree(area) == before
 
 
@@ -525,7 +526,12 @@ def test_resolve__snapshot_linked_to_dev_zero_after_start__resolution_error(area
     path.symlink_to("/dev/zero")
     started = time.monotonic()
 
-    with pytest.raises(ResolutionError, match="no usable entry in snapshot"):
+    with pytest.raises(ResolutionError) as raised:
         resolve_with(_Down(), policy)
+
+    assert str(raised.value).endswith(
+        f"; snapshot {path} cannot be read (is a symbolic link, which is never followed); "
+        "it must be a regular file this user can read"
+    )
 
     assert time.monotonic() - started < 2.0

@@ -159,6 +159,7 @@ def test_write_snapshot__over_hostile_content__moved_aside_and_replaced(
     assert load_snapshot(path)[SOURCE].nodes == (Node("10.0.0.9"),)
     assert Path(f"{path}.corrupt").read_bytes() == content
     assert words in caplog.text
+    assert caplog.text.count(str(path)) == 1, caplog.text  # in "moved to <path>.corrupt"
 
 
 class _Down:
@@ -173,20 +174,48 @@ class _Down:
 
 @pytest.mark.parametrize(("content", "words"), ISSUE_CASES)
 def test_resolve__hostile_snapshot__resolution_error_says_why_once(
-    path: Path, content: bytes, words: str, caplog: pytest.LogCaptureFixture
+    path: Path,
+    content: bytes,
+    words: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The issue's cases: OverflowError, RecursionError, TypeError skipped the fallback.
 
-    Why the file is refused is said in the error, and not logged as well.
+    Why the file is refused is said in the error, once, and not logged as well.
     """
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
     path.write_bytes(content)
     caplog.set_level(logging.WARNING)
 
-    with pytest.raises(ResolutionError, match="no usable entry in snapshot") as raised:
+    with pytest.raises(ResolutionError) as raised:
         resolve(_Down(), attempts=1, deadline=0.5, snapshot=path)
 
-    assert words in str(raised.value)
+    message = str(raised.value)
+    assert message.count(words) == 1
+    assert message.count(str(path)) == 1
+    assert message.endswith(
+        "; run `cache-settings resolve --settings mysite.settings` to replace it"
+    )
     assert words not in caplog.text
+
+
+def test_resolve__hostile_snapshot_entry__said_once_and_briefly(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's case: 482 characters, the path twice, and "to create it" for a file there."""
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    path.write_bytes(_node(host="x" * 300))
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(_Down(), attempts=1, deadline=0.5, snapshot=path)
+
+    assert str(raised.value) == (
+        f"{SOURCE}: no node list could be resolved (1 attempt: connection refused); "
+        f"its entry in snapshot {path} is malformed: node host must be a host name or an IP "
+        f"address, not '{'x' * 59}... (302 characters); "
+        "run `cache-settings resolve --settings mysite.settings` to replace it"
+    )
 
 
 @pytest.mark.parametrize(("content", "words"), ISSUE_CASES)
@@ -226,6 +255,7 @@ def test_write_snapshot__node_the_reader_would_refuse__false_and_file_kept(
 
     assert path.read_bytes() == before
     assert "would not read back" in caplog.text
+    assert caplog.text.count(str(path)) == 1, caplog.text
 
 
 def test_write_snapshot__larger_than_the_cap__false_and_file_kept(

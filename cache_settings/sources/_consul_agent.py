@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError
+from ..exceptions import ConfigurationError, SourceError, excerpt
 from ..nodes import parse_node
 from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
@@ -324,6 +324,10 @@ def _go_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _clean(exc: BaseException, agent: Agent) -> str:
-    """Return the error's text, shortened and without the token."""
-    text = " ".join(str(exc).split())[:300] or type(exc).__name__
-    return text.replace(agent.token, "<token>") if agent.token else text
+    """Return the agent's error text on one escaped line, cut, without the token in any form.
+
+    The token is masked as written, escaped (an agent may quote it as Go's ``%q`` or JSON
+    does) and percent-encoded, by :mod:`cache_settings.redact`, before the text is cut.
+    """
+    secrets = [agent.token] if agent.token else []
+    return excerpt(scrub(str(exc), [*secrets, *environment_secrets()])) or type(exc).__name__

@@ -19,7 +19,7 @@ from ipaddress import ip_address
 from urllib.parse import unquote, urlsplit
 
 from ..attempt import Attempt
-from ..exceptions import SourceError
+from ..exceptions import SourceError, excerpt
 from ._transport import close, connect, failure, start_tls
 
 __all__ = ["Reply", "request"]
@@ -155,7 +155,8 @@ def _tunnel(attempt: Attempt, sock: socket.socket, host: str, port: int, auth: s
         head += chunk
     status = head.split(b"\r\n", 1)[0].split(b" ")
     if len(status) < 2 or status[1] != b"200":
-        raise OSError(f"the proxy refused the tunnel ({b' '.join(status[1:]).decode('latin-1')})")
+        said = excerpt(b" ".join(status[1:]).decode("latin-1"), 120)  # the proxy's words
+        raise OSError(f"the proxy refused the tunnel ({said})")
 
 
 def _proxy_for(scheme: str, host: str) -> _Proxy | None:

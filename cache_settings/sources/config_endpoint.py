@@ -33,7 +33,7 @@ from typing import ClassVar
 from urllib.parse import SplitResult, quote, urlencode
 
 from ..attempt import DEFAULT_MAX_REPLY_SIZE, Attempt
-from ..exceptions import ConfigurationError, SourceError
+from ..exceptions import ConfigurationError, SourceError, brief
 from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
@@ -151,16 +151,18 @@ def _parse_entry(entry: bytes, *, source: str) -> Node:
     try:
         node = parse_node(host, where=source)
     except ConfigurationError:
-        raise SourceError(source, f"node entry {_show(entry)}: bad host name {host!r}") from None
+        raise SourceError(
+            source, f"node entry {_show(entry)}: bad host name {brief(host)}"
+        ) from None
     if node.host != host.lower():  # "a:1", "[::1]" or padding: not a plain host name
-        raise SourceError(source, f"node entry {_show(entry)}: bad host name {host!r}")
+        raise SourceError(source, f"node entry {_show(entry)}: bad host name {brief(host)}")
     if not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
-        raise SourceError(source, f"node entry {_show(entry)}: bad port {port!r}")
+        raise SourceError(source, f"node entry {_show(entry)}: bad port {brief(port)}")
     if ip:
         try:
             ip = str(ipaddress.ip_address(ip))
         except ValueError:
-            raise SourceError(source, f"node entry {_show(entry)}: bad IP {ip!r}") from None
+            raise SourceError(source, f"node entry {_show(entry)}: bad IP {brief(ip)}") from None
     return Node(node.host, int(port), ip or None)
 
 

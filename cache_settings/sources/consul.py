@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from urllib.parse import SplitResult, quote, unquote, urlencode
 
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError
+from ..exceptions import ConfigurationError, SourceError, brief
 from ..nodes import Node, is_host, parse_node
 from ..tls import TLSConfig
 from . import Traits
@@ -349,7 +349,7 @@ def _address(
     port = service.get("Port")
     if isinstance(port, bool) or not isinstance(port, int):
         raise SourceError(
-            source, f"{_at(n)} has a Service.Port that is not an integer ({port!r:.40})"
+            source, f"{_at(n)} has a Service.Port that is not an integer ({brief(port)})"
         )
     service_address, node_address = service.get("Address"), node.get("Address")
     if not isinstance(service_address, _STR_OR_NONE):
@@ -373,7 +373,7 @@ def _address(
     try:
         parsed = parse_node(f"[{text}]" if ":" in text else text, default_port=port)
     except ConfigurationError:
-        return f"unusable address {text[:100]!r}"
+        return f"unusable address {brief(text)}"
     return parsed.host, parsed.port
 
 

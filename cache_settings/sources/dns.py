@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
-from ..exceptions import ConfigurationError, SourceError
+from ..exceptions import ConfigurationError, SourceError, excerpt
 from ..nodes import DEFAULT_PORT, Node, is_host, is_ip, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
@@ -365,4 +365,4 @@ def _describe(exc: BaseException) -> str:
         return "refused the connection"
     if isinstance(exc, OSError):
         return f"cannot be reached ({exc.strerror or exc})"
-    return f"sent a malformed reply ({exc})"
+    return f"sent a malformed reply ({excerpt(str(exc), 120)})"

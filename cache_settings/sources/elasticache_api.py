@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError
+from ..exceptions import ConfigurationError, SourceError, brief, cut, excerpt, some, word
 from ..nodes import Node, is_host, unique_sorted
 from ..redact import environment_secrets, scrub
 from ..tls import TLSConfig
@@ -178,7 +178,7 @@ class ElastiCacheAPI:
             message = exc.response.get("Error", {}).get("Message") or ""
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             raise SourceError(
-                self.url, self._describe(_error_code(exc), message), permanent=status == 403
+                self.url, self._describe(_error_code(exc), str(message)), permanent=status == 403
             ) from None
         except BotoCoreError as exc:
             raise SourceError(self.url, self._describe(type(exc).__name__, str(exc))) from None
@@ -193,14 +193,15 @@ class ElastiCacheAPI:
         """Return a message naming the cluster and the error, with every credential scrubbed."""
         # SignatureDoesNotMatch replies echo the canonical request, which may carry the
         # session token; keep the first line only, then remove any credential we know.
-        text = _scrub(text.strip().splitlines()[0] if text.strip() else "")[:300]
+        # Escaped and cut once scrubbed: a cut must not split a credential.
+        text = excerpt(_scrub(text.strip().splitlines()[0] if text.strip() else ""))
         hint = ""
         if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             hint = (
                 " (needs IAM permissions elasticache:DescribeCacheClusters and "
                 "elasticache:DescribeServerlessCaches)"
             )
-        reason = f"ElastiCache API error {code} for {self.name}"
+        reason = f"ElastiCache API error {word(_scrub(code))} for {self.name}"
         return f"{reason}: {text}{hint}" if text else reason + hint
 
 
@@ -217,9 +218,9 @@ def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
     for cluster in clusters:
         if not isinstance(cluster, Mapping):
             raise SourceError(
-                source, f"DescribeCacheClusters reply has a malformed cluster {cluster!r}"
+                source, f"DescribeCacheClusters reply has a malformed cluster {brief(cluster)}"
             )
-        name = cluster.get("CacheClusterId", "?")
+        name = word(cluster.get("CacheClusterId", "?"))
         _check_engine(cluster, source, f"cluster {name}")
         # A cluster that is still being created lists no CacheNodes at all.
         cache_nodes = cluster.get("CacheNodes", [])
@@ -229,15 +230,15 @@ def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
         statuses: list[str] = []
         for item in paced(cache_nodes):
             if not isinstance(item, Mapping) or not isinstance(item.get("CacheNodeStatus"), str):
-                raise SourceError(source, f"cluster {name}: malformed cache node {item!r}")
-            statuses.append(f"{item.get('CacheNodeId', '?')} {item['CacheNodeStatus']}")
+                raise SourceError(source, f"cluster {name}: malformed cache node {brief(item)}")
+            statuses.append(f"{word(item.get('CacheNodeId', '?'))} {word(item['CacheNodeStatus'])}")
             # DescribeCacheClusters: only "available" nodes serve; the others are being
             # created, rebooted, modified or deleted (and may list no Endpoint yet).
             if item["CacheNodeStatus"] == "available":
                 available.append(_endpoint(item.get("Endpoint"), source, f"cluster {name}"))
         if not available:
-            status = cluster.get("CacheClusterStatus", "unknown")
-            detail = f"nodes: {', '.join(statuses)}" if statuses else "no nodes listed"
+            status = word(cluster.get("CacheClusterStatus", "unknown"))
+            detail = some(statuses, "nodes", show=cut) if statuses else "no nodes listed"
             raise SourceError(source, f"cluster {name} ({status}) has no available node ({detail})")
         nodes.extend(available)
     return list(unique_sorted(nodes))
@@ -253,11 +254,12 @@ def nodes_from_serverless(reply: Mapping[str, Any], *, source: str) -> list[Node
     if not isinstance(caches, list) or len(caches) != 1 or not isinstance(caches[0], Mapping):
         raise SourceError(source, "DescribeServerlessCaches reply does not list exactly one cache")
     cache = caches[0]
-    name = cache.get("ServerlessCacheName", "?")
+    name = word(cache.get("ServerlessCacheName", "?"))
     _check_engine(cache, source, f"serverless cache {name}")
     status = cache.get("Status")
     if status != "available":
-        raise SourceError(source, f"serverless cache {name} is {status or 'of unknown status'}")
+        shown = word(status) if status else "of unknown status"
+        raise SourceError(source, f"serverless cache {name} is {shown}")
     node = _endpoint(cache.get("Endpoint"), source, f"serverless cache {name}")
     return [Node(node.host, node.port, tls=True)]
 
@@ -267,8 +269,9 @@ def _check_engine(item: Mapping[str, Any], source: str, what: str) -> None:
     if not isinstance(engine, str):
         raise SourceError(source, f"{what}: reply names no Engine")
     if engine.lower() != "memcached":
+        shown = word(engine)
         raise SourceError(
-            source, f"{what} runs {engine}, not memcached; use a {engine} cache backend instead"
+            source, f"{what} runs {shown}, not memcached; use a {shown} cache backend instead"
         )
 
 
@@ -277,13 +280,13 @@ def _endpoint(endpoint: object, source: str, what: str) -> Node:
         raise SourceError(source, f"{what}: available node without an Endpoint")
     address, port = endpoint.get("Address"), endpoint.get("Port")
     if not isinstance(address, str) or not address:
-        raise SourceError(source, f"{what}: Endpoint without an Address ({endpoint!r:.200})")
+        raise SourceError(source, f"{what}: Endpoint without an Address ({brief(address)})")
     if not is_host(address):  # never a path or a list a client would read otherwise
         raise SourceError(
-            source, f"{what}: Endpoint Address {address!r:.100} is not a host name or IP"
+            source, f"{what}: Endpoint Address {brief(address)} is not a host name or IP"
         )
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise SourceError(source, f"{what}: Endpoint {address} has an invalid Port {port!r}")
+        raise SourceError(source, f"{what}: Endpoint {address} has an invalid Port {brief(port)}")
     return Node(address.lower(), port)
 
 

@@ -46,7 +46,7 @@ from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError
+from ..exceptions import ConfigurationError, SourceError, brief, some
 from ..nodes import Node, parse_node, unique_sorted
 from ..snapshot import FORMAT
 from ..tls import TLSConfig
@@ -62,6 +62,8 @@ QUIET = 0.05
 
 _Stamp = tuple[int, int, int, int, int]
 _LINE = re.compile(r"[^\n]*\n")
+# The longest "host:port": a 255-character name (RFC 1123), ":" and five digits.
+_LONGEST = 261
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +201,7 @@ def _from_list(value: object, source: str) -> list[Node]:
         for target in targets:
             if not isinstance(target, str):
                 raise SourceError(
-                    source, f'item {index}: expected a "host:port" string, not {target!r:.60}'
+                    source, f'item {index}: expected a "host:port" string, not {brief(target)}'
                 )
             nodes.append(_node(target, source, f"item {index}"))
     return nodes
@@ -210,26 +212,27 @@ def _from_snapshot(value: dict[str, object], source: str, choose: str | None) ->
         raise SourceError(
             source,
             f'a JSON object must be a snapshot with "format": {FORMAT!r}, '
-            f"not {value.get('format')!r:.60}",
+            f"not {brief(value.get('format'))}",
         )
     sources = value.get("sources")
     if not isinstance(sources, dict) or not sources:
         raise SourceError(source, 'the snapshot\'s "sources" must be a non-empty object')
     if choose is None:
         if len(sources) != 1:
-            names = ", ".join(sorted(sources))
+            # Keys are the file's, not ours: a few of them, each repr'd and cut.
             raise SourceError(
                 source,
-                f"the snapshot holds {len(sources)} sources ({names}); choose one with ?source=URL",
+                f"the snapshot holds {some(paced(sources), 'sources')}; "
+                "choose one with ?source=URL",
             )
         choose = next(iter(sources))
     entry = sources.get(choose)
     if not isinstance(entry, dict) or not isinstance(entry.get("nodes"), list):
-        raise SourceError(source, f"the snapshot has no node list for {choose}")
+        raise SourceError(source, f"the snapshot has no node list for {brief(choose)}")
     try:
         return [Node.from_dict(node) for node in entry["nodes"]]
     except ValueError as exc:
-        raise SourceError(source, f"snapshot entry {choose}: {exc}") from None
+        raise SourceError(source, f"snapshot entry {brief(choose)}: {exc}") from None
 
 
 def _from_lines(text: str, source: str) -> list[Node]:
@@ -240,7 +243,7 @@ def _from_lines(text: str, source: str) -> list[Node]:
     if last:
         raise SourceError(
             source,
-            f"the last line {last!r:.60} does not end with a newline: the file may be partly "
+            f"the last line {brief(last)} does not end with a newline: the file may be partly "
             "written",
         )
     nodes = []
@@ -253,6 +256,9 @@ def _from_lines(text: str, source: str) -> list[Node]:
 
 
 def _node(text: str, source: str, where: str) -> Node:
+    if len(text) > _LONGEST:
+        # parse_node() would quote all of it, twice: a line of megabytes in the message.
+        raise SourceError(source, f"{where}: invalid node {brief(text)}: too long for host:port")
     try:
         return parse_node(text, where=where)
     except ConfigurationError as exc:

@@ -123,6 +123,7 @@ class ConsulState:
             self.requests: list[Request] = []
             self.token: str | None = None
             self.acl_filters = False  # anonymous requests: filtered list, not 403
+            self.echo_tokens = False  # a 403 quotes the unknown token, escaped as Go's %q
             self.shuffle = False
             self.raw: tuple[bytes, dict[str, str]] | None = None  # a hostile health reply
             self.ignore_passing = False
@@ -324,7 +325,9 @@ class _Handler(BaseHTTPRequestHandler):
         anonymous = False
         if state.token is not None and self._token(query, headers) != state.token:
             if self._token(query, headers):
-                return self._reply(403, "ACL not found", content_type="text/plain")
+                said = f" (token {json.dumps(self._token(query, headers))})"
+                body = "ACL not found" + (said if state.echo_tokens else "")
+                return self._reply(403, body, content_type="text/plain")
             if not state.acl_filters:
                 return self._reply(
                     403,
@@ -622,6 +625,14 @@ class ConsulAgent:
         state = self._standin("filter_by_acl")
         state.token, state.acl_filters = token, True
         self._token = token
+
+    def echo_tokens(self) -> None:
+        """Quote an unknown token in the 403, escaped as Go's ``%q`` does (stand-in only).
+
+        Consul does not, but an agent or a proxy in front of it may: a token holding a
+        quote or a backslash then reaches the client only in its escaped form.
+        """
+        self._standin("echo_tokens").echo_tokens = True
 
     def shuffle(self) -> None:
         """Return entries in a random order (stand-in only)."""

@@ -515,6 +515,23 @@ def test_consul__unknown_token_is_permanently_refused(consul_agent: ConsulAgent)
     assert "wrong-token" not in str(info.value)
 
 
+# A token may hold a quote and a backslash (printable ASCII): an agent that quotes it as Go's
+# %q or JSON does sends back sec\"ret\\tok-5f3e9a, which is not the token as written.
+ODD_TOKEN = 'sec"ret\\tok-5f3e9a'
+
+
+def test_consul__token_quoted_escaped_by_the_agent_is_masked(consul_agent: ConsulAgent) -> None:
+    consul_agent.filter_by_acl(TOKEN)
+    consul_agent.echo_tokens()
+
+    with pytest.raises(SourceError) as info:
+        Consul("memcached", agent=consul_agent.address, token=ODD_TOKEN).resolve(timeout=2)
+
+    assert "permission denied by the agent" in info.value.reason
+    assert '(ACL not found (token "***"))' in info.value.reason
+    assert "5f3e9a" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -79,7 +79,11 @@ def test_file__snapshot_format_with_several_sources_needs_source(tmp_path: Path)
     write_snapshot(path, "dns://mc.test:11211", [Node("10.0.9.9", 11211)])
     aged(path)
 
-    with pytest.raises(SourceError, match=r"holds 2 sources .*choose one with \?source=URL"):
+    with pytest.raises(
+        SourceError,
+        match=r"holds 2 sources: 'consul:///memcached', 'dns://mc.test:11211'; "
+        r"choose one with \?source=URL",
+    ):
         file_source(path).resolve(timeout=1)
     # The Mimir spelling names the same source as the canonical key in the file.
     chosen = file_source(path, "?source=dns%2Bmc.test%3A11211")
@@ -121,7 +125,7 @@ def test_file__canonical_url_and_bad_urls(tmp_path: Path) -> None:
         (b"\xff\xfe10.0.0.1\n", "not UTF-8 text"),
         (
             b'{"format": "cache_settings/1", "sources": {"a": {"nodes": [{"host": "x"}]}}}',
-            "snapshot entry a: node port must be an integer",
+            "snapshot entry 'a': node port must be an integer",
         ),
     ],
 )
@@ -130,6 +134,68 @@ def test_parse_node_list__refuses_empty_partial_and_malformed_content(
 ) -> None:
     with pytest.raises(SourceError, match=message):
         parse_node_list(content, source="file:///nodes")
+
+
+FORGED = "x\nCRITICAL django.security: forged line"
+LONG = "h" * 100_000
+
+
+def _snapshot_text(sources: dict[str, object]) -> bytes:
+    return json.dumps({"format": "cache_settings/1", "sources": sources}).encode()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        _snapshot_text({FORGED: {"nodes": [{"host": "mc1"}]}}),
+        _snapshot_text({FORGED: {"nodes": [{"host": "mc1", "port": 1}]}, "b": {}}),
+        _snapshot_text({FORGED: {}}),
+        json.dumps({"format": FORGED + LONG}).encode(),
+        f"10.0.0.1:11211\n{LONG}\n".encode(),
+        f"{LONG}:11211\n".encode(),
+        f"10.0.0.1:11211\n{LONG}".encode(),
+        json.dumps([FORGED + LONG]).encode(),
+        json.dumps([{"targets": [LONG]}]).encode(),
+        json.dumps([[FORGED + LONG]]).encode(),
+    ],
+    ids=[
+        "entry-key",
+        "several-keys",
+        "entry-without-nodes",
+        "format",
+        "line",
+        "host",
+        "last-line",
+        "json-item",
+        "target",
+        "json-item-not-a-string",
+    ],
+)
+def test_parse_node_list__messages_quote_the_file_briefly_and_escaped(content: bytes) -> None:
+    """What the file holds is quoted repr'd and cut: no forged log line, no megabyte message."""
+    with pytest.raises(SourceError) as raised:
+        parse_node_list(content, source="file:///nodes")
+
+    message = str(raised.value)
+    assert message.isprintable(), message
+    assert len(message) < 300, message
+
+
+def test_file__several_sources_named_by_a_few_and_a_count(tmp_path: Path) -> None:
+    """A file of 2,001 sources gave a 163,137-character message, one key forging a log line."""
+    path = tmp_path / "cache-nodes.json"
+    sources = {f"consul://agent-{i:05d}:8500/memcached": {} for i in range(2000)}
+    path.write_bytes(_snapshot_text({**sources, FORGED: {}}))
+    aged(path)
+
+    with pytest.raises(SourceError) as raised:
+        file_source(path).resolve(timeout=2)
+
+    assert raised.value.reason == (
+        "the snapshot holds 3 of 2,001 sources: 'consul://agent-00000:8500/memcached', "
+        "'consul://agent-00001:8500/memcached', 'consul://agent-00002:8500/memcached', ...; "
+        "choose one with ?source=URL"
+    )
 
 
 def test_file__missing_file_is_a_source_error(tmp_path: Path) -> None:

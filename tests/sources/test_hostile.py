@@ -31,6 +31,7 @@ from cache_settings.sources.elasticache_api import (
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
 from tests.servers.elasticache_api import ElastiCacheAPIServer
+from tests.servers.faults import Faults
 
 T = TypeVar("T")
 
@@ -41,11 +42,24 @@ FAST = settings(deadline=BOUND, max_examples=150, suppress_health_check=[HealthC
 
 
 def _outcome(call: Callable[[], T]) -> T | SourceError:
-    """Return what *call* returns, or the SourceError it raises; anything else propagates."""
+    """Return what *call* returns, or the SourceError it raises; anything else propagates.
+
+    A SourceError must quote the reply briefly and escaped (issue 13, judged 3): on one
+    printable line, whatever the reply held, and short.
+    """
     try:
         return call()
     except SourceError as exc:
-        return exc
+        error = exc
+    assert error.reason.isprintable(), error.reason
+    assert len(error.reason) <= SAID, error.reason
+    return error
+
+
+# The longest reason a hostile reply may get: a few values, each cut at 80 characters.
+SAID = 500
+# A value a hostile reply may put in any field: a forged log line, and megabytes after it.
+FORGED = "x\nCRITICAL django.security: forged line \x1b[2J" + "h" * 100_000
 
 
 _scalars = (
@@ -250,9 +264,8 @@ _serverless = st.fixed_dictionaries(
 @FAST
 @given(_clusters | st.dictionaries(st.text(max_size=5), _json))
 def test_nodes_from_clusters__any_reply_gives_nodes_or_source_error(reply: dict[str, Any]) -> None:
-    try:
-        nodes = nodes_from_clusters(reply, source="elasticache-api://mc")
-    except SourceError:
+    nodes = _outcome(lambda: nodes_from_clusters(reply, source="elasticache-api://mc"))
+    if isinstance(nodes, SourceError):
         return
     assert nodes
     assert all(0 < n.port < 65536 for n in nodes)
@@ -263,9 +276,8 @@ def test_nodes_from_clusters__any_reply_gives_nodes_or_source_error(reply: dict[
 def test_nodes_from_serverless__any_reply_gives_a_node_or_source_error(
     reply: dict[str, Any],
 ) -> None:
-    try:
-        nodes = nodes_from_serverless(reply, source="elasticache-api://sl")
-    except SourceError:
+    nodes = _outcome(lambda: nodes_from_serverless(reply, source="elasticache-api://sl"))
+    if isinstance(nodes, SourceError):
         return
     assert len(nodes) == 1
     assert nodes[0].tls
@@ -285,6 +297,69 @@ def test_parse_cluster_config__any_bytes_within_the_bound(reply: bytes) -> None:
 
     if isinstance(result, SourceError):
         assert result.source == "elasticache://cfg:11211"
+
+
+def _cluster(**fields: object) -> dict[str, Any]:
+    node = {"CacheNodeId": "0001", "CacheNodeStatus": "available"}
+    node["Endpoint"] = {"Address": "a.example", "Port": 11211}
+    cluster = {"CacheClusterId": "mc", "Engine": "memcached", "CacheNodes": [node]}
+    for key, value in fields.items():
+        target = cluster if key.startswith("Cache") or key == "Engine" else node
+        target[key] = value
+    return {"CacheClusters": [cluster]}
+
+
+def _serverless(**fields: object) -> dict[str, Any]:
+    cache = {"ServerlessCacheName": "sl", "Engine": "memcached", "Status": "available"}
+    cache["Endpoint"] = {"Address": "a.example", "Port": 11211}
+    return {"ServerlessCaches": [{**cache, **fields}]}
+
+
+_SERVICE = {"Address": "10.0.0.1", "Port": 11211}
+# A hostile value in each field a parser quotes when it refuses the reply.
+QUOTED: dict[str, Callable[[], object]] = {
+    "consul Service.Port": lambda: parse_health_service(
+        [{"Node": {}, "Service": {"Port": FORGED}}], source=SOURCE
+    ),
+    "clusters cluster": lambda: nodes_from_clusters({"CacheClusters": [FORGED]}, source=SOURCE),
+    "clusters CacheClusterId": lambda: nodes_from_clusters(
+        _cluster(CacheClusterId=FORGED, CacheNodes=[FORGED]), source=SOURCE
+    ),
+    "clusters Engine": lambda: nodes_from_clusters(_cluster(Engine=FORGED), source=SOURCE),
+    "clusters statuses": lambda: nodes_from_clusters(
+        _cluster(
+            CacheClusterStatus=FORGED,
+            CacheNodes=[{"CacheNodeId": FORGED, "CacheNodeStatus": FORGED}] * 5000,
+        ),
+        source=SOURCE,
+    ),
+    "clusters Address": lambda: nodes_from_clusters(
+        _cluster(Endpoint={"Address": FORGED, "Port": 1}), source=SOURCE
+    ),
+    "clusters Port": lambda: nodes_from_clusters(
+        _cluster(Endpoint={"Address": "a.example", "Port": FORGED}), source=SOURCE
+    ),
+    "serverless Status": lambda: nodes_from_serverless(
+        _serverless(ServerlessCacheName=FORGED, Status=FORGED), source=SOURCE
+    ),
+    "serverless Engine": lambda: nodes_from_serverless(_serverless(Engine=FORGED), source=SOURCE),
+    "config host": lambda: parse_cluster_config(
+        _config(f"1\n{FORGED.replace(chr(10), '')}|10.0.0.1|11211\n".encode())
+    ),
+    "config port": lambda: parse_cluster_config(
+        _config(f"1\nmc|10.0.0.1|{'9' * 100_000}\n".encode())
+    ),
+    "config ip": lambda: parse_cluster_config(_config(f"1\nmc|{'1' * 100_000}|11211\n".encode())),
+}
+
+
+def _config(data: bytes) -> bytes:
+    return b"CONFIG cluster 0 %d\r\n%s\r\nEND\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("parse", QUOTED.values(), ids=QUOTED.keys())
+def test_parsers__quote_hostile_values_briefly_and_escaped(parse: Callable[[], object]) -> None:
+    assert isinstance(_outcome(parse), SourceError)
 
 
 # --- the same kinds of replies through the real clients ----------------------------------------
@@ -320,6 +395,22 @@ def test_consul__bad_index_header_is_a_source_error(
 
     with pytest.raises(SourceError, match="X-Consul-Index"):
         parse_source(f"consul://{consul_agent.address}/memcached").resolve(timeout=2)
+
+
+def test_https_proxy__its_refusal_is_quoted_briefly_and_escaped(
+    faults: Faults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status line of a proxy that refuses a CONNECT went into the message whole."""
+    said = b"HTTP/1.1 407 No\nCRITICAL forged \x1b[2J" + b"y" * 30_000 + b"\r\n\r\n"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{faults.endless(said)}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    source = parse_source("consul://agent.example:8501/memcached?tls=true")
+
+    error = _outcome(lambda: source.resolve(timeout=2))
+
+    assert isinstance(error, SourceError)
+    assert "the proxy refused the tunnel (407 No CRITICAL forged \\x1b[2Jyyy" in error.reason
 
 
 @settings(deadline=None, max_examples=40, suppress_health_check=list(HealthCheck))
@@ -361,6 +452,11 @@ ADVERSARIAL_XML = [
     (200, b""),
     (500, b"\x00" * 1000),
     (403, b"<ErrorResponse><Error><Code>" + b"<x>" * 10_000 + b"</Code></Error></ErrorResponse>"),
+    (
+        400,
+        b"<ErrorResponse><Error><Code>Throttling\nCRITICAL forged " + b"c" * 100_000 + b"</Code>"
+        b"<Message>slow down \t\x7f" + b"m" * 100_000 + b"</Message></Error></ErrorResponse>",
+    ),
 ]
 
 
@@ -377,10 +473,10 @@ def test_elasticache_api__adversarial_reply_is_a_source_error_within_the_timeout
     source = ElastiCacheAPI("mc", region="us-east-1", endpoint_url=elasticache_api.endpoint_url)
 
     started = time.monotonic()
-    with pytest.raises(SourceError) as info:
-        source.resolve(timeout=3)
+    info = _outcome(lambda: source.resolve(timeout=3))
 
-    assert info.value.source == source.url
+    assert isinstance(info, SourceError)
+    assert info.source == source.url
     assert time.monotonic() - started < 3
 
 
