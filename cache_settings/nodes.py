@@ -84,7 +84,9 @@ def parse_port(text: str, *, where: str = "") -> int:
     """Return *text* as a TCP port, or raise ConfigurationError naming it."""
     if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
         prefix = f"{where}: " if where else ""
-        raise ConfigurationError(f"{prefix}invalid port {text!r}: expected an integer 1..65535")
+        raise ConfigurationError(
+            f"{prefix}invalid port {brief(text)}: expected an integer 1..65535"
+        )
     return int(text)
 
 
@@ -108,21 +110,23 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
     parts = value.split()
     if ";" in value or (len(parts) > 1 and all(":" in part for part in parts)):
         raise ConfigurationError(
-            f"{prefix}invalid node {text!r}: separate nodes with commas, as h1:11211,h2:11211"
+            f"{prefix}invalid node {brief(text)}: separate nodes with commas, as h1:11211,h2:11211"
         )
     if value.startswith("["):
         end = value.find("]")
         if end == -1:
-            raise ConfigurationError(f"{prefix}invalid node {text!r}: missing ']'")
+            raise ConfigurationError(f"{prefix}invalid node {brief(text)}: missing ']'")
         host, rest = value[1:end], value[end + 1 :]
         if rest:
             if not rest.startswith(":"):
-                raise ConfigurationError(f"{prefix}invalid node {text!r}: expected ':' after ']'")
+                raise ConfigurationError(
+                    f"{prefix}invalid node {brief(text)}: expected ':' after ']'"
+                )
             port = parse_port(rest[1:], where=where)
         address = _ipv6(host)
         if address is None:
             raise ConfigurationError(
-                f"{prefix}invalid node {text!r}: {host!r} is not an IPv6 address"
+                f"{prefix}invalid node {brief(text)}: {brief(host)} is not an IPv6 address"
             )
         return _checked(Node(address, port), text, prefix)
     if value.count(":") > 1:
@@ -136,14 +140,14 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
             else ""
         )
         raise ConfigurationError(
-            f"{prefix}invalid node {text!r}: too many ':' (expected host:port){hint}"
+            f"{prefix}invalid node {brief(text)}: too many ':' (expected host:port){hint}"
         )
     host, sep, port_text = value.partition(":")
     if sep:
         port = parse_port(port_text, where=where)
     if not host or not _HOSTNAME.fullmatch(host):
         raise ConfigurationError(
-            f"{prefix}invalid node {text!r}: {host!r} is not a host name or IP"
+            f"{prefix}invalid node {brief(text)}: {brief(host)} is not a host name or IP"
         )
     # "mc.example.com." and "mc.example.com" name the same server (RFC 1034, 3.1).
     return _checked(Node(host.lower().removesuffix("."), port), text, prefix)

@@ -230,3 +230,14 @@ def test_parse_node__host_over_255_characters_is_refused() -> None:
         parse_node(long_name)
     with pytest.raises(ConfigurationError, match="at most 255"):
         parse_node("[fe80::1%" + "e" * 260 + "]")
+
+
+def test_parse_node__quotes_a_long_or_hostile_text_briefly_on_one_line() -> None:
+    hostile = "x" * 100_000 + "\nCRITICAL django.security: forged"
+
+    with pytest.raises(ConfigurationError) as raised:
+        parse_node(hostile)
+
+    message = str(raised.value)
+    assert len(message) < 300
+    assert "\n" not in message
