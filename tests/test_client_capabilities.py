@@ -58,7 +58,12 @@ for i in range(30):
     except Exception:
         pass
     took.append(time.monotonic() - started)
-misses = sum(cache.get(f"key{i}") != i for i in range(30))
+misses = 0
+for i in range(30):  # under load, a get may meet the node in libmemcached's retry window
+    try:
+        misses += cache.get(f"key{i}") != i
+    except Exception:
+        misses += 1
 print(json.dumps({"backend": settings.CACHES["default"]["BACKEND"], "took": took,
                   "misses": misses}))
 """

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, brief
 
 __all__ = [
     "CONSISTENCY",
@@ -34,6 +34,7 @@ CONSISTENCY = ("default", "stale", "consistent")
 #: The longest ``wait`` Consul honours, in seconds ("Blocking Queries": 10 minutes).
 MAX_WAIT = 600.0
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
+_SECONDS = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # ASCII digits only, as Consul's
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -45,10 +46,10 @@ def check_modes(consistency: str, cached: bool, wait: float | None, *, where: st
     """
     if consistency not in CONSISTENCY:
         raise ConfigurationError(
-            f"{where}: consistency={consistency!r} must be one of {', '.join(CONSISTENCY)}"
+            f"{where}: consistency={brief(consistency)} must be one of {', '.join(CONSISTENCY)}"
         )
     if not isinstance(cached, bool):
-        raise ConfigurationError(f"{where}: cached={cached!r} must be True or False")
+        raise ConfigurationError(f"{where}: cached={brief(cached)} must be True or False")
     if cached and consistency == "consistent":
         raise ConfigurationError(
             f"{where}: cached=true cannot go with consistency=consistent: Consul refuses "
@@ -57,14 +58,22 @@ def check_modes(consistency: str, cached: bool, wait: float | None, *, where: st
         )
     if wait is None:
         return None
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or not math.isfinite(wait):
-        raise ConfigurationError(f"{where}: wait={wait!r} must be a number of seconds")
-    if not 0.001 <= wait <= MAX_WAIT:
+    seconds = None
+    if not isinstance(wait, bool) and isinstance(wait, int | float):
+        try:
+            seconds = float(wait)  # an int past float's range raises OverflowError
+        except OverflowError:
+            seconds = math.inf
+    if seconds is None or not math.isfinite(seconds):
         raise ConfigurationError(
-            f"{where}: wait={wait!r} must be from 0.001 to {MAX_WAIT:g} seconds (1ms to 10m): "
-            "Consul holds a blocking query at most 10 minutes"
+            f"{where}: wait={brief(wait)} must be a number of seconds, from 0.001 to {MAX_WAIT:g}"
         )
-    return round(wait, 3)
+    if not 0.001 <= seconds <= MAX_WAIT:
+        raise ConfigurationError(
+            f"{where}: wait={brief(wait)} must be from 0.001 to {MAX_WAIT:g} seconds (1ms to "
+            "10m): Consul holds a blocking query at most 10 minutes"
+        )
+    return round(seconds, 3)
 
 
 def parse_wait(text: str, *, where: str) -> float:
@@ -74,10 +83,11 @@ def parse_wait(text: str, *, where: str) -> float:
     """
     value = text.strip()
     try:
-        return float(value) if value and _DURATION.sub("", value) == value else _go(value)
+        return float(value) if _SECONDS.fullmatch(value) else _go(value)
     except ValueError:
         raise ConfigurationError(
-            f"{where}: option wait={text!r} must be seconds or a duration such as 30s, 5m, 1m30s"
+            f"{where}: option wait={brief(text)} must be seconds or a duration such as 30s, 5m, "
+            "1m30s"
         ) from None
 
 

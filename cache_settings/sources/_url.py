@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from urllib.parse import SplitResult, parse_qsl
 
-from ..exceptions import ConfigurationError, close_matches
+from ..exceptions import ConfigurationError, brief, close_matches, excerpt
 from ..redact import redact_url
 from ..tls import TLSConfig
 
@@ -24,7 +24,8 @@ class Query:
         self, url: SplitResult, allowed: Collection[str], *, repeatable: Collection[str] = ()
     ):
         # The values of unknown options are masked: a misspelt "token" is still a secret.
-        self.where = redact_url(url, allowed=allowed)
+        # Bounded and printable: a URL is a setting, but messages go to logs whatever it holds.
+        self.where = excerpt(redact_url(url, allowed=allowed), 200)
         self._values: dict[str, list[str]] = {}
         try:
             pairs = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
@@ -37,11 +38,11 @@ class Query:
                 close = close_matches(key.lower(), allowed, n=1)
                 guess = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigurationError(
-                    f"{self.where}: unknown option {key!r}; {guess}"
+                    f"{self.where}: unknown option {brief(key)}; {guess}"
                     f"{url.scheme}:// accepts {', '.join(sorted(allowed)) or 'no options'}"
                 )
             if key in self._values and key not in repeatable:
-                raise ConfigurationError(f"{self.where}: option {key!r} given more than once")
+                raise ConfigurationError(f"{self.where}: option {brief(key)} given more than once")
             self._values.setdefault(key, []).append(value)
 
     def all(self, key: str) -> tuple[str, ...]:
@@ -62,7 +63,7 @@ class Query:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ConfigurationError(f"{self.where}: option {key}={value!r} must be true or false")
+        raise ConfigurationError(f"{self.where}: option {key}={brief(value)} must be true or false")
 
     def number(self, key: str, default: float | None = None) -> float | None:
         """Return *key* as a float, or *default* when absent."""
@@ -73,7 +74,7 @@ class Query:
             return float(value)
         except ValueError:
             raise ConfigurationError(
-                f"{self.where}: option {key}={value!r} must be a number"
+                f"{self.where}: option {key}={brief(value)} must be a number"
             ) from None
 
     def tls(self, prefix: str = "") -> TLSConfig | None:
@@ -104,7 +105,8 @@ class Query:
             return default
         if value not in choices:
             raise ConfigurationError(
-                f"{self.where}: option {key}={value!r} must be one of {', '.join(sorted(choices))}"
+                f"{self.where}: option {key}={brief(value)} must be one of "
+                f"{', '.join(sorted(choices))}"
             )
         return value
 

@@ -248,7 +248,11 @@ def test_memcached__refreshing_entry_keeps_the_modes_in_its_location(
         ("consul:///mc?wait=soon", r"option wait='soon' must be seconds or a duration"),
         ("consul:///mc?wait=5%20s", r"option wait='5 s' must be seconds or a duration"),
         ("consul:///mc?wait=1d", r"option wait='1d' must be seconds or a duration"),
-        ("consul:///mc?wait=nan", r"wait=nan must be a number of seconds"),
+        ("consul:///mc?wait=nan", r"option wait='nan' must be seconds or a duration"),
+        # Fullwidth digits, which float() would take: Consul reads ASCII digits only.
+        ("consul:///mc?wait=%EF%BC%93%EF%BC%90", r"option wait='\uff13\uff10' must be seconds"),
+        ("consul:///mc?wait=1_000", r"option wait='1_000' must be seconds or a duration"),
+        ("consul:///mc?wait=" + "9" * 5000, r"from 0.001 to 600"),
         ("consul:///mc?wait=", r"option wait='' must be seconds or a duration"),
     ],
 )  # fmt: skip
@@ -256,7 +260,10 @@ def test_consul_url__bad_modes_are_configuration_errors(url: str, message: str) 
     with pytest.raises(ConfigurationError, match=message) as info:
         parse_source(url)
 
-    assert str(info.value).startswith("consul:///mc?")
+    text = str(info.value)
+    assert text.startswith("consul:///mc?")
+    assert len(text) < 600  # whatever the URL holds
+    assert text.isprintable()
 
 
 @pytest.mark.parametrize(
@@ -270,13 +277,17 @@ def test_consul_url__bad_modes_are_configuration_errors(url: str, message: str) 
         ({"wait": math.inf}, r"wait=inf must be a number of seconds"),
         ({"wait": "30s"}, r"wait='30s' must be a number of seconds"),
         ({"wait": True}, r"wait=True must be a number of seconds"),
+        ({"wait": 10**400}, r"wait=an integer of 1329 bits must be a number of seconds"),
+        ({"consistency": "x" * 100_000}, r"consistency='x{59}\.\.\. \(100002 characters\)"),
     ],
 )
 def test_consul__bad_mode_arguments_are_configuration_errors(
     kwargs: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         Consul("mc", **kwargs)
+
+    assert len(str(info.value)) < 600
 
 
 def test_consul__wait_is_kept_to_the_millisecond() -> None:
