@@ -9,6 +9,7 @@ print them: as written, escaped as ``repr()`` or JSON escape them, and percent-e
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Collection, Iterable
@@ -16,6 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, url
 
 __all__ = [
     "MASK",
+    "PROXY_VARIABLES",
     "SECRET_KEYS",
     "SECRET_VARIABLES",
     "Scrubber",
@@ -34,6 +36,16 @@ SECRET_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
+)
+#: Proxy variables (read by urllib, requests, botocore and sources/_http.py): the user info
+#: of their URL is a secret, and so is the Basic ``Proxy-Authorization`` made from it.
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 )
 MASK = "***"
 # Values this short are left alone: masking "a" would garble every line.
@@ -119,8 +131,31 @@ def url_secrets(url: str | None) -> list[str]:
 
 
 def environment_secrets() -> list[str]:
-    """Return the values of the secret variables of :data:`SECRET_VARIABLES` that are set."""
-    return [os.environ[name] for name in SECRET_VARIABLES if os.environ.get(name)]
+    """Return the secrets the environment holds for this process's requests.
+
+    The values of :data:`SECRET_VARIABLES` that are set, and the password of each proxy URL
+    of :data:`PROXY_VARIABLES` with the base64 ``user:password`` of the Basic
+    ``Proxy-Authorization`` header built from it (RFC 7617).
+    """
+    found = [os.environ[name] for name in SECRET_VARIABLES if os.environ.get(name)]
+    for name in PROXY_VARIABLES:
+        value = os.environ.get(name) or ""
+        if "@" in value:
+            found += _proxy_secrets(value)
+    return found
+
+
+def _proxy_secrets(proxy: str) -> list[str]:
+    try:
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        user, password = parts.username, parts.password
+    except ValueError:
+        return []
+    if user is None:
+        return []
+    credentials = f"{unquote(user)}:{unquote(password or '')}"
+    basic = base64.b64encode(credentials.encode()).decode()
+    return [secret for secret in (unquote(password or ""), credentials, basic) if secret]
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
@@ -161,6 +196,7 @@ def _forms(secret: str) -> set[str]:
         secret,
         repr(secret)[1:-1],
         json.dumps(secret)[1:-1],
+        json.dumps(json.dumps(secret)[1:-1])[1:-1],  # JSON quoted inside JSON
         quote(secret, safe=""),
         quote(secret),
         quote_plus(secret, safe=""),

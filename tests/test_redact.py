@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from cache_settings import ConfigurationError, SourceError, parse_source
-from cache_settings.redact import Scrubber, redact_address, redact_url, scrub, url_secrets
+from cache_settings.redact import (
+    Scrubber,
+    environment_secrets,
+    redact_address,
+    redact_url,
+    scrub,
+    url_secrets,
+)
 from tests.servers.consul import ConsulAgent
 
 SECRET = "s3cr3t-p@ss\nword/+"
@@ -57,6 +67,7 @@ def test_url_secrets__user_info_secret_options_and_nested_urls() -> None:
         repr(SECRET),  # a client's error that repr()s the value
         "s3cr3t-p%40ss%0Aword%2F%2B",  # percent-encoded in a URL
         "s3cr3t-p%40ss%0Aword%2F%2B".replace("%2F", "/"),
+        json.dumps(json.dumps(SECRET)[1:-1])[1:-1],  # an agent quoting its JSON error in JSON
     ],
 )
 def test_scrubber__masks_every_printed_form_of_a_secret(shown: str) -> None:
@@ -230,3 +241,19 @@ def test_scrub__secret_option_values_stop_before_trailing_punctuation(
     text: str, masked: str
 ) -> None:
     assert scrub(text) == masked
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_environment_secrets__proxy_password_and_its_basic_header(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy that quotes the credentials it refused must not print them (raw or Basic)."""
+    monkeypatch.setenv(variable, "http://alice:pr0xy%40Passw0rd@proxy.internal:3128")
+    basic = base64.b64encode(b"alice:pr0xy@Passw0rd").decode()
+    text = f"407 Proxy Authentication Required: pr0xy@Passw0rd / Basic {basic}"
+
+    cleaned = scrub(text, environment_secrets())
+
+    assert "Passw0rd" not in cleaned
+    assert basic not in cleaned
+    assert cleaned.startswith("407 Proxy Authentication Required")
