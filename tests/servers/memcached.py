@@ -200,11 +200,13 @@ class MemcachedServer:
             time.sleep(0.01)
         if not reply.endswith(b"END\r\n"):
             raise RuntimeError(f"lru_crawler metadump on {self.location}: {reply!r}")
-        keys = [
+        # A set: the crawler walks the HOT, WARM and COLD queues of the segmented LRU one after
+        # the other, and an item that moves between them meanwhile is listed twice.
+        keys = {
             unquote(line.split(" ", 1)[0][len("key=") :])
             for line in reply.decode().splitlines()
             if line.startswith("key=")
-        ]
+        }
         return sorted(keys)
 
     def keys_count(self) -> int:
