@@ -21,7 +21,9 @@ __all__ = [
     "SECRET_KEYS",
     "SECRET_VARIABLES",
     "Scrubber",
+    "basic_credentials",
     "environment_secrets",
+    "proxy_url",
     "redact_address",
     "redact_url",
     "scrub",
@@ -145,17 +147,38 @@ def environment_secrets() -> list[str]:
     return found
 
 
+def proxy_url(proxy: str) -> SplitResult:
+    """Return a proxy variable's value as a URL (``host:port`` alone means ``http://``).
+
+    Raises:
+        ValueError: it is not a URL (a malformed IPv6 literal, as :func:`urlsplit` says).
+    """
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def basic_credentials(proxy: SplitResult) -> str | None:
+    """Return the Basic ``Proxy-Authorization`` credentials of *proxy*'s user info (RFC 7617).
+
+    ``base64("user:password")``, as the header carries it after ``Basic``; None without user
+    info. It is a secret: :func:`environment_secrets` masks it.
+    """
+    if proxy.username is None:
+        return None
+    credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+    return base64.b64encode(credentials.encode()).decode()
+
+
 def _proxy_secrets(proxy: str) -> list[str]:
     try:
-        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        user, password = parts.username, parts.password
+        parts = proxy_url(proxy)
     except ValueError:
         return []
-    if user is None:
+    basic = basic_credentials(parts)
+    if basic is None:
         return []
-    credentials = f"{unquote(user)}:{unquote(password or '')}"
-    basic = base64.b64encode(credentials.encode()).decode()
-    return [secret for secret in (unquote(password or ""), credentials, basic) if secret]
+    password = unquote(parts.password or "")
+    credentials = f"{unquote(parts.username or '')}:{password}"
+    return [secret for secret in (password, credentials, basic) if secret]
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:

@@ -12,14 +12,14 @@ import http.client
 import socket
 import ssl
 import urllib.request
-from base64 import b64encode
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..attempt import Attempt
 from ..exceptions import SourceError, excerpt
+from ..redact import basic_credentials, proxy_url
 from ._transport import close, connect, failure, start_tls
 
 __all__ = ["Reply", "request"]
@@ -169,9 +169,6 @@ def _proxy_for(scheme: str, host: str) -> _Proxy | None:
     proxy = urllib.request.getproxies().get(scheme)
     if not proxy or urllib.request.proxy_bypass(host):
         return None
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    auth = None
-    if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = "Basic " + b64encode(credentials.encode()).decode()
-    return _Proxy(parts.hostname or "", parts.port or 8080, auth)
+    parts = proxy_url(proxy)
+    basic = basic_credentials(parts)
+    return _Proxy(parts.hostname or "", parts.port or 8080, f"Basic {basic}" if basic else None)
