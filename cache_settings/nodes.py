@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .exceptions import ConfigurationError, brief, cut
+from .exceptions import ConfigurationError, brief
 from .redact import redact_address
 
 __all__ = ["DEFAULT_PORT", "Node", "is_host", "is_ip", "parse_node", "parse_port", "unique_sorted"]
@@ -155,10 +155,13 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
 
 def _checked(node: Node, text: str, prefix: str) -> Node:
     # One rule for hosts, live or read back from a snapshot (Node.from_dict): a node whose
-    # snapshot could not be read back would have no fallback.
-    if not is_host(node.host):
+    # snapshot could not be read back would have no fallback. parse_node() has matched the
+    # host as a name or an IPv6 address already, so of is_host() only what those matches
+    # leave open is checked here: the length, and (in an IPv6 zone) printable, no spaces.
+    host = node.host
+    if len(host) > _LONGEST_HOST or not host.isprintable() or " " in host:
         raise ConfigurationError(
-            f"{prefix}invalid node {cut(repr(text))}: a host is at most {_LONGEST_HOST} "
+            f"{prefix}invalid node {brief(text)}: a host is at most {_LONGEST_HOST} "
             "characters, printable, without spaces"
         )
     return node

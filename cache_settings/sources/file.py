@@ -62,8 +62,6 @@ QUIET = 0.05
 
 _Stamp = tuple[int, int, int, int, int]
 _LINE = re.compile(r"[^\n]*\n")
-# The longest "host:port": a 255-character name (RFC 1123), ":" and five digits.
-_LONGEST = 261
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +254,6 @@ def _from_lines(text: str, source: str) -> list[Node]:
 
 
 def _node(text: str, source: str, where: str) -> Node:
-    if len(text) > _LONGEST:
-        # parse_node() would quote all of it, twice: a line of megabytes in the message.
-        raise SourceError(source, f"{where}: invalid node {brief(text)}: too long for host:port")
     try:
         return parse_node(text, where=where)
     except ConfigurationError as exc:
