@@ -68,18 +68,25 @@ class Flap:
         return [key for key in KEYS if self.read[key] is None]
 
 
+def leave(cluster: Cluster, cache: Any) -> tuple[list[str], Watcher]:
+    """Write every key, drop C in Consul, rewrite every key; return C's keys and the watcher."""
+    c = cluster.servers[2]
+    for key in KEYS:
+        cache.set(key, "old")
+    on_c = [key for key in KEYS if cache.make_key(key) in c.keys()]
+    watcher: Watcher = cache._watcher
+    cluster.agent.set_status(cluster.instances[2], "critical")
+    assert wait_until(lambda: c.location not in listed(watcher), CHANGE)
+    for key in KEYS:
+        cache.set(key, "new")
+    return on_c, watcher
+
+
 def flap(cluster: Cluster, **entry_args: Any) -> Flap:
-    """Write every key, drop C in Consul, rewrite every key, bring C back; read them all."""
+    """C leaves (:func:`leave`) and comes back; read every key."""
     c = cluster.servers[2]
     with django_cache(dict(memcached(cluster.url, refresh=60, **entry_args))) as cache:
-        for key in KEYS:
-            cache.set(key, "old")
-        on_c = [key for key in KEYS if cache.make_key(key) in c.keys()]
-        watcher: Watcher = cache._watcher  # type: ignore[attr-defined]
-        cluster.agent.set_status(cluster.instances[2], "critical")
-        assert wait_until(lambda: c.location not in listed(watcher), CHANGE)
-        for key in KEYS:
-            cache.set(key, "new")
+        on_c, watcher = leave(cluster, cache)
         assert {cache.make_key(key) for key in on_c} <= set(c.keys())  # C kept its data
         cluster.agent.set_status(cluster.instances[2], "passing")
         assert wait_until(lambda: c.location in listed(watcher), CHANGE)
@@ -121,14 +128,7 @@ def test_backend__a_node_that_cannot_be_flushed_stays_out_until_a_flush_succeeds
     c = cluster.servers[2]
     entry = dict(memcached(cluster.url, backend="pymemcache", refresh=60))
     with django_cache(entry) as cache:
-        for key in KEYS:
-            cache.set(key, "old")
-        on_c = [key for key in KEYS if cache.make_key(key) in c.keys()]
-        watcher: Watcher = cache._watcher  # type: ignore[attr-defined]
-        cluster.agent.set_status(cluster.instances[2], "critical")
-        assert wait_until(lambda: c.location not in listed(watcher), CHANGE)
-        for key in KEYS:
-            cache.set(key, "new")
+        on_c, watcher = leave(cluster, cache)
         c.pause()  # accepts connections, answers nothing: flush_all times out
         try:
             cluster.agent.set_status(cluster.instances[2], "passing")
