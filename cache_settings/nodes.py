@@ -21,6 +21,13 @@ _IPV6ISH = re.compile(r"[0-9A-Fa-f:.]+(%[\w.-]+)?")
 # No host longer than this is accepted, live or from a file (RFC 1035 allows 253 in text).
 _LONGEST_HOST = 255
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+# RFC 1123, 2.1: a host name's last label is never all-numeric, so that dotted-decimal text is
+# always an address. Resolvers read more than dotted quads as IPv4 (glibc's getaddrinfo(), for
+# both clients, through inet_aton()): "010.0.0.1" is 8.0.0.1 (octal), "1.2.3" is 1.2.0.3,
+# "2130706433" and "0x7f.1" are 127.0.0.1. A host whose last label is such a number (the
+# WHATWG URL Standard's "ends in a number") is therefore accepted only as a dotted quad that
+# inet_pton() reads, where the clients, the snapshot and a reader of the list all agree.
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,13 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
         raise ConfigurationError(
             f"{prefix}invalid node {brief(text)}: {brief(host)} is not a host name or IP"
         )
+    if _ends_in_number(host):
+        raise ConfigurationError(
+            f"{prefix}invalid node {brief(text)}: {brief(host)} ends in a number but is not "
+            "an IPv4 address a.b.c.d (each part 0..255, no leading zeros); a host name's "
+            "last label is never a number (RFC 1123), and resolvers read such text as an "
+            "address (010.0.0.1 as 8.0.0.1)"
+        )
     # "mc.example.com." and "mc.example.com" name the same server (RFC 1034, 3.1).
     return _checked(Node(host.lower().removesuffix("."), port), text, prefix)
 
@@ -176,7 +190,25 @@ def is_host(text: str) -> bool:
     going through :func:`parse_node` (the AWS API, SRV targets, snapshot files) check
     them with this.
     """
-    return len(text) <= _LONGEST_HOST and (bool(_HOSTNAME.fullmatch(text)) or is_ip(text))
+    if len(text) > _LONGEST_HOST:
+        return False
+    if _HOSTNAME.fullmatch(text):
+        return not _ends_in_number(text)
+    return is_ip(text)
+
+
+def _ends_in_number(name: str) -> bool:
+    """Return True when *name* (matched as a host name) ends in a number but is no IPv4 address.
+
+    See ``_NUMBER``: such a name is read by resolvers as an address other than it shows.
+    """
+    if not _NUMBER.fullmatch(name.removesuffix(".").rpartition(".")[2]):
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET, name.removesuffix("."))
+    except OSError:
+        return True
+    return False
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:

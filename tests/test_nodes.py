@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import socket
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -241,3 +243,67 @@ def test_parse_node__quotes_a_long_or_hostile_text_briefly_on_one_line() -> None
     message = str(raised.value)
     assert len(message) < 300
     assert "\n" not in message
+
+
+# Text that glibc's getaddrinfo() (through inet_aton()) reads as an IPv4 address other than
+# it shows, or that ends in a number without being an address (RFC 1123, 2.1).
+_NUMERIC_NAMES = [
+    "010.0.0.1",  # octal: 8.0.0.1
+    "01.2.3.4",
+    "1.2.3",  # 1.2.0.3
+    "10.1",  # 10.0.0.1
+    "2130706433",  # 127.0.0.1
+    "0x7f.1",  # 127.0.0.1
+    "0X7F.0.0.1",
+    "999.1.1.1",
+    "256.0.0.1",
+    "mc.example.123",
+    "mc.0x1f",
+    "1.2.3.4.5",
+]
+
+
+@pytest.mark.parametrize("host", _NUMERIC_NAMES)
+def test_parse_node__a_name_ending_in_a_number_must_be_a_dotted_quad(host: str) -> None:
+    with pytest.raises(ConfigurationError, match="ends in a number"):
+        parse_node(f"{host}:11211")
+    assert not is_host(host)
+    with pytest.raises(ValueError, match="host"):
+        Node.from_dict({"host": host, "port": 11211})
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "255.255.255.255", "127.0.0.1."])
+def test_parse_node__dotted_quads_stay_addresses(host: str) -> None:
+    assert parse_node(host).host == host.removesuffix(".")
+    assert is_host(host)
+
+
+@pytest.mark.parametrize("host", ["mc-1.example", "0x7f.example", "123abc", "mc.1e5", "a1.b2"])
+def test_parse_node__names_with_digits_that_do_not_end_in_a_number_stay_names(host: str) -> None:
+    assert parse_node(host).host == host
+    assert is_host(host)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["0", "1", "01", "010", "255", "256", "0x7f", "0x", "4294967295", "a"]),
+        min_size=1,
+        max_size=5,
+    ).map(".".join)
+)
+@settings(max_examples=300, deadline=None)
+def test_parse_node__a_host_the_resolver_reads_as_ipv4_is_that_address(text: str) -> None:
+    """Whatever parse_node accepts, the clients' resolver reads as the same address or a name.
+
+    Before: "010.0.0.1" was a node named 010.0.0.1, which libmemcached and pymemcache
+    (getaddrinfo, through inet_aton) connect to as 8.0.0.1.
+    """
+    try:
+        node = parse_node(text)
+    except ConfigurationError:
+        return
+    try:
+        packed = socket.inet_aton(node.host)
+    except OSError:
+        return  # a name the resolver looks up in DNS
+    assert socket.inet_ntoa(packed) == node.host

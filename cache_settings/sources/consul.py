@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -317,7 +316,6 @@ _RANKS = ("passing", "warning", "critical", "maintenance", "unknown")
 _CHECK_RANK = {"passing": 0, "warning": 1, "critical": 2}
 _PASSING, _MAINTENANCE, _UNKNOWN = 0, 3, 4
 _STR_OR_NONE = (str, type(None))
-_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 
 
 def _aggregated(checks: list[Any], n: int, source: str) -> int:
@@ -366,8 +364,6 @@ def _address(
     text = text.strip("[]")
     # What parse_node() makes of an IPv4 address (unchanged) or of a host name (lower case,
     # no trailing dot), without its other checks: most addresses in a reply are these.
-    if _IPV4.fullmatch(text):
-        return text, port
     if ":" not in text and is_host(text):
         return text.lower().removesuffix("."), port
     try:

@@ -205,7 +205,11 @@ def test_parse_cluster_config__any_bytes_parse_or_source_error(reply: bytes):
 
 
 _labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
-_hosts = st.lists(_labels, min_size=1, max_size=4).map(".".join)
+# The last label of a host name is never a number (RFC 1123, 2.1; parse_node refuses "0").
+_last_labels = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+_hosts = st.builds(
+    lambda labels, last: ".".join([*labels, last]), st.lists(_labels, max_size=3), _last_labels
+)
 _ips = st.ip_addresses().map(str) | st.just("")
 _entries = st.tuples(_hosts, _ips, st.integers(1, 65535))
 
