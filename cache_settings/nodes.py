@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from .exceptions import ConfigurationError, brief
 from .redact import redact_address
 
-__all__ = ["DEFAULT_PORT", "Node", "is_host", "is_ip", "parse_node", "parse_port", "unique_sorted"]
+__all__ = [
+    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "parse_node", "parse_port",
+    "unique_sorted",
+]  # fmt: skip
 
 DEFAULT_PORT = 11211
 
@@ -84,7 +87,7 @@ class Node:
             raise ValueError(f"node ip must be an IP address, not {brief(ip)}")
         if tls is not None and not isinstance(tls, bool):
             raise ValueError(f"node tls must be true or false, not {brief(tls)}")
-        return cls(host, port, ip or None, bool(tls))
+        return cls(canonical_host(host), port, canonical_host(ip) if ip else None, bool(tls))
 
 
 def parse_port(text: str, *, where: str = "") -> int:
@@ -227,9 +230,34 @@ def _sort_key(node: Node) -> tuple[str, int, str, bool]:
 def _ipv6(text: str) -> str | None:
     """Return *text* as one canonical IPv6 address text, or None if it is not one."""
     try:
-        return str(ipaddress.IPv6Address(text))
+        return _ipv6_text(ipaddress.IPv6Address(text))
     except ValueError:
         return None
+
+
+def _ipv6_text(address: ipaddress.IPv6Address) -> str:
+    # RFC 5952: compressed, lower case, and an IPv4-mapped address in mixed notation (section
+    # 5), as inet_ntop() writes it. ipaddress writes ::ffff:a00:1 before Python 3.13 and
+    # ::ffff:10.0.0.1 from 3.13 on; processes on two versions would name, and so hash, one
+    # server two ways.
+    mapped = address.ipv4_mapped
+    if mapped is None:
+        return str(address)
+    return f"::ffff:{mapped}" + (f"%{address.scope_id}" if address.scope_id else "")
+
+
+def canonical_host(host: str) -> str:
+    """Return the one spelling of *host* (which :func:`is_host` accepts) that nodes carry.
+
+    Host names lower case without the trailing dot of a fully qualified name (RFC 1034,
+    3.1); IP addresses as RFC 5952 writes them, on every Python version (``2001:DB8:0::1``
+    is ``2001:db8::1``, ``::ffff:a00:1`` is ``::ffff:10.0.0.1``). Sources whose replies do not
+    go through :func:`parse_node` (the AWS API, DNS) and snapshots read back use it, so that
+    one server is one node whichever path named it.
+    """
+    if ":" in host:
+        return _ipv6(host) or host
+    return host.lower().removesuffix(".")
 
 
 def is_ip(text: str) -> bool:

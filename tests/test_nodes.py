@@ -307,3 +307,19 @@ def test_parse_node__a_host_the_resolver_reads_as_ipv4_is_that_address(text: str
     except OSError:
         return  # a name the resolver looks up in DNS
     assert socket.inet_ntoa(packed) == node.host
+
+
+@pytest.mark.parametrize(
+    "text", ["[::ffff:10.0.0.1]", "[::ffff:a00:1]", "[::FFFF:0a00:0001]", "::ffff:10.0.0.1"]
+)
+def test_parse_node__an_ipv4_mapped_address_has_one_spelling_on_every_python(text: str) -> None:
+    """RFC 5952, section 5: mixed notation. ipaddress wrote ::ffff:a00:1 before Python 3.13."""
+    assert parse_node(text).host == "::ffff:10.0.0.1"
+
+
+def test_node_from_dict__reads_back_any_spelling_of_a_host_as_its_one_spelling() -> None:
+    """A snapshot written by another Python version (or by hand) names the server as live."""
+    node = Node.from_dict({"host": "::ffff:a00:1", "port": 11211, "ip": "2001:DB8:0::1"})
+
+    assert node == Node("::ffff:10.0.0.1", 11211, "2001:db8::1")
+    assert Node.from_dict({"host": "MC-1.Example.", "port": 1}) == Node("mc-1.example", 1)

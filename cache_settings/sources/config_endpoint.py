@@ -34,7 +34,7 @@ from urllib.parse import SplitResult, quote, urlencode
 
 from ..attempt import DEFAULT_MAX_REPLY_SIZE, Attempt
 from ..exceptions import ConfigurationError, SourceError, brief
-from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
+from ..nodes import DEFAULT_PORT, Node, canonical_host, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
 from ._budget import paced
@@ -160,7 +160,7 @@ def _parse_entry(entry: bytes, *, source: str) -> Node:
         raise SourceError(source, f"node entry {_show(entry)}: bad port {brief(port)}")
     if ip:
         try:
-            ip = str(ipaddress.ip_address(ip))
+            ip = canonical_host(str(ipaddress.ip_address(ip)))
         except ValueError:
             raise SourceError(source, f"node entry {_show(entry)}: bad IP {brief(ip)}") from None
     return Node(node.host, int(port), ip or None)

@@ -38,7 +38,7 @@ from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
 from ..exceptions import ConfigurationError, SourceError, excerpt
-from ..nodes import DEFAULT_PORT, Node, is_host, is_ip, parse_node, unique_sorted
+from ..nodes import DEFAULT_PORT, Node, canonical_host, is_host, is_ip, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
 from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
@@ -236,7 +236,7 @@ class _Lookup:
         ]
         if not found:
             raise SourceError(self.source, f"no A or AAAA records for {name}")
-        return [str(ipaddress.ip_address(address)) for address in found]
+        return [canonical_host(str(ipaddress.ip_address(address))) for address in found]
 
     def srv(self, name: str) -> list[tuple[str, int]]:
         """Return ``(target, port)`` of every SRV record with the lowest priority value."""

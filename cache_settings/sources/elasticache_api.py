@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError, brief, cut, excerpt, some, word
-from ..nodes import Node, is_host, unique_sorted
+from ..nodes import Node, canonical_host, is_host, unique_sorted
 from ..redact import environment_secrets, scrub
 from ..tls import TLSConfig
 from . import Traits, _aws
@@ -287,7 +287,7 @@ def _endpoint(endpoint: object, source: str, what: str) -> Node:
         )
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise SourceError(source, f"{what}: Endpoint {address} has an invalid Port {brief(port)}")
-    return Node(address.lower(), port)
+    return Node(canonical_host(address), port)
 
 
 def _error_code(exc: Exception) -> str:

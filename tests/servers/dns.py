@@ -103,7 +103,7 @@ class DNSServer:
             path.unlink(missing_ok=True)
         for rdtype, version in (("A", 4), ("AAAA", 6)):
             expected = sorted(
-                str(a) for a in map(ipaddress.ip_address, addresses) if a.version == version
+                _text(a) for a in map(ipaddress.ip_address, addresses) if a.version == version
             )
             self._wait(name, rdtype, expected or ("NOANSWER" if addresses else "NXDOMAIN"))
 
@@ -270,3 +270,10 @@ def silent_nameserver() -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, 0))
         yield f"{HOST}:{sock.getsockname()[1]}"
+
+
+def _text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Return *address* as a DNS answer's text shows it: RFC 5952 (mixed ::ffff:a.b.c.d)."""
+    if address.version == 4:
+        return str(address)
+    return socket.inet_ntop(socket.AF_INET6, address.packed)

@@ -97,6 +97,12 @@ def test_parse_cluster_config__ipv6_ip():
     assert nodes[0].location == "[2001:db8::1]:11211"
 
 
+def test_parse_cluster_config__ipv4_mapped_ip_in_mixed_notation_on_every_python():
+    _, nodes = parse_cluster_config(reply_with(b"1\nnode.example|::FFFF:a00:1|11211\n"))
+
+    assert nodes == [Node("node.example", 11211, "::ffff:10.0.0.1")]
+
+
 def test_parse_cluster_config__crlf_lines_accepted():
     _, nodes = parse_cluster_config(reply_with(b"1\r\nnode.example|10.0.0.1|11211\r\n"))
 
@@ -210,7 +216,10 @@ _last_labels = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 _hosts = st.builds(
     lambda labels, last: ".".join([*labels, last]), st.lists(_labels, max_size=3), _last_labels
 )
-_ips = st.ip_addresses().map(str) | st.just("")
+# Node IPs are RFC 5952 text, an IPv4-mapped one in mixed notation on every Python.
+_ips = st.ip_addresses().map(
+    lambda ip: f"::ffff:{ip.ipv4_mapped}" if ip.version == 6 and ip.ipv4_mapped else str(ip)
+) | st.just("")
 _entries = st.tuples(_hosts, _ips, st.integers(1, 65535))
 
 

@@ -147,6 +147,17 @@ def test_dns__only_aaaa_records_give_ipv6_nodes(dns_server: DNSServer) -> None:
     assert nodes == [Node("fd00::1", 11300), Node("fd00::2", 11300)]
 
 
+def test_dns__an_ipv4_mapped_aaaa_record_has_one_spelling_on_every_python(
+    dns_server: DNSServer,
+) -> None:
+    name = dns_server.name()
+    dns_server.set_addresses(name, ["::ffff:10.0.0.1"])
+
+    nodes = source(f"dns://{name}:11300", dns_server).resolve(timeout=2)
+
+    assert nodes == [Node("::ffff:10.0.0.1", 11300)]
+
+
 def test_dns__truncated_udp_answer_is_asked_again_over_tcp(dns_server: DNSServer) -> None:
     """150 A records (2.4 kB) do not fit the 1232-byte EDNS payload: only TCP has them all."""
     name = dns_server.name()
@@ -193,8 +204,9 @@ def test_dnssrvnoa__targets_are_host_names_and_a_port_replaces_theirs(
     plain = source(f"dnssrvnoa+{service}", dns_server).resolve(timeout=2)
     override = source(f"dnssrvnoa+{service}:11300", dns_server).resolve(timeout=2)
 
-    assert plain == [Node(a, 11211), Node(b, 11212)]
-    assert override == [Node(a, 11300), Node(b, 11300)]
+    # Sorted by name, whatever the names' counters ("node-10" sorts before "node-9").
+    assert plain == sorted([Node(a, 11211), Node(b, 11212)], key=lambda node: node.host)
+    assert override == sorted([Node(a, 11300), Node(b, 11300)], key=lambda node: node.host)
 
 
 def test_dnssrv__a_target_without_addresses_fails_the_attempt(dns_server: DNSServer) -> None:

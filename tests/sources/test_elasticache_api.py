@@ -789,7 +789,20 @@ def test_elasticache_api__log_masking_touches_only_our_calls(
     assert f"x-amz-security-token:{SESSION_TOKEN}" in caplog.text
 
 
-@pytest.mark.parametrize("address", ["/tmp/evil.sock", "a;b,c", "a:b:c"])
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [("MC-1.Example.", "mc-1.example"), ("2001:DB8:0::1", "2001:db8::1"),
+     ("::ffff:a00:1", "::ffff:10.0.0.1")],
+)  # fmt: skip
+def test_elasticache_api__endpoint_address_is_named_as_parse_node_names_it(
+    aws_env: ElastiCacheAPIServer, address: str, host: str
+) -> None:
+    aws_env.add_cluster("mc", [(address, 11211)])
+
+    assert _source(aws_env).resolve(timeout=5) == [Node(host, 11211)]
+
+
+@pytest.mark.parametrize("address", ["/tmp/evil.sock", "a;b,c", "a:b:c", "010.0.0.1"])
 def test_elasticache_api__endpoint_address_must_be_a_host(
     aws_env: ElastiCacheAPIServer, address: str
 ) -> None:
