@@ -105,8 +105,8 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
 
     Equal servers give equal nodes, so that de-duplication and the order clients
     hash on do not depend on spelling: host names are lower-cased without the one
-    trailing dot of a fully qualified name, and IPv6 addresses are written as
-    :class:`ipaddress.IPv6Address` does (compressed, lower-case; RFC 5952).
+    trailing dot of a fully qualified name, and IPv6 addresses are written as RFC 5952
+    says, on every Python version (:func:`canonical_host`).
     *where* names the setting or URL the text came from, for the error message.
     """
     prefix = f"{where}: " if where else ""
