@@ -27,7 +27,7 @@ from ..nodes import parse_node
 from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
 from ._budget import check_json
-from ._consul_modes import go_duration, mode_params
+from ._consul_modes import go_duration, mode_params, staleness
 from ._http import request
 
 if TYPE_CHECKING:
@@ -177,8 +177,32 @@ def ask_health(
     """Return ``(X-Consul-Index, decoded entries)`` of one query for *source*'s instances.
 
     An empty answer that the agent's ACLs filtered (``X-Consul-Results-Filtered-By-ACLs``,
-    API docs, "Results Filtered by ACLs") is a permanent SourceError naming the fix.
+    API docs, "Results Filtered by ACLs") is a permanent SourceError naming the fix. A stale
+    or cached answer older than ``source.max_stale`` (or that does not say how old it is)
+    is asked again of the leader at once, within the same attempt.
     """
+    modes = (source.consistency, source.cached)
+    received, entries, age = _ask(attempt, source, agent, modes, index=index, wait=wait)
+    if source.max_stale is None or (age is not None and age <= source.max_stale):
+        return received, entries
+    logger.warning(
+        "%s: the answer is %s old, more than max_stale=%gs; asking the leader",
+        source.url, "of unknown age" if age is None else f"{age:g}s", source.max_stale,
+    )  # fmt: skip
+    received, entries, _ = _ask(attempt, source, agent, ("default", False), index=None, wait=None)
+    return received, entries
+
+
+def _ask(
+    attempt: Attempt,
+    source: Consul,
+    agent: Agent,
+    modes: tuple[str, bool],
+    *,
+    index: int | None,
+    wait: float | None,
+) -> tuple[int, Any, float | None]:
+    """Ask once in *modes* (consistency, cached); return the index, the entries, their age."""
     url, consul, health, response_type = source.url, *_library(source.url)
     # Neither client sends a namespace or a filter, and python-consul2 sends one tag only;
     # the endpoint takes ns, filter and repeated tag (API docs, "List Service Instances").
@@ -187,7 +211,7 @@ def ask_health(
     extra += [("filter", source.filter_expr)] if source.filter_expr else []
     # Neither client takes a consistency mode or ?cached on Health.service (python-consul2
     # sends ?stale/?consistent on other endpoints only): sent here, as the Go client does.
-    extra += mode_params(source.consistency, source.cached)
+    extra += mode_params(*modes)
     http = _AgentHTTP(attempt, agent, response_type, extra)
     try:
         received, entries = health(_Client(http)).service(
@@ -232,7 +256,7 @@ def ask_health(
         )
     if http.filtered:
         logger.warning("%s: the agent's ACLs hid some instances from this token", url)
-    return int(received), entries
+    return int(received), entries, http.age
 
 
 def _library(source: str) -> tuple[Any, Any, Any]:
@@ -277,6 +301,7 @@ class _AgentHTTP:
             attempt, agent, response_type, extra,
         )  # fmt: skip
         self.filtered = False
+        self.age: float | None = None
 
     def get(
         self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False
@@ -294,6 +319,7 @@ class _AgentHTTP:
         )
         marker = reply.headers.get("X-Consul-Results-Filtered-By-ACLs") or ""
         self.filtered = marker.strip().lower() == "true"
+        self.age = staleness(reply.headers)
         if 200 <= reply.status < 300:
             # The client decodes the body next, in C: only a body that fits in the time left.
             check_json(reply.body, self._attempt, source=self._attempt.source)

@@ -10,6 +10,13 @@ reads); "Combining ``?cached`` with ``?consistent`` is an error", and the agent 
 jitter, and is written as a Go duration (``"10s"``, ``"5m"``). Consul reads ``stale``,
 ``consistent`` and ``cached`` by their presence, whatever their value, so they are sent
 only when asked for.
+
+``max_stale`` bounds how old a stale or cached answer may be, as the agent's ``dns_config``
+option of that name does for DNS ("if a Consul server is behind the leader by more than
+max_stale, the query will be re-evaluated on the leader"). "Consistency Modes": a stale
+answer's ``X-Consul-LastContact`` is the milliseconds since its server last heard from the
+leader. "Agent Caching": a background-refreshed answer's ``Age`` is the seconds since the
+agent lost contact with the servers (0 while its blocking query keeps it fresh).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from ..exceptions import ConfigurationError, brief
 __all__ = [
     "CONSISTENCY",
     "MAX_WAIT",
+    "check_max_stale",
     "check_modes",
     "go_duration",
     "mode_params",
@@ -76,18 +84,51 @@ def check_modes(consistency: str, cached: bool, wait: float | None, *, where: st
     return round(seconds, 3)
 
 
-def parse_wait(text: str, *, where: str) -> float:
-    """Return the ``wait=`` option in seconds: ``"30"`` (seconds), ``"30s"``, ``"5m"``, ``"1m30s"``.
+def check_max_stale(
+    max_stale: float | None, consistency: str, cached: bool, *, where: str
+) -> float | None:
+    """Return *max_stale* in whole milliseconds (seconds), or raise ConfigurationError.
 
-    Raise ConfigurationError naming the value when it is neither.
+    It bounds stale reads, so it needs ``consistency="stale"`` or ``cached``; it is a
+    positive, finite number of seconds.
+    """
+    if max_stale is None:
+        return None
+    if consistency != "stale" and not cached:
+        raise ConfigurationError(
+            f"{where}: max_stale bounds stale answers, and this source asks the leader; add "
+            "consistency=stale or cached=true, or drop max_stale"
+        )
+    seconds = _seconds(max_stale)
+    if seconds is None or not 0.001 <= seconds < math.inf:
+        raise ConfigurationError(
+            f"{where}: max_stale={brief(max_stale)} must be a number of seconds, at least 0.001"
+        )
+    return round(seconds, 3)
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)  # an int past float's range raises OverflowError
+    except OverflowError:
+        return math.inf
+    return seconds if not math.isnan(seconds) else None
+
+
+def parse_wait(text: str, *, where: str, option: str = "wait") -> float:
+    """Return a duration option in seconds: ``"30"`` (seconds), ``"30s"``, ``"5m"``, ``"1m30s"``.
+
+    Raise ConfigurationError naming *option* and the value when it is neither.
     """
     value = text.strip()
     try:
         return float(value) if _SECONDS.fullmatch(value) else _go(value)
     except ValueError:
         raise ConfigurationError(
-            f"{where}: option wait={brief(text)} must be seconds or a duration such as 30s, 5m, "
-            "1m30s"
+            f"{where}: option {option}={brief(text)} must be seconds or a duration such as 30s, "
+            "5m, 1m30s"
         ) from None
 
 
@@ -110,8 +151,29 @@ def mode_params(consistency: str, cached: bool) -> list[tuple[str, str]]:
     return [*params, ("cached", "")] if cached else params
 
 
-def url_params(consistency: str, cached: bool, wait: float | None) -> list[tuple[str, str]]:
-    """Return the ``consistency=``, ``cached=`` and ``wait=`` options of a canonical URL."""
+def url_params(
+    consistency: str, cached: bool, wait: float | None, max_stale: float | None = None
+) -> list[tuple[str, str]]:
+    """Return the ``consistency=``, ``cached=``, ``wait=`` and ``max_stale=`` URL options."""
     params = [("consistency", consistency)] if consistency != "default" else []
     params += [("cached", "true")] if cached else []
-    return params + ([("wait", go_duration(wait))] if wait is not None else [])
+    params += [("wait", go_duration(wait))] if wait is not None else []
+    return params + ([("max_stale", go_duration(max_stale))] if max_stale is not None else [])
+
+
+def staleness(headers: object) -> float | None:
+    """Return how old a stale or cached answer is, in seconds, from its headers; None if unsaid.
+
+    The larger of a cache hit's ``Age`` (seconds) and ``X-Consul-LastContact``
+    (milliseconds), of those the agent sent as decimal integers.
+    """
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    ages = []
+    for name, unit in (("Age", 1.0), ("X-Consul-LastContact", 0.001)):
+        text = get(name)
+        if isinstance(text, str) and text.strip().isascii() and text.strip().isdigit():
+            digits = text.strip()
+            ages.append(int(digits) * unit if len(digits) <= 20 else math.inf)
+    return max(ages, default=None)

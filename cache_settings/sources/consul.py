@@ -30,7 +30,8 @@ STATUSES = ("passing", "warning", "critical", "maintenance")
 _ADDRESSES = ("node", "service")
 _OPTIONS = (
     "address", "ca", "cached", "cert", "consistency", "dc", "filter", "key", "near", "node-meta",
-    "ns", "passing", "status", "tag", "tls", "token", "verify", "wait", *NODE_TLS_OPTIONS,
+    "max_stale", "ns", "passing", "status", "tag", "tls", "token", "verify", "wait",
+    *NODE_TLS_OPTIONS,
 )  # fmt: skip
 # Consul's api.HealthChecks.AggregatedStatus: maintenance is marked by these check ids.
 _NODE_MAINTENANCE, _SERVICE_MAINTENANCE = "_node_maintenance", "_service_maintenance:"
@@ -75,6 +76,11 @@ class Consul:
             Consul's maximum); None fits the wait into the watcher's bound (27 s of
             30 s). A refreshing entry's watcher bounds each query by this plus Consul's
             jitter (``wait / 16``) and a margin.
+        max_stale: seconds a stale or cached answer may lag (``max_stale=10s``; with
+            ``consistency="stale"`` or ``cached``): an answer whose server last heard from
+            the leader longer ago (``X-Consul-LastContact``), or whose agent lost the
+            servers longer ago (``Age``), is asked again of the leader, as Consul's own DNS
+            does with its ``max_stale``; None takes any answer.
 
     Raises:
         ConfigurationError: an argument out of range, or a combination Consul refuses.
@@ -101,6 +107,7 @@ class Consul:
     consistency: str = "default"
     cached: bool = False
     wait: float | None = None
+    max_stale: float | None = None
 
     blocking: ClassVar[bool] = True
 
@@ -123,6 +130,10 @@ class Consul:
             )
         wait = _modes.check_modes(self.consistency, self.cached, self.wait, where="consul")
         object.__setattr__(self, "wait", wait)
+        bound = _modes.check_max_stale(
+            self.max_stale, self.consistency, self.cached, where="consul"
+        )
+        object.__setattr__(self, "max_stale", bound)
         _agent.check_token(self.token, f"{self.url}: the token")
 
     @classmethod
@@ -158,6 +169,11 @@ class Consul:
         wait_text = query.get("wait")
         wait = _modes.parse_wait(wait_text, where=where) if wait_text is not None else None
         _modes.check_modes(consistency, cached, wait, where=where)
+        stale_text = query.get("max_stale")
+        max_stale = None
+        if stale_text is not None:
+            max_stale = _modes.parse_wait(stale_text, where=where, option="max_stale")
+        _modes.check_max_stale(max_stale, consistency, cached, where=where)
         return cls(
             service,
             agent=_agent.parse_agent(hostport, where=where)[1] if hostport else None,
@@ -180,6 +196,7 @@ class Consul:
             consistency=consistency,
             cached=cached,
             wait=wait,
+            max_stale=max_stale,
         )
 
     @property
@@ -203,7 +220,7 @@ class Consul:
         }  # fmt: skip
         params += [(key, value) for key, value in options.items() if value is not None]
         params += node_tls_params(self.node_tls)
-        params += _modes.url_params(self.consistency, self.cached, self.wait)
+        params += _modes.url_params(self.consistency, self.cached, self.wait, self.max_stale)
         query = f"?{urlencode(params)}" if params else ""
         # Quoted, so that names such as "my svc" or "a?b" parse back (from_url unquotes).
         return f"consul://{agent}/{quote(self.service, safe='')}{query}"

@@ -658,6 +658,13 @@ class ConsulAgent:
         state = self._standin("lose_leader")
         state.leader, state.last_contact = False, last_contact
 
+    def fall_behind(self, last_contact: int) -> None:
+        """Act as a follower *last_contact* ms behind a leader that is still there (stand-in only).
+
+        Stale and cached reads report it in ``X-Consul-LastContact``; the leader answers the rest.
+        """
+        self._standin("fall_behind").last_contact = last_contact
+
     def cut_off_cache(self, age: int) -> None:
         """Act as an agent cut off from the servers for *age* seconds (stand-in only).
 
