@@ -63,12 +63,12 @@ class ElastiCacheAPI:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ConfigurationError(
-                f"elasticache-api://: invalid cluster or serverless cache name {self.name!r}; "
+                f"elasticache-api://: invalid cluster or serverless cache name {brief(self.name)}; "
                 "expected letters, digits and hyphens"
             )
         if self.address not in ("ip", "hostname"):
             raise ConfigurationError(
-                f"{self.url}: address={self.address!r} must be 'ip' or 'hostname'"
+                f"{self.url}: address={brief(self.address)} must be 'ip' or 'hostname'"
             )
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
@@ -168,7 +168,7 @@ class ElastiCacheAPI:
                 return nodes_from_serverless(reply, source=self.url)
         except ProfileNotFound:
             raise ConfigurationError(
-                f"{self.url}: AWS profile {self.profile!r} is not in the AWS config files"
+                f"{self.url}: AWS profile {brief(self.profile)} is not in the AWS config files"
             ) from None
         except NoRegionError:
             raise ConfigurationError(

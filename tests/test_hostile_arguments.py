@@ -1,0 +1,127 @@
+"""Hostile settings: whatever an argument or a URL holds, one short printable ConfigurationError.
+
+Each keyword of ``memcached()`` and each place a URL's value is quoted gets values a
+settings file can hold by mistake or from the environment: integers past a float's range,
+unhashable containers, megabytes of text with a forged log line in them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cache_settings
+from cache_settings.exceptions import (
+    LONGEST_MESSAGE,
+    CacheSettingsError,
+    ConfigurationError,
+    ResolutionError,
+)
+
+# A value that could forge a log line and fill a screen, if quoted as it is.
+FORGED = "x\nCRITICAL django.security: forged line \x1b[2J" + "h" * 100_000
+# A message quoting such a value briefly: the value cut at 80 characters, and the fix.
+SHORT = 400
+STATIC = "memcached://127.0.0.1:11211"
+
+
+def _message(error: BaseException) -> str:
+    text = str(error)
+    assert text.isprintable(), text[:500]
+    return text
+
+
+@pytest.mark.parametrize("name", ["deadline", "max_age", "refresh"])
+def test_memcached_seconds__an_integer_past_float_range_is_a_configuration_error(
+    name: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, **{name: 10**400})
+
+    assert f"{name} must be a positive number of seconds" in _message(raised.value)
+    assert "an integer of 1329 bits" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [[], {}, {"pylibmc"}, ["pylibmc"]])
+def test_memcached_backend__an_unhashable_value_is_a_configuration_error(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="backend must be 'pylibmc' or 'pymemcache'"):
+        cache_settings.memcached(STATIC, backend=value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "backend",
+        "snapshot",
+        "attempts",
+        "deadline",
+        "max_age",
+        "min_nodes",
+        "max_reply_size",
+        "on_failure",
+        "refresh",
+        "rejoin",
+    ],
+)
+def test_memcached_arguments__a_forged_value_is_quoted_on_one_short_line(name: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, **{name: FORGED})
+
+    text = _message(raised.value)
+    assert name in text
+    assert len(text) <= SHORT, text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"consul:///memcached?status={FORGED[:300]}",
+        "elasticache-api://" + "n" * 5000,
+        "pymemcache://mc.example:11211?tls=true&ca=/tmp/%0aforged%1b[2J",
+        "pymemcache://mc.example:11211?tls=true&ca=/tmp/" + "c" * 5000,
+    ],
+    ids=["consul-status", "aws-name", "tls-ca-escape", "tls-ca-long"],
+)
+def test_source_options__a_forged_value_is_quoted_on_one_short_line(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(url)
+
+    assert len(_message(raised.value)) <= SHORT, str(raised.value)
+
+
+def test_snapshot_path__a_forged_directory_name_is_quoted_on_one_short_line(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / ("forged\n\x1b[2J" + "d" * 200)
+    directory.mkdir()
+
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, snapshot=directory)
+
+    assert "is a directory" in _message(raised.value)
+    assert len(str(raised.value)) <= SHORT + 300
+
+
+def test_error_message__one_printable_line_of_bounded_length_head_and_tail_kept() -> None:
+    error = CacheSettingsError(f"consul:///{FORGED}: write the service name without it")
+
+    text = _message(error)
+
+    assert len(text) == LONGEST_MESSAGE
+    assert text.startswith("consul:///x CRITICAL django.security: forged line \\x1b[2J")
+    assert text.endswith("write the service name without it")
+
+
+def test_resolution_error__a_megabyte_source_url_gives_a_bounded_message(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/" + "a" * 100_000
+
+    with pytest.raises(ResolutionError) as raised:
+        cache_settings.resolve(url, attempts=1, deadline=1)
+
+    text = _message(raised.value)
+    assert len(text) <= LONGEST_MESSAGE
+    assert text.startswith(f"file://{tmp_path}/aaa")
+    assert text.endswith("(snapshot=PATH keeps a last-known-good list)")
+    assert raised.value.source.endswith("a" * 1000)  # the attribute keeps the whole URL
