@@ -125,3 +125,61 @@ def test_resolution_error__a_megabyte_source_url_gives_a_bounded_message(tmp_pat
     assert text.startswith(f"file://{tmp_path}/aaa")
     assert text.endswith("(snapshot=PATH keeps a last-known-good list)")
     assert raised.value.source.endswith("a" * 1000)  # the attribute keeps the whole URL
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "http://alice:pr0xyPassw0rd@proxy.internal:99999",
+        "http://alice:pr0xyPassw0rd@proxy.internal:port",
+        "http://alice:pr0xyPassw0rd@[::1",
+        "socks5://alice:pr0xyPassw0rd@proxy.internal:1080",
+    ],
+    ids=["port-range", "port-text", "ipv6-open", "socks"],
+)
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("HTTP_PROXY", "consul://agent.example:8500/memcached"),
+        ("https_proxy", "consul://agent.example:8501/memcached?tls=true"),
+        ("HTTPS_PROXY", "elasticache-api://mc?region=us-east-1"),
+    ],
+)
+def test_proxy_variable__a_malformed_one_is_a_configuration_error_naming_it(
+    variable: str, url: str, proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was "malformed reply from http://agent…: ValueError", retried as if the peer erred."""
+    monkeypatch.setenv(variable, proxy)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.resolve(url, attempts=3, deadline=5)
+
+    text = _message(raised.value)
+    assert f"{variable.upper()} (or {variable.lower()})" in text
+    assert "pr0xyPassw0rd" not in text
+    assert "write http://host:port" in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "region=%0A",
+        "region=us-east-1%0A",
+        "region=us east 1",
+        "region=us-east-1&endpoint_url=http://[::1",
+        "region=us-east-1&endpoint_url=http://127.0.0.1:99999",
+        "region=us-east-1&endpoint_url=http://127.0.0.1:port",
+    ],
+)
+def test_elasticache_api_options__a_malformed_region_or_endpoint_is_a_configuration_error(
+    query: str,
+) -> None:
+    """They raised ValueError, or failed each attempt as a "malformed ElastiCache API reply"."""
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.resolve(f"elasticache-api://mc?{query}", attempts=1, deadline=2)
+
+    assert "must be" in _message(raised.value) or "is not an AWS region" in str(raised.value)
