@@ -183,3 +183,25 @@ def test_elasticache_api_options__a_malformed_region_or_endpoint_is_a_configurat
         cache_settings.resolve(f"elasticache-api://mc?{query}", attempts=1, deadline=2)
 
     assert "must be" in _message(raised.value) or "is not an AWS region" in str(raised.value)
+
+
+def test_cli_output__a_forged_snapshot_path_stays_in_its_row_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newline and a terminal escape in --snapshot went raw into the table and the errors."""
+    from cache_settings.cli import main
+
+    forged = str(tmp_path / "nodes\nFORGED ROW  ok\x1b[2J.json")
+    missing = str(tmp_path / "missing\nforged\x1b[2J.json")
+
+    resolved = main(["resolve", "memcached://127.0.0.1:11211", "--snapshot", forged])
+    shown = main(["show", forged])
+    not_found = main(["show", missing])
+
+    out, err = capsys.readouterr()
+    assert (resolved, shown, not_found) == (0, 0, 1)
+    assert "\x1b" not in out + err
+    assert out.count("\n") == 4  # two tables of a header and one row each
+    assert "nodes\\nFORGED ROW  ok\\x1b[2J.json" in out
+    assert err.count("\n") == 1
+    assert "missing forged\\x1b[2J.json: no such snapshot file" in err
