@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from .exceptions import LONGEST_MESSAGE, one_line
 from .redact import Scrubber, environment_secrets, url_secrets
 from .sources import Source
 
@@ -68,8 +69,8 @@ class Output:
         self.stdout.write(self.scrub(text) + "\n")
 
     def err(self, text: str) -> None:
-        """Write one line to standard error."""
-        self.stderr.write(self.scrub(text) + "\n")
+        """Write one line to standard error: printable, whatever a path or reply in it held."""
+        self.stderr.write(one_line(self.scrub(text), 2 * LONGEST_MESSAGE) + "\n")
 
     def report(
         self,
@@ -131,12 +132,23 @@ def logging_to(output: Output, verbose: bool) -> Iterator[None]:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Return *rows* under *headers*, each column padded to its widest cell."""
+    """Return *rows* under *headers*, each column padded to its widest cell.
+
+    A cell's characters that are not printable are escaped (``\\n``, ``\\x1b``): a snapshot
+    path or a host from a file must not start a row of its own or drive the terminal.
+    """
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [headers, *rows]
     )
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def age(seconds: float) -> str:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
 from .capabilities import cannot_reach, ejects_silent_nodes, pylibmc_build, unapplied_behaviors
-from .exceptions import ConfigurationError, close_matches
+from .exceptions import ConfigurationError, brief, close_matches
 from .nodes import Node
 from .sources import Source
 from .tls import TLSConfig
@@ -126,11 +126,12 @@ def choose_client(
             each cause and the fix.
     """
     implied = source.traits.backend
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigurationError(f"backend must be 'pylibmc' or 'pymemcache', not {backend!r}")
+    if backend is not None and (not isinstance(backend, str) or backend not in BACKENDS):
+        raise ConfigurationError(f"backend must be 'pylibmc' or 'pymemcache', not {brief(backend)}")
     if backend is not None and implied is not None and backend != implied:
         raise ConfigurationError(
-            f"{source.url}: the URL asks for {implied} but backend={backend!r}; drop one of them"
+            f"{source.url}: the URL asks for {implied} but backend={brief(backend)}; "
+            "drop one of them"
         )
     chosen = backend or implied
     if tls is not None and chosen == "pylibmc":
@@ -225,11 +226,11 @@ def _unknown_option(backend: str, options: Mapping[str, Any]) -> str | None:
     arguments, behaviors = _names(backend)
     for name in options:
         if name not in arguments:
-            return _misspelt(f"{name!r} is not a {backend} option", name, arguments)
+            return _misspelt(f"{brief(name)} is not a {backend} option", name, arguments)
     if backend == "pylibmc":
         for name in options.get("behaviors", {}):
             if name not in behaviors:
-                return _misspelt(f"{name!r} is not a pylibmc behavior", name, behaviors)
+                return _misspelt(f"{brief(name)} is not a pylibmc behavior", name, behaviors)
     return None
 
 

@@ -27,8 +27,21 @@ __all__ = [
 ]
 
 
+#: The longest message (characters) an error of this package prints; see CacheSettingsError.
+LONGEST_MESSAGE = 2000
+
+
 class CacheSettingsError(Exception):
-    """Raised for every error of cache_settings; catch this to catch them all."""
+    """Raised for every error of cache_settings; catch this to catch them all.
+
+    Its message is one printable line of at most :data:`LONGEST_MESSAGE` characters,
+    whatever a setting, file or reply it quotes held: each message quotes its values
+    briefly (:func:`brief`), and this is the guarantee behind them. A longer message keeps
+    its head (the value and where) and its tail (the fix).
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__(), LONGEST_MESSAGE)
 
 
 class ConfigurationError(CacheSettingsError, ImproperlyConfigured):
@@ -156,6 +169,28 @@ def excerpt(text: str, limit: int = 300) -> str:
     if len(flat) <= limit and len(shown) <= limit:
         return shown
     return f"{shown[: limit - 20]}... ({len(flat)} characters)"
+
+
+def one_line(text: str, limit: int) -> str:
+    """Return *text* on one printable line of at most *limit* characters, head and tail kept.
+
+    Runs of white space become one space and other characters that are not printable are
+    escaped, as :func:`excerpt` does; but a cut removes the middle, since a message names
+    the value and where first and says the fix last.
+    """
+    flat = " ".join(text.split())
+    if len(flat) <= limit and flat.isprintable():
+        return flat
+    size = len(flat)
+    if size > 2 * limit:  # only what can be shown is escaped: megabytes cost no loop
+        flat = flat[:limit] + flat[-limit:]
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    if size <= limit and len(shown) <= limit:
+        return shown
+    marker = f" ... ({size:,} characters) ... "
+    head = (limit - len(marker)) * 2 // 3
+    tail = limit - len(marker) - head
+    return f"{shown[:head]}{marker}{shown[len(shown) - tail :]}"
 
 
 def word(value: object) -> str:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from .attempt import DEFAULT_MAX_REPLY_SIZE
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, brief
 from .nodes import Node
 
 __all__ = [
@@ -83,7 +83,7 @@ class Policy:
         if self.rejoin not in REJOIN_POLICIES:
             raise ConfigurationError(
                 f"rejoin must be 'flush' (flush a node that returns to the list) or 'keep', "
-                f"not {self.rejoin!r}"
+                f"not {brief(self.rejoin)}"
             )
         check_count(self.attempts, "attempts")
         check_count(self.min_nodes, "min_nodes")
@@ -142,13 +142,14 @@ def check_seconds(value: object, name: str, *, optional: bool = False) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        # The range first: math.isfinite() raises OverflowError on an int past float's range.
         or not 0 < value <= MAX_SECONDS
+        or not math.isfinite(value)
     ):
         also = ", or None" if optional else ""
         raise ConfigurationError(
             f"{name} must be a positive number of seconds, at most {MAX_SECONDS:.0f} "
-            f"(365 days){also}, not {value!r}"
+            f"(365 days){also}, not {brief(value)}"
         )
     return float(value)
 
@@ -161,7 +162,7 @@ def seconds_text(value: float) -> str:
 def check_count(value: object, name: str, *, unit: str = "") -> int:
     """Return *value*; raise :class:`ConfigurationError` unless it is a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer{unit}, not {value!r}")
+        raise ConfigurationError(f"{name} must be a positive integer{unit}, not {brief(value)}")
     return value
 
 
@@ -199,7 +200,8 @@ def _snapshot_path(value: object) -> str:
 
     if not isinstance(value, str | os.PathLike):
         raise ConfigurationError(
-            f"snapshot must be the path of a JSON file (str or os.PathLike) or None, not {value!r}"
+            "snapshot must be the path of a JSON file (str or os.PathLike) or None, "
+            f"not {brief(value)}"
         )
     check_snapshot_path(value)
     return os.fspath(value)

@@ -13,7 +13,13 @@ from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .chain import as_source, members, written_urls
 from .clients import BACKENDS, choose_client, client_defaults
 from .entries import Entry, is_collecting, management_command, record, report
-from .exceptions import CacheSettingsError, ConfigurationError, ResolutionError, close_matches
+from .exceptions import (
+    CacheSettingsError,
+    ConfigurationError,
+    ResolutionError,
+    brief,
+    close_matches,
+)
 from .forking import install as _install_fork_guard
 from .policy import Policy, Rejoin, as_path
 from .redact import url_secrets
@@ -150,7 +156,7 @@ def memcached(
     django = _django_keys(django_keys)
     if on_failure not in ("raise", "locmem", "dummy"):
         raise ConfigurationError(
-            f"on_failure must be 'raise', 'locmem' or 'dummy', not {on_failure!r}"
+            f"on_failure must be 'raise', 'locmem' or 'dummy', not {brief(on_failure)}"
         )
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")

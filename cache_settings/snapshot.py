@@ -85,7 +85,7 @@ from ._snapshot_format import (
     dump,
     parse,
 )
-from .exceptions import ConfigurationError, SnapshotError
+from .exceptions import ConfigurationError, SnapshotError, brief
 from .nodes import Node, unique_sorted
 from .redact import SECRET_KEYS, redact_url
 
@@ -135,12 +135,12 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
         filename = None
     if not isinstance(filename, str) or not filename or "\x00" in filename:
         raise ConfigurationError(
-            f"snapshot must be the path of a JSON file (str or pathlib.Path), not {path!r}"
+            f"snapshot must be the path of a JSON file (str or pathlib.Path), not {brief(path)}"
         )
     if os.path.basename(filename) in _DIRECTORY_NAMES:
         raise ConfigurationError(
-            f"snapshot={filename!r} names a directory; give the path of a JSON file, "
-            f"e.g. {os.path.join(filename, 'cache-nodes.json')!r}"
+            f"snapshot={brief(filename, 300)} names a directory; give the path of a JSON file, "
+            f"e.g. {brief(os.path.join(filename, 'cache-nodes.json'), 300)}"
         )
     filename = os.path.abspath(filename)
     try:
@@ -151,26 +151,26 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
         return filename
     except NotADirectoryError:
         raise ConfigurationError(
-            f"snapshot={filename!r}: a parent of it is not a directory"
+            f"snapshot={brief(filename, 300)}: a parent of it is not a directory"
         ) from None
     except OSError as exc:  # a loop of symbolic links, a name too long
         raise ConfigurationError(
-            f"snapshot={filename!r}: cannot be used ({_safefile.reason(exc)})"
+            f"snapshot={brief(filename, 300)}: cannot be used ({_safefile.reason(exc)})"
         ) from None
     if stat.S_ISDIR(mode):
         raise ConfigurationError(
-            f"snapshot={filename!r} is a directory; give the path of a JSON file in it, "
-            f"e.g. {os.path.join(filename, 'cache-nodes.json')!r}"
+            f"snapshot={brief(filename, 300)} is a directory; give the path of a JSON file in it, "
+            f"e.g. {brief(os.path.join(filename, 'cache-nodes.json'), 300)}"
         )
     if stat.S_ISLNK(mode):
         raise ConfigurationError(
-            f"snapshot={filename!r} is a symbolic link, which is never followed; give the "
-            f"path of the file itself ({os.path.realpath(filename)!r})"
+            f"snapshot={brief(filename, 300)} is a symbolic link, which is never followed; "
+            f"give the path of the file itself ({brief(os.path.realpath(filename), 300)})"
         )
     if not stat.S_ISREG(mode):
         raise ConfigurationError(
-            f"snapshot={filename!r} is not a regular file (a FIFO, socket or device); give the "
-            "path of a JSON file in a directory owned by the site's user"
+            f"snapshot={brief(filename, 300)} is not a regular file (a FIFO, socket or device); "
+            "give the path of a JSON file in a directory owned by the site's user"
         )
     return filename
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, brief
 
 __all__ = ["TLSConfig"]
 
@@ -37,8 +37,10 @@ class TLSConfig:
         return context
 
     def describe(self) -> str:
-        """Return the settings as ``ca=…, cert=…`` for messages."""
+        """Return the settings as ``ca='…', cert='…'`` for messages (quoted briefly)."""
         parts = [
-            f"{name}={value}" for name, value in (("ca", self.ca), ("cert", self.cert)) if value
+            f"{name}={brief(value)}"
+            for name, value in (("ca", self.ca), ("cert", self.cert))
+            if value
         ]
         return ", ".join(parts) or "default trust store"

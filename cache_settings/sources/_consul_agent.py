@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError, excerpt
+from ..exceptions import ConfigurationError, SourceError, brief, excerpt
 from ..nodes import parse_node
 from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
@@ -225,13 +225,13 @@ def _ask(
             token=agent.token,
             node_meta=dict(source.node_meta) or None,
         )
-    except SourceError:
+    except (SourceError, ConfigurationError):  # ours, from the transport (a proxy variable)
         raise
     except consul.ACLPermissionDenied as exc:
         raise SourceError(
             url,
             f"permission denied by the agent {agent.url} ({_clean(exc, agent)}); use a token "
-            f"with service:read on {source.service!r} (CONSUL_HTTP_TOKEN or token=)",
+            f"with service:read on {brief(source.service)} (CONSUL_HTTP_TOKEN or token=)",
             permanent=True,
         ) from None
     except consul.ConsulException as exc:
@@ -251,7 +251,7 @@ def _ask(
         raise SourceError(
             url,
             f"the agent {agent.url} answered no instance: its ACLs hid them ({sent}); set "
-            f"CONSUL_HTTP_TOKEN or token= to a token with service:read on {source.service!r}",
+            f"CONSUL_HTTP_TOKEN or token= to a token with service:read on {brief(source.service)}",
             permanent=True,
         )
     if http.filtered:

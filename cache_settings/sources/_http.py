@@ -18,8 +18,8 @@ from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from ..attempt import Attempt
-from ..exceptions import SourceError, excerpt
-from ..redact import basic_credentials, proxy_url
+from ..exceptions import ConfigurationError, SourceError, brief, excerpt
+from ..redact import basic_credentials, proxy_url, redact_address
 from ._transport import close, connect, failure, start_tls
 
 __all__ = ["Reply", "request"]
@@ -169,6 +169,21 @@ def _proxy_for(scheme: str, host: str) -> _Proxy | None:
     proxy = urllib.request.getproxies().get(scheme)
     if not proxy or urllib.request.proxy_bypass(host):
         return None
-    parts = proxy_url(proxy)
+    try:
+        parts = proxy_url(proxy)
+        port = parts.port  # raises ValueError for a port that is not 1..65535
+    except ValueError:
+        # A setting of the environment, not a fault of the peer: no retry can mend it, and
+        # its password must not be quoted.
+        raise ConfigurationError(
+            f"{scheme.upper()}_PROXY (or {scheme}_proxy) {brief(redact_address(proxy))} is not "
+            "a proxy URL; write http://host:port, with a port 1..65535"
+        ) from None
+    if not parts.hostname or port == 0 or parts.scheme.lower() not in ("http", "https"):
+        # A socks5:// proxy would be sent HTTP, and its answer read as the peer's.
+        raise ConfigurationError(
+            f"{scheme.upper()}_PROXY (or {scheme}_proxy) {brief(redact_address(proxy))} is not "
+            "an HTTP proxy; write http://host:port (SOCKS is not supported)"
+        )
     basic = basic_credentials(parts)
-    return _Proxy(parts.hostname or "", parts.port or 8080, f"Basic {basic}" if basic else None)
+    return _Proxy(parts.hostname, port or 8080, f"Basic {basic}" if basic else None)

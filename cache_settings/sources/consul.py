@@ -113,12 +113,12 @@ class Consul:
 
     def __post_init__(self) -> None:
         if not self.service or "/" in self.service:
-            raise ConfigurationError(f"consul: invalid service name {self.service!r}")
+            raise ConfigurationError(f"consul: invalid service name {brief(self.service)}")
         object.__setattr__(self, "tags", tuple(self.tags))
         object.__setattr__(self, "node_meta", tuple((k, v) for k, v in self.node_meta))
         if set(self.status) - set(STATUSES):
             statuses = ", ".join(STATUSES)
-            raise ConfigurationError(f"consul: status={self.status!r} must list {statuses}")
+            raise ConfigurationError(f"consul: status={brief(self.status)} must list {statuses}")
         kept = tuple(s for s in STATUSES if s in self.status)
         object.__setattr__(self, "status", kept or (("passing",) if self.passing else STATUSES))
         object.__setattr__(self, "passing", self.status == ("passing",))
@@ -126,7 +126,7 @@ class Consul:
             _agent.parse_agent(self.agent, where="consul agent")
         if self.address not in _ADDRESSES:
             raise ConfigurationError(
-                f"consul: address={self.address!r} must be one of {', '.join(_ADDRESSES)}"
+                f"consul: address={brief(self.address)} must be one of {', '.join(_ADDRESSES)}"
             )
         wait = _modes.check_modes(self.consistency, self.cached, self.wait, where="consul")
         object.__setattr__(self, "wait", wait)

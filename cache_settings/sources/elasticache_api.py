@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 _OPTIONS = ("address", "ca", "endpoint_url", "profile", "region")
 # ElastiCache cluster ids and serverless cache names: letters, digits and hyphens.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+# botocore's own check of a region ("valid_host_label") ends in "$", which also matches
+# before a trailing newline: a region of "\n" reached the request and failed there as a
+# "malformed reply". One label of letters, digits and hyphens.
+_REGION = re.compile(r"(?![0-9]+\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 # AWS access key ids (long-term AKIA…, temporary ASIA…); scrubbed from every message.
 _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 # Secret access keys are 40 characters of base64; session tokens are longer.
@@ -63,19 +67,23 @@ class ElastiCacheAPI:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ConfigurationError(
-                f"elasticache-api://: invalid cluster or serverless cache name {self.name!r}; "
+                f"elasticache-api://: invalid cluster or serverless cache name {brief(self.name)}; "
                 "expected letters, digits and hyphens"
             )
         if self.address not in ("ip", "hostname"):
             raise ConfigurationError(
-                f"{self.url}: address={self.address!r} must be 'ip' or 'hostname'"
+                f"{self.url}: address={brief(self.address)} must be 'ip' or 'hostname'"
             )
-        if self.endpoint_url is not None:
-            parts = urlsplit(self.endpoint_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigurationError(
-                    f"elasticache-api://{self.name}: endpoint_url must be an http(s):// URL"
-                )
+        if self.region is not None and not _REGION.fullmatch(self.region):
+            raise ConfigurationError(
+                f"elasticache-api://{self.name}: region={brief(self.region)} is not an AWS "
+                "region name, such as us-east-1"
+            )
+        if self.endpoint_url is not None and not _is_endpoint(self.endpoint_url):
+            raise ConfigurationError(
+                f"elasticache-api://{self.name}: endpoint_url must be an http(s)://host[:port] "
+                "URL, with a port 1..65535"
+            )
         object.__setattr__(self, "name", self.name.lower())
 
     @classmethod
@@ -168,7 +176,7 @@ class ElastiCacheAPI:
                 return nodes_from_serverless(reply, source=self.url)
         except ProfileNotFound:
             raise ConfigurationError(
-                f"{self.url}: AWS profile {self.profile!r} is not in the AWS config files"
+                f"{self.url}: AWS profile {brief(self.profile)} is not in the AWS config files"
             ) from None
         except NoRegionError:
             raise ConfigurationError(
@@ -299,3 +307,13 @@ def _scrub(text: str) -> str:
     """Remove anything shaped like an AWS credential, and the environment's own, from *text*."""
     text = scrub(_aws.mask_signed(text), environment_secrets())
     return _SECRET.sub("***", _ACCESS_KEY_ID.sub("***", text))
+
+
+def _is_endpoint(url: str) -> bool:
+    """Return True when *url* is ``http(s)://host[:port]…`` that urllib can take apart."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError past 65535 or for text
+    except ValueError:  # an unclosed "[" of an IPv6 literal
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0

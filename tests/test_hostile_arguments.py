@@ -1,0 +1,207 @@
+"""Hostile settings: whatever an argument or a URL holds, one short printable ConfigurationError.
+
+Each keyword of ``memcached()`` and each place a URL's value is quoted gets values a
+settings file can hold by mistake or from the environment: integers past a float's range,
+unhashable containers, megabytes of text with a forged log line in them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cache_settings
+from cache_settings.exceptions import (
+    LONGEST_MESSAGE,
+    CacheSettingsError,
+    ConfigurationError,
+    ResolutionError,
+)
+
+# A value that could forge a log line and fill a screen, if quoted as it is.
+FORGED = "x\nCRITICAL django.security: forged line \x1b[2J" + "h" * 100_000
+# A message quoting such a value briefly: the value cut at 80 characters, and the fix.
+SHORT = 400
+STATIC = "memcached://127.0.0.1:11211"
+
+
+def _message(error: BaseException) -> str:
+    text = str(error)
+    assert text.isprintable(), text[:500]
+    return text
+
+
+@pytest.mark.parametrize("name", ["deadline", "max_age", "refresh"])
+def test_memcached_seconds__an_integer_past_float_range_is_a_configuration_error(
+    name: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, **{name: 10**400})
+
+    assert f"{name} must be a positive number of seconds" in _message(raised.value)
+    assert "an integer of 1329 bits" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [[], {}, {"pylibmc"}, ["pylibmc"]])
+def test_memcached_backend__an_unhashable_value_is_a_configuration_error(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="backend must be 'pylibmc' or 'pymemcache'"):
+        cache_settings.memcached(STATIC, backend=value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "backend",
+        "snapshot",
+        "attempts",
+        "deadline",
+        "max_age",
+        "min_nodes",
+        "max_reply_size",
+        "on_failure",
+        "refresh",
+        "rejoin",
+    ],
+)
+def test_memcached_arguments__a_forged_value_is_quoted_on_one_short_line(name: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, **{name: FORGED})
+
+    text = _message(raised.value)
+    assert name in text
+    assert len(text) <= SHORT, text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"consul:///memcached?status={FORGED[:300]}",
+        "elasticache-api://" + "n" * 5000,
+        "pymemcache://mc.example:11211?tls=true&ca=/tmp/%0aforged%1b[2J",
+        "pymemcache://mc.example:11211?tls=true&ca=/tmp/" + "c" * 5000,
+    ],
+    ids=["consul-status", "aws-name", "tls-ca-escape", "tls-ca-long"],
+)
+def test_source_options__a_forged_value_is_quoted_on_one_short_line(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(url)
+
+    assert len(_message(raised.value)) <= SHORT, str(raised.value)
+
+
+def test_snapshot_path__a_forged_directory_name_is_quoted_on_one_short_line(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / ("forged\n\x1b[2J" + "d" * 200)
+    directory.mkdir()
+
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, snapshot=directory)
+
+    assert "is a directory" in _message(raised.value)
+    assert len(str(raised.value)) <= SHORT + 300
+
+
+def test_error_message__one_printable_line_of_bounded_length_head_and_tail_kept() -> None:
+    error = CacheSettingsError(f"consul:///{FORGED}: write the service name without it")
+
+    text = _message(error)
+
+    assert len(text) == LONGEST_MESSAGE
+    assert text.startswith("consul:///x CRITICAL django.security: forged line \\x1b[2J")
+    assert text.endswith("write the service name without it")
+
+
+def test_resolution_error__a_megabyte_source_url_gives_a_bounded_message(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/" + "a" * 100_000
+
+    with pytest.raises(ResolutionError) as raised:
+        cache_settings.resolve(url, attempts=1, deadline=1)
+
+    text = _message(raised.value)
+    assert len(text) <= LONGEST_MESSAGE
+    assert text.startswith(f"file://{tmp_path}/aaa")
+    assert text.endswith("(snapshot=PATH keeps a last-known-good list)")
+    assert raised.value.source.endswith("a" * 1000)  # the attribute keeps the whole URL
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "http://alice:pr0xyPassw0rd@proxy.internal:99999",
+        "http://alice:pr0xyPassw0rd@proxy.internal:port",
+        "http://alice:pr0xyPassw0rd@[::1",
+        "socks5://alice:pr0xyPassw0rd@proxy.internal:1080",
+    ],
+    ids=["port-range", "port-text", "ipv6-open", "socks"],
+)
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("HTTP_PROXY", "consul://agent.example:8500/memcached"),
+        ("https_proxy", "consul://agent.example:8501/memcached?tls=true"),
+        ("HTTPS_PROXY", "elasticache-api://mc?region=us-east-1"),
+    ],
+)
+def test_proxy_variable__a_malformed_one_is_a_configuration_error_naming_it(
+    variable: str, url: str, proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was "malformed reply from http://agent…: ValueError", retried as if the peer erred."""
+    monkeypatch.setenv(variable, proxy)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.resolve(url, attempts=3, deadline=5)
+
+    text = _message(raised.value)
+    assert f"{variable.upper()} (or {variable.lower()})" in text
+    assert "pr0xyPassw0rd" not in text
+    assert "write http://host:port" in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "region=%0A",
+        "region=us-east-1%0A",
+        "region=us east 1",
+        "region=us-east-1&endpoint_url=http://[::1",
+        "region=us-east-1&endpoint_url=http://127.0.0.1:99999",
+        "region=us-east-1&endpoint_url=http://127.0.0.1:port",
+    ],
+)
+def test_elasticache_api_options__a_malformed_region_or_endpoint_is_a_configuration_error(
+    query: str,
+) -> None:
+    """They raised ValueError, or failed each attempt as a "malformed ElastiCache API reply"."""
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.resolve(f"elasticache-api://mc?{query}", attempts=1, deadline=2)
+
+    assert "must be" in _message(raised.value) or "is not an AWS region" in str(raised.value)
+
+
+def test_cli_output__a_forged_snapshot_path_stays_in_its_row_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newline and a terminal escape in --snapshot went raw into the table and the errors."""
+    from cache_settings.cli import main
+
+    forged = str(tmp_path / "nodes\nFORGED ROW  ok\x1b[2J.json")
+    missing = str(tmp_path / "missing\nforged\x1b[2J.json")
+
+    resolved = main(["resolve", "memcached://127.0.0.1:11211", "--snapshot", forged])
+    shown = main(["show", forged])
+    not_found = main(["show", missing])
+
+    out, err = capsys.readouterr()
+    assert (resolved, shown, not_found) == (0, 0, 1)
+    assert "\x1b" not in out + err
+    assert out.count("\n") == 4  # two tables of a header and one row each
+    assert "nodes\\nFORGED ROW  ok\\x1b[2J.json" in out
+    assert err.count("\n") == 1
+    assert "missing forged\\x1b[2J.json: no such snapshot file" in err
