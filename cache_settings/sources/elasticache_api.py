@@ -145,13 +145,20 @@ class ElastiCacheAPI:
         return within(self.url, timeout, self._resolve)
 
     def _resolve(self, attempt: Attempt) -> list[Node]:
-        from botocore.exceptions import BotoCoreError, ClientError, NoRegionError, ProfileNotFound
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            InvalidRegionError,
+            NoRegionError,
+            ProfileNotFound,
+        )
 
         try:
             with (
                 _aws.checked_out(self.profile) as session,
                 closing(_aws.client(session, attempt, self.region, self.endpoint_url)) as client,
             ):
+                self._check_region(client.meta.region_name)
                 try:
                     return nodes_from_clusters(
                         client.describe_cache_clusters(
@@ -178,6 +185,8 @@ class ElastiCacheAPI:
             raise ConfigurationError(
                 f"{self.url}: AWS profile {brief(self.profile)} is not in the AWS config files"
             ) from None
+        except InvalidRegionError as exc:  # botocore refused the region its chain found
+            raise self._bad_region(exc.kwargs.get("region_name")) from None
         except NoRegionError:
             raise ConfigurationError(
                 f"{self.url}: no AWS region; add ?region=… or set AWS_DEFAULT_REGION"
@@ -196,6 +205,18 @@ class ElastiCacheAPI:
             raise SourceError(
                 self.url, f"malformed ElastiCache API reply ({type(exc).__name__})"
             ) from None
+
+    def _check_region(self, region: object) -> None:
+        """Refuse a region from boto3's chain (environment, profile) that is not one label."""
+        if self.region is None and not (isinstance(region, str) and _REGION.fullmatch(region)):
+            raise self._bad_region(region)
+
+    def _bad_region(self, region: object) -> ConfigurationError:
+        where = "" if self.region else " (from AWS_REGION, AWS_DEFAULT_REGION or the profile)"
+        return ConfigurationError(
+            f"{self.url}: the AWS region {brief(region)}{where} is not a region name, such as "
+            "us-east-1"
+        )
 
     def _describe(self, code: str, text: str) -> str:
         """Return a message naming the cluster and the error, with every credential scrubbed."""

@@ -312,6 +312,22 @@ def test_elasticache_api__standard_chain_supplies_endpoint_region_credentials(
     assert (request.region, request.access_key) == ("eu-west-1", aws_env.access_key)
 
 
+@pytest.mark.parametrize("region", ["us-east-1\n", "us east 1", "-us", "eu-west-1/x"])
+def test_elasticache_api__a_bad_region_from_the_environment_is_a_configuration_error(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    """Not a "malformed reply" retried until the deadline: the setting is what is wrong."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ELASTICACHE", aws_env.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+
+    with pytest.raises(ConfigurationError, match="AWS_DEFAULT_REGION or the profile") as info:
+        parse_source(SOURCE).resolve(timeout=5)
+
+    assert str(info.value).isprintable()
+    assert aws_env.requests == []
+
+
 def test_elasticache_api__url_options_win_over_environment(
     aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
