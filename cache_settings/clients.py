@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from copy import deepcopy
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeGuard
 
 from .capabilities import cannot_reach, ejects_silent_nodes, pylibmc_build, unapplied_behaviors
 from .exceptions import ConfigurationError, brief, close_matches
@@ -195,7 +196,7 @@ def _cannot_serve(
     """Return why *backend* cannot serve this entry, or None when it can."""
     if importlib.util.find_spec(backend) is None:
         return _Cause(f"{backend} is not installed: {_INSTALL[backend]}", "missing")
-    unknown = _unknown_option(backend, options)
+    unknown = _unknown_option(backend, options) or _bad_value(backend, options)
     if unknown:
         return _Cause(unknown)
     unreachable = cannot_reach(backend, nodes)
@@ -232,6 +233,46 @@ def _unknown_option(backend: str, options: Mapping[str, Any]) -> str | None:
             if name not in behaviors:
                 return _misspelt(f"{brief(name)} is not a pylibmc behavior", name, behaviors)
     return None
+
+
+# What the clients read as waits and counts (pymemcache 4.0 client/base.py and hash.py:
+# seconds, None for "no timeout" only on the socket's two; libmemcached's behaviors are all
+# unsigned 64-bit integers). A negative, NaN or infinite one is never what was meant, and it
+# fails late or never: pymemcache hands a wait to socket.settimeout(), which raises on the
+# first request instead of here, and libmemcached reads -5 ms as 2**64 - 5 ms.
+_PYMEMCACHE_WAITS = {
+    "connect_timeout": True, "timeout": True,  # name: None allowed
+    "retry_timeout": False, "dead_timeout": False, "pool_idle_timeout": False,
+}  # fmt: skip
+_PYMEMCACHE_COUNTS = {"retry_attempts": 0, "max_pool_size": 1}  # name: least value
+
+
+def _bad_value(backend: str, options: Mapping[str, Any]) -> str | None:
+    """Return a message naming the first wait or count *backend* would misread, or None."""
+    if backend == "pylibmc":
+        for name, value in (options.get("behaviors") or {}).items():
+            if _is_number(value) and not 0 <= value < math.inf:
+                return (
+                    f"behavior {brief(name)}={brief(value)} must be 0 or more: libmemcached's "
+                    "behaviors are unsigned"
+                )
+        return None
+    for name, none_allowed in _PYMEMCACHE_WAITS.items():
+        value = options.get(name)
+        if name not in options or (value is None and none_allowed):
+            continue
+        if not (_is_number(value) and 0 <= value < math.inf):
+            limit = " (or None for no limit)" if none_allowed else ""
+            return f"options[{name!r}]={brief(value)} must be seconds, 0 or more{limit}"
+    for name, least in _PYMEMCACHE_COUNTS.items():
+        value = options.get(name)
+        if value is not None and not (type(value) is int and value >= least):
+            return f"options[{name!r}]={brief(value)} must be an integer, {least} or more"
+    return None
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _misspelt(message: str, name: object, known: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ and a missing client library names ``pip install "django-cache-settings[...]"`` 
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from tests.helpers import django_cache
 from tests.servers.memcached import MemcachedServer
 
 ROOT = Path(__file__).resolve().parent.parent
+URL = "memcached://127.0.0.1:11211"
 
 
 # --- options are checked against the client ---------------------------------------------
@@ -54,6 +56,58 @@ def test_options__mistake_is_a_configuration_error_naming_the_fix(
 
     assert str(raised.value).startswith("memcached://127.0.0.1:11211: ")
     assert str(raised.value).count(";") <= 1  # one cause, said once
+
+
+WAIT = r"must be seconds, 0 or more"
+COUNT = r"must be an integer, {} or more"
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "message"),
+    [
+        ("pymemcache", {"connect_timeout": math.nan},
+         r"options\['connect_timeout'\]=nan " + WAIT + r" \(or None for no limit\)"),
+        ("pymemcache", {"timeout": -1}, r"options\['timeout'\]=-1 " + WAIT),
+        ("pymemcache", {"timeout": "0.5"}, r"options\['timeout'\]='0.5' " + WAIT),
+        ("pymemcache", {"dead_timeout": math.inf}, r"options\['dead_timeout'\]=inf " + WAIT + "$"),
+        ("pymemcache", {"dead_timeout": None}, r"options\['dead_timeout'\]=None " + WAIT),
+        ("pymemcache", {"retry_timeout": True}, r"options\['retry_timeout'\]=True " + WAIT),
+        ("pymemcache", {"retry_attempts": -1}, r"\['retry_attempts'\]=-1 " + COUNT.format(0)),
+        ("pymemcache", {"retry_attempts": 1.5}, COUNT.format(0)),
+        ("pymemcache", {"max_pool_size": 0}, r"\['max_pool_size'\]=0 " + COUNT.format(1)),
+        ("pylibmc", {"behaviors": {"connect_timeout": -5}},
+         "behavior 'connect_timeout'=-5 must be 0 or more: libmemcached's behaviors are unsigned"),
+        ("pylibmc", {"behaviors": {"dead_timeout": -1}}, "must be 0 or more"),
+        (None, {"behaviors": {"_poll_timeout": -500}}, "'_poll_timeout'=-500 must be 0 or more"),
+    ],
+)  # fmt: skip
+def test_options__a_wait_or_count_the_client_would_misread_is_refused(
+    backend: str | None, options: dict[str, Any], message: str
+) -> None:
+    """Not accepted here to fail on the first request (pymemcache) or to wait for 2**64 ms."""
+    with pytest.raises(ConfigurationError, match=message):
+        memcached(URL, backend=backend, options=options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("backend", "options"),
+    [
+        ("pymemcache", {"timeout": None, "connect_timeout": None}),
+        ("pymemcache", {"timeout": 0, "dead_timeout": 0.25, "retry_attempts": 2,
+                        "max_pool_size": None}),
+        ("pylibmc", {"behaviors": {"connect_timeout": 0, "ketama": True, "hash": "md5"}}),
+    ],
+)  # fmt: skip
+def test_options__waits_and_counts_in_range_are_taken(
+    backend: str, options: dict[str, Any]
+) -> None:
+    entry = memcached(URL, backend=backend, options=options)  # type: ignore[arg-type]
+
+    for name, value in options.items():
+        if name == "behaviors":
+            assert value.items() <= entry["OPTIONS"]["behaviors"].items()
+        else:
+            assert entry["OPTIONS"][name] == value
 
 
 def test_options__pymemcache_arguments_choose_pymemcache() -> None:
