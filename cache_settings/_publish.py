@@ -26,6 +26,11 @@ __all__ = ["Publishing", "State"]
 # The watcher's messages keep the logger name they always had.
 logger = logging.getLogger("cache_settings.watch")
 
+#: Answers in a row with a lower config version than the one in use after which the lower
+#: one is followed: a lagging endpoint node answers so for moments, a cluster recreated
+#: under the same name (its versions start again at 1) for good.
+OLDER_LIMIT = 5
+
 
 class State(NamedTuple):
     """What a watcher publishes: its change counter and the node list it belongs to."""
@@ -47,6 +52,7 @@ class Publishing:
     answered_by: str | None
     _failing: bool
     _stale_logged: int | None
+    _older_answers: int
     _rejoins: Rejoins
     _write_lock: threading.RLock
     _changed: threading.Condition
@@ -75,15 +81,27 @@ class Publishing:
             # docs/sources.md, "ElastiCache configuration endpoint": never apply a lower config
             # version (logged once).
             if ordered and _older(version, self.version):
-                if self._stale_logged != version:
-                    self._stale_logged = version
-                    logger.warning(
-                        "%s: ignoring an answer with config version %s, older than %s",
-                        self.url,
-                        version,
-                        self.version,
-                    )
-                return False
+                self._older_answers += 1
+                if self._older_answers < OLDER_LIMIT:
+                    if self._stale_logged != version:
+                        self._stale_logged = version
+                        logger.warning(
+                            "%s: ignoring an answer with config version %s, older than %s",
+                            self.url,
+                            version,
+                            self.version,
+                        )
+                    return False
+                # Never locked out for good: the source is the authority on its nodes.
+                logger.warning(
+                    "%s: config version went back from %s to %s for %d answers in a row "
+                    "(a cluster recreated under the same name?); following it",
+                    self.url,
+                    self.version,
+                    version,
+                    self._older_answers,
+                )
+            self._older_answers = 0
             if self._failing:
                 self._failing = False
                 logger.info("%s: source recovered with %d node(s)", self.url, len(nodes))
@@ -143,6 +161,7 @@ class Publishing:
             return False
         self.version = None
         self._stale_logged = None
+        self._older_answers = 0
         back = is_earlier(self.source, answered_by, previous)
         # Back to an earlier member is a recovery (INFO); on to a later one, a fallback.
         logger.log(

@@ -129,7 +129,11 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
             source,
             policy,
             nodes=resolution.nodes if resolution is not None else (),
-            version=resolution.version if resolution is not None else None,
+            # A snapshot's config version orders no live answer (it may predate the
+            # cluster): only a live one does.
+            version=resolution.version
+            if resolution is not None and resolution.origin == "live"
+            else None,
             answered_by=resolution.source if resolution is not None else None,
         )
 

@@ -120,6 +120,7 @@ class Watcher(Publishing):
         self.error: ResolutionError | None = None
         self._failing = False
         self._stale_logged: int | None = None
+        self._older_answers = 0  # answers in a row with a lower config version (_publish)
         self._rejoins = Rejoins(self.url, source.traits)
         self._init_process()
 
@@ -213,10 +214,10 @@ class Watcher(Publishing):
             self.error = exc  # the thread keeps asking
             self._failing = True  # said here: the thread's first failure is not said again
             return
-        # resolve_with() already wrote a live answer to the snapshot.
-        answer = Answer(
-            resolution.nodes, resolution.version, resolution.fetched_at, resolution.source
-        )
+        # resolve_with() already wrote a live answer to the snapshot. A snapshot's version
+        # orders no live answer: the file may be older than the cluster (recreated since).
+        version = resolution.version if resolution.origin == "live" else None
+        answer = Answer(resolution.nodes, version, resolution.fetched_at, resolution.source)
         self._offer(answer, ordered=False, write=False)
 
     def _run(self, loop: Callable[[threading.Event], None], stop: threading.Event) -> None:

@@ -182,7 +182,8 @@ def test_elasticache_api_options__a_malformed_region_or_endpoint_is_a_configurat
     with pytest.raises(ConfigurationError) as raised:
         cache_settings.resolve(f"elasticache-api://mc?{query}", attempts=1, deadline=2)
 
-    assert "must be" in _message(raised.value) or "is not an AWS region" in str(raised.value)
+    text = _message(raised.value)
+    assert any(says in text for says in ("must be", "is not an AWS region", "not printable"))
 
 
 def test_cli_output__a_forged_snapshot_path_stays_in_its_row_and_line(
@@ -205,3 +206,22 @@ def test_cli_output__a_forged_snapshot_path_stays_in_its_row_and_line(
     assert "nodes\\nFORGED ROW  ok\\x1b[2J.json" in out
     assert err.count("\n") == 1
     assert "missing forged\\x1b[2J.json: no such snapshot file" in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "consul:///memcached?tag=prod%0A",
+        "consul:///memcached?dc=dc1%00",
+        "consul:///memcached?node-meta=rack:a%1B%5B2J",
+        "elasticache-api://mc?profile=dev%0D",
+        "memcached://127.0.0.1:11211?tls=true%0A",
+        "dns://mc.example:11211?nameserver=127.0.0.1%0A",
+    ],
+)
+def test_parse_source__an_option_with_a_control_character_is_refused_for_every_scheme(
+    url: str,
+) -> None:
+    """Sent percent-encoded and shown escaped before, but never what was meant."""
+    with pytest.raises(ConfigurationError, match="holds a character that is not printable"):
+        cache_settings.parse_source(url)

@@ -21,6 +21,7 @@ from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
 from cache_settings import Node, memcached, parse_source
+from cache_settings._publish import OLDER_LIMIT
 from cache_settings.backends import PyMemcacheCache
 from cache_settings.policy import Policy
 from cache_settings.signals import nodes_changed
@@ -215,6 +216,84 @@ def test_watcher__older_config_version_ignored_newer_followed(
     cache.set("on-third", 1)
     assert cache.make_key("on-third") in third.keys()
     assert watcher.version == 6
+
+
+def test_watcher__config_version_that_stays_lower_is_followed(
+    config_endpoint: ConfigEndpointServer,
+    fresh_memcached_nodes: list[MemcachedServer],
+    handlers: Callable[[dict[str, Any]], BaseCache],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cluster recreated under the same name starts its versions again at 1: followed."""
+    first, second, _ = fresh_memcached_nodes
+    config_endpoint.set_nodes(endpoint_nodes(first), version=57)
+    cache = handlers(dict(memcached(f"elasticache://{config_endpoint.address}", refresh=0.1)))
+    cache.set("k", 1)
+    watcher = cache._watcher  # type: ignore[attr-defined]
+    caplog.set_level(logging.WARNING, WATCH_LOGGER)
+
+    config_endpoint.set_nodes(endpoint_nodes(second), version=1)
+    assert watcher.wait_for_generation(1, 0.1 * OLDER_LIMIT * 1.1 + 3.0)
+    assert locations(watcher.nodes) == [second.location]
+    assert watcher.version == 1
+    assert any("for 5 answers in a row" in r.getMessage() for r in caplog.records)
+    cache.set("on-second", 1)
+    assert cache.make_key("on-second") in second.keys()
+
+
+def test_watcher__snapshot_config_version_does_not_hold_back_live_answers(
+    config_endpoint: ConfigEndpointServer,
+    fresh_memcached_nodes: list[MemcachedServer],
+    handlers: Callable[[dict[str, Any]], BaseCache],
+    faults: Faults,
+    tmp_path: Path,
+) -> None:
+    """Settings fell back to a snapshot from an older cluster (version 57); the live one
+    (version 3) is followed at its first answer, not held back as "older"."""
+    first, second, third = fresh_memcached_nodes
+    proxy = faults.proxy(config_endpoint.address, reset=True)  # down at settings time
+    url = f"elasticache://{proxy.address}"
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, url, [Node(first.host, first.port)], version=57)
+    config_endpoint.set_nodes(endpoint_nodes(second, third), version=3)
+    entry = memcached(url, refresh=0.1, snapshot=snapshot, deadline=0.5, attempts=1)
+    cache = handlers(dict(entry))
+    cache.set("k", 1)
+    watcher = cache._watcher  # type: ignore[attr-defined]
+    assert locations(watcher.nodes) == [first.location]
+
+    proxy.set()  # the endpoint answers again
+    assert watcher.wait_for_generation(1, 3.0)
+    assert sorted(locations(watcher.nodes)) == sorted([second.location, third.location])
+    assert watcher.version == 3
+    saved = read_snapshot(snapshot, url)
+    assert saved is not None and saved.version == 3
+
+
+def test_watcher__primed_from_a_snapshot_follows_a_lower_live_version(
+    config_endpoint: ConfigEndpointServer,
+    fresh_memcached_nodes: list[MemcachedServer],
+    faults: Faults,
+    tmp_path: Path,
+) -> None:
+    """The same without a settings-time answer: the watcher primes from the snapshot."""
+    first, second, _ = fresh_memcached_nodes
+    proxy = faults.proxy(config_endpoint.address, reset=True)
+    source = parse_source(f"elasticache://{proxy.address}")
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, source.url, [Node(first.host, first.port)], version=57)
+    config_endpoint.set_nodes(endpoint_nodes(second), version=3)
+    policy = Policy(refresh=0.1, deadline=0.5, attempts=1, snapshot=str(snapshot))
+    watcher = Watcher(source, policy)
+    watcher.start()
+    try:
+        assert locations(watcher.nodes) == [first.location]
+        proxy.set()
+        assert watcher.wait_for_generation(2, 3.0)
+        assert locations(watcher.nodes) == [second.location]
+        assert watcher.version == 3
+    finally:
+        watcher.stop(timeout=2.0)
 
 
 def test_watcher__identical_list_is_no_change(
