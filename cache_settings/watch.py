@@ -23,7 +23,9 @@ Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
   started together do not ask in step; a static list is never polled.
 - Guards: an empty, below-``min_nodes`` or failing answer keeps the last good list (one
   WARNING per outage, one INFO on recovery); a configuration endpoint's answer with a
-  lower config version than the one in use is ignored; an identical list is no change.
+  lower config version than the one in use is ignored until ``OLDER_LIMIT`` answers in a
+  row give one (a recreated cluster), and a snapshot's version orders no live answer; an
+  identical list is no change.
 - A node that returns to the list after leaving it is flushed before the list that holds
   it is published, or left out while that fails (``Policy.rejoin``,
   :class:`cache_settings.rejoin.Rejoins`).

@@ -247,6 +247,7 @@ def test_watcher__snapshot_config_version_does_not_hold_back_live_answers(
     handlers: Callable[[dict[str, Any]], BaseCache],
     faults: Faults,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Settings fell back to a snapshot from an older cluster (version 57); the live one
     (version 3) is followed at its first answer, not held back as "older"."""
@@ -262,12 +263,14 @@ def test_watcher__snapshot_config_version_does_not_hold_back_live_answers(
     watcher = cache._watcher  # type: ignore[attr-defined]
     assert locations(watcher.nodes) == [first.location]
 
+    caplog.set_level(logging.WARNING, WATCH_LOGGER)
     proxy.set()  # the endpoint answers again
     assert watcher.wait_for_generation(1, 3.0)
+    assert not [r for r in caplog.records if "older than" in r.getMessage()]
     assert sorted(locations(watcher.nodes)) == sorted([second.location, third.location])
     assert watcher.version == 3
-    saved = read_snapshot(snapshot, url)
-    assert saved is not None and saved.version == 3
+    # Written after the new generation is published.
+    assert wait_until(lambda: getattr(read_snapshot(snapshot, url), "version", None) == 3, 2.0)
 
 
 def test_watcher__primed_from_a_snapshot_follows_a_lower_live_version(
@@ -275,6 +278,7 @@ def test_watcher__primed_from_a_snapshot_follows_a_lower_live_version(
     fresh_memcached_nodes: list[MemcachedServer],
     faults: Faults,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The same without a settings-time answer: the watcher primes from the snapshot."""
     first, second, _ = fresh_memcached_nodes
@@ -288,8 +292,10 @@ def test_watcher__primed_from_a_snapshot_follows_a_lower_live_version(
     watcher.start()
     try:
         assert locations(watcher.nodes) == [first.location]
+        caplog.set_level(logging.WARNING, WATCH_LOGGER)
         proxy.set()
         assert watcher.wait_for_generation(2, 3.0)
+        assert not [r for r in caplog.records if "older than" in r.getMessage()]
         assert locations(watcher.nodes) == [second.location]
         assert watcher.version == 3
     finally:
