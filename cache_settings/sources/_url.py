@@ -43,6 +43,11 @@ class Query:
                 )
             if key in self._values and key not in repeatable:
                 raise ConfigurationError(f"{self.where}: option {brief(key)} given more than once")
+            if not value.isprintable():  # never quoted: the option may hold a secret
+                raise ConfigurationError(
+                    f"{self.where}: option {key} holds a character that is not printable (a "
+                    "control character such as %0A or %00 once percent-decoded); remove it"
+                )
             self._values.setdefault(key, []).append(value)
 
     def all(self, key: str) -> tuple[str, ...]:
