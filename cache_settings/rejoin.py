@@ -57,8 +57,16 @@ class Departures:
     def __init__(self) -> None:
         self._left: set[Node] = set()
 
+    def returning(self, old: Iterable[Node], new: Iterable[Node]) -> set[Node]:
+        """Return the nodes of *new*, not in *old*, that left a published list; record nothing."""
+        return (set(new) - set(old)) & self._left
+
     def update(self, old: Iterable[Node], new: Iterable[Node]) -> set[Node]:
-        """Record a move from *old* to *new*; return the nodes of *new* that left before."""
+        """Record a published move from *old* to *new*; return the nodes of *new* that left before.
+
+        Only a list that is published counts: a node of *old* missing from an answer that
+        was not used never left this process's list, and must not be flushed as a rejoin.
+        """
         old_set, new_set = set(old), set(new)
         self._left |= old_set - new_set
         return new_set & self._left
@@ -131,8 +139,9 @@ class Rejoins:
         """
         if policy.rejoin != "flush":
             return nodes
-        returning = self.departures.update(current, nodes)
+        returning = self.departures.returning(current, nodes)
         if not returning:
+            self.departures.update(current, nodes)  # the caller publishes *nodes*
             return nodes
         timeout = min(policy.deadline, FLUSH_TIMEOUT)
         flushed: list[Node] = []
@@ -172,9 +181,12 @@ class Rejoins:
                 len(current),
                 too_few.removeprefix("answered "),
             )
+            # Nothing recorded: the nodes of *current* missing from this answer are still
+            # in use, and flushing them when a later answer lists them would lose their keys.
             return None
-        # Forgotten only once a list that holds them is published: a node flushed for an
-        # answer that is not used takes no keys from this process until a later flush.
+        # Recorded only for a list that is published; a node flushed for an answer that is
+        # not used takes no keys from this process until a later flush.
+        self.departures.update(current, admitted)
         for node in flushed:
             self.departures.returned(node)
         return admitted

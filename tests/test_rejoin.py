@@ -119,6 +119,31 @@ def test_rejoins__an_unflushable_node_is_left_out_with_one_warning_until_flushed
     assert down in rejoins.departures
 
 
+def test_rejoins__a_node_still_in_use_is_not_flushed_after_an_unused_answer(
+    faults: Faults, fresh_memcached_nodes: list[MemcachedServer]
+) -> None:
+    """An answer refused for too few nodes is not a departure of the nodes it lacked.
+
+    [a, b] in use; an answer [a, down] (down returning, unflushable) leaves one node, below
+    min_nodes=2, so [a, b] stays in use and b takes keys. When a later answer adds c, b
+    is no rejoin: flushing it would drop every key it holds, in every process.
+    """
+    first, second, third = fresh_memcached_nodes
+    a, b, c = (_node(server.location) for server in (first, second, third))
+    down = _node(faults.refused())
+    rejoins = Rejoins("memcached://test", parse_source("memcached://10.0.0.1").traits)
+    policy = Policy(min_nodes=2)
+    assert rejoins.admit((a, b, down), (a, b), policy) == (a, b)  # down left
+    assert rejoins.admit((a, b), (a, down), policy) is None  # not used: [a, b] stays
+
+    second.call(b"set written-since 0 0 3\r\nnew\r\n", (b"STORED\r\n",))
+    assert rejoins.admit((a, b), (a, b, c), policy) == (a, b, c)
+
+    assert second.keys() == ["written-since"]
+    assert b not in rejoins.departures
+    assert down in rejoins.departures  # still owed its flush
+
+
 @pytest.mark.parametrize("value", ["drop", "", None, True])
 def test_policy__rejoin_is_flush_or_keep(value: Any) -> None:
     with pytest.raises(ConfigurationError, match=r"rejoin must be 'flush' .* or 'keep', not"):
