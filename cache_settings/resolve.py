@@ -123,13 +123,19 @@ def resolve(
     return resolve_with(as_source(source), policy, live_only=live_only)
 
 
-def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> Resolution:
-    """Return the nodes of *source* (one source or a chain) under *policy*, as :func:`resolve`."""
+def resolve_with(
+    source: Source, policy: Policy, *, live_only: bool = False, in_settings: bool = False
+) -> Resolution:
+    """Return the nodes of *source* (one source or a chain) under *policy*, as :func:`resolve`.
+
+    *in_settings*: called by ``memcached()``, whose entries ``cache-settings resolve
+    --settings`` finds; an error then names that command.
+    """
     # A static list needs no network, so offline mode still reads it from the settings.
     offline = is_offline() and not live_only
     asking = [member for member in members(source) if not (offline and member.traits.needs_network)]
     if not asking:
-        return _from_snapshot(source, policy, ())
+        return _from_snapshot(source, policy, (), in_settings)
 
     started = time.monotonic()
     deadline_at = started + policy.deadline
@@ -155,7 +161,7 @@ def resolve_with(source: Source, policy: Policy, *, live_only: bool = False) -> 
     except SourceError:
         if live_only:
             raise ResolutionError(source.url, errors) from None
-        return _from_snapshot(source, policy, errors)
+        return _from_snapshot(source, policy, errors, in_settings)
 
     answered = answer.source or source.url
     logger.info(
@@ -227,13 +233,15 @@ def _log_retry(source: Source, state: RetryCallState) -> None:
     )
 
 
-def _from_snapshot(source: Source, policy: Policy, errors: Sequence[SourceError]) -> Resolution:
+def _from_snapshot(
+    source: Source, policy: Policy, errors: Sequence[SourceError], in_settings: bool
+) -> Resolution:
     # No errors: no source was asked (offline). The attempts' causes say the source failed.
     offline = f"{OFFLINE_VARIABLE}=1"
     stored = _load(policy)
     found = _first_usable(source, policy, stored)
     if found is None:
-        detail = _unusable(source, policy, stored)
+        detail = _unusable(source, policy, stored, in_settings)
         # Not logged: the caller that swallows the error logs it (memcached(on_failure=...),
         # the watcher), else it is raised and printed once.
         error = ResolutionError(source.url, errors, detail if errors else f"{offline}; {detail}")
@@ -285,36 +293,60 @@ def _first_usable(
 
 
 def _unusable(
-    source: Source, policy: Policy, stored: dict[str, SnapshotEntry] | SnapshotError | None
+    source: Source,
+    policy: Policy,
+    stored: dict[str, SnapshotEntry] | SnapshotError | None,
+    in_settings: bool,
 ) -> str:
     """Say once why the snapshot could not stand in, and the one thing to do about it.
 
-    The file's path is said once; what to run depends on what is there: nothing (create
-    it), no entry for the source (add it), a malformed file (replace it), an entry too old
-    or too short (refresh it). A file that cannot be read needs its owner, not a command.
+    The file's path is said once (in the command, when the command names it); what to run
+    depends on what is there: nothing (create it), no entry for the source (add it), a
+    malformed file (replace it), an entry too old or too short (refresh it). A file that
+    cannot be read needs its owner, not a command.
     """
     if stored is None:
         return "no snapshot file configured (snapshot=PATH keeps a last-known-good list)"
     path = policy.snapshot
-    module = os.environ.get("DJANGO_SETTINGS_MODULE") or "<settings module>"
-    run = f"run `cache-settings resolve --settings {module}` to"
     urls = [member.url for member in members(source)]
+    command, names_path = _command(source.url, urls, path, in_settings)
+    run = f"run `{command}` to"
+    snapshot = "the snapshot" if names_path else f"snapshot {path}"
     if isinstance(stored, SnapshotError):
         if not stored.readable:
             return f"snapshot {path} {stored.reason}; it must be a regular file this user can read"
         if stored.entry is not None and [stored.entry] == urls:
-            return f"its entry in snapshot {path} is malformed: {stored.reason}; {run} replace it"
-        return f"snapshot {path} is malformed: {stored.detail}; {run} replace it"
+            return f"its entry in {snapshot} is malformed: {stored.reason}; {run} replace it"
+        return f"{snapshot} is malformed: {stored.detail}; {run} replace it"
     if not stored and path is not None and not os.path.lexists(path):
-        return f"snapshot {path} does not exist; {run} create it"
+        return f"{snapshot} does not exist; {run} create it"
     why = [(url, _why(stored.get(url), policy) or _FUTURE) for url in urls]
-    where = f"no usable entry in snapshot {path}"
+    where = f"no usable entry in {snapshot}"
     if why == [(urls[0], _MISSING)]:
-        return f"snapshot {path} holds no list for this source; {run} add it"
+        return f"{snapshot} holds no list for this source; {run} add it"
     if len(why) == 1:
         return f"{where}: {why[0][1]}; {run} refresh it"
     each = "; ".join(f"{url}: {text}" for url, text in why)
     return f"{where} for any of its {len(why)} sources ({each}); {run} refresh it"
+
+
+def _command(url: str, urls: list[str], path: str | None, in_settings: bool) -> tuple[str, bool]:
+    """Return the command that writes the snapshot entries of the source written as *url*.
+
+    ``--settings`` for an entry of a ``memcached()`` call (being made, or recorded by
+    one: a refreshing entry's watcher); otherwise (a ``CACHES``
+    entry written as data, a compat backend, a ``resolve()`` call) the URLs and the file,
+    which ``--settings`` would not find. The flag is True when the command names the file.
+    """
+    import shlex
+
+    from .entries import latest  # entries.py imports this module
+
+    if in_settings or latest(url) is not None:
+        module = os.environ.get("DJANGO_SETTINGS_MODULE") or "<settings module>"
+        return f"cache-settings resolve --settings {module}", False
+    written = " ".join(shlex.quote(member) for member in urls)
+    return f"cache-settings resolve {written} --snapshot {shlex.quote(str(path))}", True
 
 
 _MISSING = "it holds no list for this source"

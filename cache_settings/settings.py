@@ -169,7 +169,7 @@ def memcached(
         record(Entry(src, policy, chosen, None, secrets))
         return _fallback("dummy", src.url, django)
     try:
-        resolution = resolve_with(src, policy)
+        resolution = resolve_with(src, policy, in_settings=True)
     except ResolutionError as exc:
         record(Entry(src, policy, chosen, None, secrets, exc))
         if on_failure == "raise":

@@ -252,7 +252,8 @@ def test_resolve_chain__snapshot_fallback_takes_the_first_usable_entry_in_chain_
     with pytest.raises(ResolutionError) as raised:
         resolve(chain(), attempts=1, snapshot=snapshot, min_nodes=3)
     message = str(raised.value)
-    assert f"no usable entry in snapshot {snapshot} for any of its 4 sources" in message
+    assert "no usable entry in the snapshot for any of its 4 sources" in message
+    assert f"--snapshot {snapshot}` to refresh it" in message
     assert "scripted://one: it holds no list for this source" in message
     assert "scripted://four: its list has 1 node(s), fewer than min_nodes=3" in message
 

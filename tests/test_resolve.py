@@ -123,7 +123,7 @@ def test_resolve__snapshot_older_than_max_age_is_not_trusted(tmp_path: Path) -> 
     snapshot = tmp_path / "nodes.json"
     write_snapshot(snapshot, "scripted://cluster", NODES, fetched_at=time.time() - 3600)
 
-    with pytest.raises(ResolutionError, match="no usable entry in snapshot"):
+    with pytest.raises(ResolutionError, match="no usable entry in the snapshot"):
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, max_age=60)
 
     assert resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, max_age=7200).origin == (
@@ -144,7 +144,7 @@ def test_resolve__offline_mode_reads_the_snapshot_without_asking(
     assert source.calls == []
     assert resolution.origin == "snapshot"
     with pytest.raises(
-        ResolutionError, match=f"CACHE_SETTINGS_OFFLINE=1; snapshot {snapshot} holds no list for"
+        ResolutionError, match="CACHE_SETTINGS_OFFLINE=1; the snapshot holds no list for"
     ):
         resolve(Scripted([NODES], url="scripted://other"), snapshot=snapshot)
 
@@ -427,9 +427,13 @@ def test_resolve__stale_snapshot_says_its_age_and_max_age(tmp_path: Path) -> Non
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot, max_age=60)
 
     message = str(raised.value)
-    assert f"no usable entry in snapshot {snapshot}" in message
-    assert "its list is 3600 s old, older than max_age=60 s" in message
-    assert "run `cache-settings resolve --settings" in message
+    assert (
+        "no usable entry in the snapshot: its list is 3600 s old, older than max_age=60 s"
+        in message
+    )
+    # resolve() was called directly: --settings would not find it; its URL and file do.
+    assert f"run `cache-settings resolve scripted://cluster --snapshot {snapshot}`" in message
+    assert message.count(str(snapshot)) == 1
 
 
 def test_resolve__missing_snapshot_entry_says_how_to_add_it(
@@ -443,8 +447,8 @@ def test_resolve__missing_snapshot_entry_says_how_to_add_it(
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
 
     assert str(raised.value).endswith(
-        f"(1 attempt: down); snapshot {snapshot} holds no list for this source; "
-        "run `cache-settings resolve --settings mysite.settings` to add it"
+        "(1 attempt: down); the snapshot holds no list for this source; "
+        f"run `cache-settings resolve scripted://cluster --snapshot {snapshot}` to add it"
     )
 
 
@@ -459,8 +463,8 @@ def test_resolve__missing_snapshot_file_says_how_to_create_it(
 
     assert str(raised.value) == (
         "scripted://cluster: no node list could be resolved (1 attempt: down); "
-        f"snapshot {snapshot} does not exist; "
-        "run `cache-settings resolve --settings mysite.settings` to create it"
+        "the snapshot does not exist; "
+        f"run `cache-settings resolve scripted://cluster --snapshot {snapshot}` to create it"
     )
 
 
@@ -490,10 +494,10 @@ def test_resolve__malformed_snapshot_file_said_once_with_how_to_replace_it(
         resolve(Scripted(["down"]), attempts=1, snapshot=snapshot)
 
     message = str(raised.value)
-    assert f"(1 attempt: down); snapshot {snapshot} {said}" in message
+    assert f"(1 attempt: down); the snapshot {said}" in message
     assert message.count(str(snapshot)) == 1
     assert message.endswith(
-        "; run `cache-settings resolve --settings mysite.settings` to replace it"
+        f"; run `cache-settings resolve scripted://cluster --snapshot {snapshot}` to replace it"
     )
 
 
@@ -530,3 +534,29 @@ def test_ask__policy_max_reply_size_reaches_the_attempt() -> None:
         ask(Reading(), Policy(max_reply_size=1024), timeout=1.0)
     assert ask(Reading(), Policy(), timeout=1.0).nodes == (NODES[1], NODES[0])
     assert seen == [1024, 32 * 1024 * 1024]
+
+
+def test_resolve__the_command_an_error_names_writes_the_snapshot_that_then_stands_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry no memcached() call made (resolve(), CACHES written as data, compat): the
+    error named `cache-settings resolve --settings …`, which does not find such entries."""
+    import shlex
+
+    from cache_settings.cli import main
+
+    listing = tmp_path / "nodes.txt"
+    url, snapshot = f"file://{listing}", tmp_path / "snap shot.json"
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(url, attempts=1, snapshot=snapshot)
+    command = str(raised.value).split("`")[1]
+    listing.write_text("10.0.0.1:11211\n")
+    written = main(shlex.split(command)[1:])
+    listing.unlink()
+    fallback = resolve(url, attempts=1, snapshot=snapshot)
+
+    assert command.startswith("cache-settings resolve ")
+    assert "--settings" not in command
+    assert written == 0, capsys.readouterr()
+    assert (fallback.origin, fallback.nodes) == ("snapshot", (Node("10.0.0.1", 11211),))

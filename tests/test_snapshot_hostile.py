@@ -195,7 +195,7 @@ def test_resolve__hostile_snapshot__resolution_error_says_why_once(
     assert message.count(words) == 1
     assert message.count(str(path)) == 1
     assert message.endswith(
-        "; run `cache-settings resolve --settings mysite.settings` to replace it"
+        f"; run `cache-settings resolve {SOURCE} --snapshot {path}` to replace it"
     )
     assert words not in caplog.text
 
@@ -212,9 +212,9 @@ def test_resolve__hostile_snapshot_entry__said_once_and_briefly(
 
     assert str(raised.value) == (
         f"{SOURCE}: no node list could be resolved (1 attempt: connection refused); "
-        f"its entry in snapshot {path} is malformed: node host must be a host name or an IP "
+        "its entry in the snapshot is malformed: node host must be a host name or an IP "
         f"address, not '{'x' * 59}... (302 characters); "
-        "run `cache-settings resolve --settings mysite.settings` to replace it"
+        f"run `cache-settings resolve {SOURCE} --snapshot {path}` to replace it"
     )
 
 
