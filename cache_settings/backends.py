@@ -96,6 +96,7 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         try:
             found = self._cache_settings_source(server, params)
             if found is not None:
+                self._check_client(found[0])
                 self._add_tls(found[0], params["OPTIONS"])
                 self._watcher = self._watch(*found)
             if self._watcher is not None:
@@ -164,6 +165,17 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         seed = latest(urls[0] if len(urls) == 1 else chain_url(urls))
         # The recorded Source object keeps what its redacted URL cannot (a token).
         return (seed.source if seed is not None else as_source(urls)), policy
+
+    def _check_client(self, source: Source) -> None:
+        """Refuse a URL that names the other client (``pymemcache://`` under pylibmc)."""
+        implied = source.traits.backend
+        if implied is not None and implied != self._library:
+            other = "PyMemcacheCache" if implied == "pymemcache" else "PyLibMCCache"
+            raise ConfigurationError(
+                f"{source.url}: the URL asks for {implied} but BACKEND is "
+                f"{type(self).__module__}.{type(self).__name__}; use BACKEND "
+                f"cache_settings.backends.{other}, or a memcached:// URL"
+            )
 
     def _add_tls(self, source: Source, options: dict[str, Any]) -> None:
         """Give a source's TLS nodes a verifying context, unless OPTIONS has one."""

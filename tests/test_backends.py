@@ -101,6 +101,34 @@ def test_backend__unknown_scheme_in_location_is_a_configuration_error() -> None:
         cache.get("key")
 
 
+@pytest.mark.parametrize(
+    ("backend", "scheme"), [("pylibmc", "pymemcache"), ("pymemcache", "pylibmc")]
+)
+def test_backend__a_url_naming_the_other_client_is_a_configuration_error(
+    backend: str, scheme: str
+) -> None:
+    """The BACKEND's client was used, quietly, whatever the URL asked for."""
+    entry = {"BACKEND": REFRESHING[backend], "LOCATION": f"{scheme}://127.0.0.1:11211"}
+    cache = CacheHandler({"default": entry})["default"]
+
+    with pytest.raises(ConfigurationError, match=f"the URL asks for {scheme} but BACKEND is"):
+        cache.get("key")
+
+
+@pytest.mark.parametrize("backend", ["pylibmc", "pymemcache"])
+def test_backend__a_url_naming_its_own_client_is_served(
+    backend: str, fresh_memcached_node: MemcachedServer
+) -> None:
+    location = f"{backend}://{fresh_memcached_node.location}"
+    cache = CacheHandler({"default": {"BACKEND": REFRESHING[backend], "LOCATION": location}})[
+        "default"
+    ]
+
+    cache.set("key", 1)
+    assert cache.get("key") == 1
+    cache.close()
+
+
 def test_backend__every_thread_gets_its_own_instance_from_one_options_dict(
     fresh_memcached_node: MemcachedServer,
 ) -> None:
