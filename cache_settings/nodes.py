@@ -160,11 +160,14 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
             f"{prefix}invalid node {brief(text)}: {brief(host)} is not a host name or IP"
         )
     if _ends_in_number(host):
+        try:  # what glibc's resolver makes of it, as the clients would connect
+            reading = f"; resolvers read it as {socket.inet_ntoa(socket.inet_aton(host))}"
+        except OSError:
+            reading = ""
         raise ConfigurationError(
             f"{prefix}invalid node {brief(text)}: {brief(host)} ends in a number but is not "
-            "an IPv4 address a.b.c.d (each part 0..255, no leading zeros); a host name's "
-            "last label is never a number (RFC 1123), and resolvers read such text as an "
-            "address (010.0.0.1 as 8.0.0.1)"
+            "an IPv4 address a.b.c.d (each part 0..255, no leading zeros), and a host "
+            f"name's last label is never a number (RFC 1123){reading}"
         )
     # "mc.example.com." and "mc.example.com" name the same server (RFC 1034, 3.1).
     return _checked(Node(host.lower().removesuffix("."), port), text, prefix)

@@ -323,3 +323,20 @@ def test_node_from_dict__reads_back_any_spelling_of_a_host_as_its_one_spelling()
 
     assert node == Node("::ffff:10.0.0.1", 11211, "2001:db8::1")
     assert Node.from_dict({"host": "MC-1.Example.", "port": 1}) == Node("mc-1.example", 1)
+
+
+@pytest.mark.parametrize(
+    ("host", "read_as"),
+    [("010.0.0.1", "8.0.0.1"), ("1.2.3", "1.2.0.3"), ("0x7f.1", "127.0.0.1"), ("999.1.1.1", None)],
+)
+def test_parse_node__a_numeric_name_error_says_what_the_resolver_reads(
+    host: str, read_as: str | None
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_node(host)
+
+    reading = "resolvers read it as"
+    if read_as is None:
+        assert reading not in str(raised.value)
+    else:
+        assert str(raised.value).endswith(f"{reading} {read_as}")
