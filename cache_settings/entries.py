@@ -9,6 +9,7 @@ settings-time answer here, so that its first cache use asks nothing.
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -63,6 +64,15 @@ _collecting: contextvars.ContextVar[bool] = contextvars.ContextVar(
 # wrong (as system check E003), and `cache_nodes` asks every source itself, as the
 # cache-settings command does.
 _REPORTING_COMMANDS = ("check", "cache_nodes")
+
+
+def _after_fork_in_child() -> None:
+    # A thread that held the lock at the fork does not exist in the child: a fresh lock.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def record(entry: Entry) -> None:

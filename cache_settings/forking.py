@@ -54,6 +54,15 @@ def release_inherited(client: Any) -> None:
         disconnect()
 
 
+def _new_install_lock() -> None:
+    # A thread that held the lock at the fork does not exist in the child: a fresh lock.
+    global _install_lock
+    _install_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_install_lock)
+
+
 def install() -> None:
     """Detach inherited memcached clients in every forked child of this process (idempotent)."""
     global _installed

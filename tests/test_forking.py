@@ -93,3 +93,64 @@ def test_fork__without_the_guard_pylibmc_children_break_the_parent(
     failed, _ = _run(memcached_node.location, "pylibmc", "fork", guarded="off")
 
     assert failed > 0
+
+
+# Every lock a cache_settings module keeps at module level is held by another thread at the
+# moment of the fork; the child must be able to take each one (that thread is not there).
+_LOCKS_SCRIPT = textwrap.dedent(
+    """
+    import importlib, os, pkgutil, sys, threading
+    from django.conf import settings
+    settings.configure()
+    import django
+    django.setup()
+    import cache_settings
+
+    for module in pkgutil.walk_packages(cache_settings.__path__, "cache_settings."):
+        importlib.import_module(module.name)
+    kinds = (type(threading.Lock()), type(threading.RLock()))
+    locks = sorted(
+        (name, attr) for name, module in list(sys.modules.items())
+        if name.startswith("cache_settings") for attr, value in vars(module).items()
+        if isinstance(value, kinds)
+    )
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        taken = [getattr(sys.modules[name], attr) for name, attr in locks]
+        for lock in taken:
+            lock.acquire()
+        held.set()
+        done.wait()
+        for lock in taken:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        stuck = [f"{name}.{attr}" for name, attr in locks
+                 if not getattr(sys.modules[name], attr).acquire(timeout=0.5)]
+        print(" ".join(stuck) or "-", flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    done.set()
+    holder.join()
+    print(" ".join(f"{name}.{attr}" for name, attr in locks))
+    """
+)
+
+
+def test_fork__a_child_can_take_every_module_lock_a_thread_held_at_the_fork() -> None:
+    """entries._lock, forking._install_lock and _aws._install_lock stayed taken in the child."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", _LOCKS_SCRIPT],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stuck, locks = done.stdout.splitlines()
+
+    assert stuck == "-"
+    assert "cache_settings.entries._lock" in locks.split()
+    assert "cache_settings.sources._aws._install_lock" in locks.split()

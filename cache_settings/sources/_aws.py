@@ -68,6 +68,15 @@ _masking: contextvars.ContextVar[Scrubber | None] = contextvars.ContextVar(
 _install_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # A thread that held the lock at the fork does not exist in the child: a fresh lock.
+    global _install_lock
+    _install_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Session:
     """A boto3 session and the TLS context its settings ask for (``ca_bundle``)."""
 
