@@ -8,6 +8,10 @@ they open with :meth:`Attempt.track`, shrink their timeouts to :meth:`Attempt.le
 what they read at :attr:`Attempt.max_reply_size`. When time is up, :meth:`Attempt.cancel`
 shuts those sockets down, which ends any read or write blocked on them, so the worker
 thread returns and nothing of the attempt outlives it by more than :data:`GRACE` seconds.
+
+A :class:`Scope` cancels attempts before their deadline: a watcher's attempts run in its
+scope, which :meth:`cache_settings.watch.Watcher.stop` cancels, so that a blocking query
+in flight (up to ``blocking_timeout``, 30 s) does not keep the watcher's thread alive.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import contextvars
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .exceptions import SourceError
 
-__all__ = ["DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "current", "run", "wait_time"]
+__all__ = [
+    "DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "Scope", "current", "run", "scoped",
+    "wait_time",
+]  # fmt: skip
 
 T = TypeVar("T")
 
@@ -35,6 +42,9 @@ GRACE = 0.05
 
 _current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
     "cache_settings_attempt", default=None
+)
+_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "cache_settings_scope", default=None
 )
 
 
@@ -108,6 +118,51 @@ class Attempt:
                 closer()
 
 
+class Scope:
+    """Attempts cancelled together, before their deadlines: a watcher's, when it stops.
+
+    :func:`run` adds every attempt it runs under :func:`scoped` to that scope. :meth:`cancel`
+    cancels those in flight (their sockets are shut down, so a blocked read returns at
+    once) and every later one as it starts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attempts: set[Attempt] = set()
+        self.cancelled = False
+
+    def add(self, attempt: Attempt) -> None:
+        """Cancel *attempt* with this scope (at once if the scope is cancelled already)."""
+        with self._lock:
+            if not self.cancelled:
+                self._attempts.add(attempt)
+                return
+        attempt.cancel()
+
+    def discard(self, attempt: Attempt) -> None:
+        """Forget *attempt*, which has ended."""
+        with self._lock:
+            self._attempts.discard(attempt)
+
+    def cancel(self) -> None:
+        """Cancel every attempt of this scope, now and from now on."""
+        with self._lock:
+            self.cancelled = True
+            attempts, self._attempts = list(self._attempts), set()
+        for attempt in attempts:
+            attempt.cancel()
+
+
+@contextlib.contextmanager
+def scoped(scope: Scope) -> Iterator[None]:
+    """Run the attempts made in this context (thread) in *scope*."""
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
 def wait_time(seconds: float) -> float:
     """Return *seconds* as a timeout every wait of :mod:`threading` takes.
 
@@ -144,12 +199,21 @@ def run(attempt: Attempt, call: Callable[[], T]) -> T:
     worker = threading.Thread(
         target=work, name=f"cache_settings attempt {attempt.source}", daemon=True
     )
-    worker.start()
-    worker.join(wait_time(attempt.left() + GRACE))
+    scope = _scope.get()
+    if scope is not None:
+        scope.add(attempt)
+    try:
+        worker.start()
+        worker.join(wait_time(attempt.left() + GRACE))
+    finally:
+        if scope is not None:
+            scope.discard(attempt)
     if worker.is_alive():
         attempt.cancel()
         worker.join(GRACE)
         raise SourceError(attempt.source, f"no complete answer within {attempt.timeout:.2f} s")
+    if scope is not None and scope.cancelled:
+        raise SourceError(attempt.source, "stopped")  # whatever the cut-off reply gave
     if failure:
         raise failure[0]
     return outcome[0]

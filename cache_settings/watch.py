@@ -52,7 +52,7 @@ from typing import ClassVar
 
 from ._publish import Publishing, State
 from .ask import Answer, TooFewNodes, ask, backoff, sleep_for
-from .attempt import wait_time
+from .attempt import Scope, scoped, wait_time
 from .chain import ask_in_order, members, versions_grow
 from .exceptions import CacheSettingsError, ResolutionError
 from .nodes import Node, unique_sorted
@@ -139,6 +139,7 @@ class Watcher(Publishing):
         self._write_lock = threading.RLock()  # publishing a new state
         self._changed = threading.Condition()
         self._stop = threading.Event()
+        self._scope = Scope()  # the thread's attempts, cancelled by stop()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -172,10 +173,11 @@ class Watcher(Publishing):
             if not self.source.traits.needs_network:
                 return  # a static list never changes: nothing to watch
             self._stop = stop = threading.Event()
+            self._scope = scope = Scope()
             loop = self._run_blocking if self._blocking else self._run_polling
             self._thread = threading.Thread(
                 target=self._run,
-                args=(loop, stop),
+                args=(loop, stop, scope),
                 name=f"cache_settings watcher {self.url}",
                 daemon=True,
             )
@@ -184,13 +186,14 @@ class Watcher(Publishing):
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread and wait up to *timeout* seconds; return True once it has ended.
 
-        A Consul blocking query in flight ends when the agent answers, or at its bound
-        (``blocking_timeout``); the thread is a daemon, so it never holds up the
-        interpreter's exit.
+        A question in flight (a Consul blocking query may wait ``blocking_timeout``) is
+        cancelled: its sockets are shut down. The thread is a daemon, so it never holds up
+        the interpreter's exit either way.
         """
         with self._lock:
             self._stop.set()
             thread = self._thread
+            self._scope.cancel()
         if thread is None or self._pid != os.getpid():
             return True
         thread.join(wait_time(timeout))
@@ -222,7 +225,13 @@ class Watcher(Publishing):
         answer = Answer(resolution.nodes, version, resolution.fetched_at, resolution.source)
         self._offer(answer, ordered=False, write=False)
 
-    def _run(self, loop: Callable[[threading.Event], None], stop: threading.Event) -> None:
+    def _run(
+        self, loop: Callable[[threading.Event], None], stop: threading.Event, scope: Scope
+    ) -> None:
+        with scoped(scope):  # stop() cancels the attempts this thread makes
+            self._loop(loop, stop)
+
+    def _loop(self, loop: Callable[[threading.Event], None], stop: threading.Event) -> None:
         # The thread is the only thing that keeps this process's node list current: an
         # exception no guard expected (a bug, a wait the platform refuses) is logged, and
         # the loop starts again after a back-off, instead of ending the thread unseen.
@@ -249,6 +258,8 @@ class Watcher(Publishing):
                     list(members(self.source)), self.policy, deadline_at=deadline_at
                 )
             except CacheSettingsError as exc:
+                if stop.is_set():
+                    return  # stop() cancelled the question: no failure to report
                 self._failed(exc)
             else:
                 self._publish(answer, ordered=versions_grow(self.source, answer.source))
@@ -265,6 +276,8 @@ class Watcher(Publishing):
             try:
                 answer = ask(self.source, self.policy, timeout=timeout, index=index)
             except CacheSettingsError as exc:
+                if stop.is_set():
+                    return  # stop() cancelled the question: no failure to report
                 self._failed(exc)
                 # Too few nodes is still an answer: block on its index. After any other
                 # failure (a reply cut off at its bound, a refused connection) start afresh.

@@ -173,3 +173,29 @@ def test_watcher__static_list_has_no_thread() -> None:
     assert [node.location for node in watcher.nodes] == ["10.0.0.1:11211"]
     assert not watcher.running
     assert wait_until(lambda: watcher.generation == 1, 0.1)
+
+
+@pytest.mark.parametrize("scheme", ["elasticache", "consul"])
+def test_watcher__stop_cancels_the_question_in_flight(faults: Faults, scheme: str) -> None:
+    """A source that accepts and never answers held stop() for the attempt's deadline (4.6 s
+    of 5), and a Consul blocking query for up to its bound (30 s): stop(5) returned False."""
+    address = faults.blackhole()
+    url = f"elasticache://{address}" if scheme == "elasticache" else f"consul://{address}/mc"
+    watcher = Watcher(
+        parse_source(url), Policy(refresh=0.05, deadline=10.0), nodes=[Node("10.0.0.1", 11211)]
+    )
+    watcher.start()
+    time.sleep(0.5)  # the first question is in flight: connected, waiting for a reply
+
+    def ours() -> list[str]:
+        return [thread.name for thread in threading.enumerate() if address in thread.name]
+
+    asking = ours()
+    started = time.monotonic()
+    stopped = watcher.stop(timeout=3.0)
+    took = time.monotonic() - started
+
+    assert any(name.startswith("cache_settings attempt") for name in asking), asking
+    assert stopped
+    assert took < 1.0, took
+    assert wait_until(lambda: not ours(), 2.0), ours()
