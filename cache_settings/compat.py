@@ -268,16 +268,26 @@ def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
         ) from None
 
     flat = {key: value for key, value in options.items() if key not in _CLIENT_ARGUMENTS}
+    given = {key: value for key, value in options.items() if key in _CLIENT_ARGUMENTS}
+    nested = given.get("behaviors")
+    if nested is not None and not isinstance(nested, Mapping):
+        raise SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {nested!r}")
+    if nested and flat:  # (our backend gives every entry an empty behaviors dict)
+        # django-elasticache set client.behaviors = OPTIONS.get("behaviors", OPTIONS): with
+        # a behaviors dict, the flat keys were never read. Still not read, but said.
+        warnings.warn(
+            f"{where}: OPTIONS {', '.join(map(repr, sorted(flat)))} are ignored beside "
+            "OPTIONS['behaviors'], as django-elasticache ignored them; move them into it",
+            UserWarning,
+            stacklevel=3,
+        )
+        flat = {}
     unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"})
     if unknown:
         raise SettingsError(
             f"{where}: OPTIONS {', '.join(map(repr, unknown))} are neither pylibmc behaviors "
             f"nor pylibmc.Client arguments ({', '.join(sorted(_CLIENT_ARGUMENTS))})"
         )
-    given = {key: value for key, value in options.items() if key in _CLIENT_ARGUMENTS}
-    nested = given.get("behaviors")
-    if nested is not None and not isinstance(nested, Mapping):
-        raise SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {nested!r}")
     if flat:
         given["behaviors"] = {**flat, **(nested or {})}
     return _merge_options(client_defaults("pylibmc"), given)

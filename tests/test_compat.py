@@ -246,6 +246,27 @@ def test_elasticache__unknown_option__names_it() -> None:
         handler["default"].get("key")  # the first operation raises, not building it
 
 
+def test_elasticache__flat_options_beside_behaviors_are_ignored_as_the_old_package_did(
+    fresh_memcached_node: MemcachedServer,
+) -> None:
+    """django-elasticache: client.behaviors = OPTIONS.get("behaviors", OPTIONS). Settings that
+    worked there (flat keys it never read) must not fail here."""
+    options = {"IGNORE_CLUSTER_ERRORS": True, "behaviors": {"no_block": True}, "stale_key": 1}
+    entry = {"BACKEND": ELASTICACHE, "LOCATION": fresh_memcached_node.location, "OPTIONS": options}
+    handler = CacheHandler({"default": entry})
+    try:
+        with pytest.warns(UserWarning, match=r"OPTIONS 'stale_key' are ignored beside"):
+            cache = handler["default"]
+        cache.set("key", 1)
+        behaviors = dict(cache._cache.behaviors)  # type: ignore[attr-defined]
+        assert cache.get("key") == 1
+    finally:
+        handler.close_all()
+
+    assert behaviors["no_block"]
+    assert behaviors["ketama"]  # our defaults under them
+
+
 def test_elasticache__binary_key__warns_that_text_protocol_is_used() -> None:
     handler = CacheHandler(
         {"default": {"BACKEND": ELASTICACHE, "LOCATION": "cfg.example:11211", "BINARY": True}}
