@@ -108,10 +108,11 @@ def check_json(body: bytes, attempt: Attempt | None, *, source: str) -> None:
     It must fit in the time left (:func:`json_seconds`) and nest at most
     :data:`MAX_JSON_DEPTH` levels. Without an attempt only the nesting is checked.
     """
-    # One pass over the body: the brackets are counted in its shape, which holds all of them.
+    # One pass over the body: the brackets are counted in its shape, which holds all of them
+    # (braces as square brackets).
     shape = _shape(body)
     if attempt is not None:
-        containers = shape.count(b"[") + shape.count(b"{")
+        containers = shape.count(b"[")
         afford(attempt, _json_cost(len(body), containers), f"a JSON reply of {len(body)} bytes")
     _check_nesting(shape, source=source, attempt=attempt)
 
@@ -130,24 +131,24 @@ def check_json_nesting(body: bytes, *, source: str, attempt: Attempt | None = No
 
 
 def _shape(body: bytes) -> bytes:
-    """Return the brackets and the quotes of *body* that are not escaped, in order."""
+    """Return the brackets (braces as square ones) and the unescaped quotes of *body*, in order."""
     if b"\\" in body:  # the escape passes copy the whole body: only when there is one
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return body.translate(None, _NOT_SHAPE)
+    return body.translate(_SQUARE, _NOT_SHAPE)
 
 
 def _check_nesting(shape: bytes, *, source: str, attempt: Attempt | None) -> None:
     # Two adjacent quotes are an empty string or the end and start of two strings; either
     # way removing them leaves every bracket inside or outside a string as it was.
-    if shape.count(b'"') == 2 * shape.count(b'""'):
-        # Every quote is in such a pair (no string holds a bracket): drop them all in the
-        # pass that squares the brackets, cheaper than replacing each pair.
-        shape = shape.translate(_SQUARE, b'"')
+    brackets = shape.translate(None, b'"')
+    if len(shape) - len(brackets) == 2 * shape.count(b'""'):
+        # Every quote is in such a pair (no string holds a bracket): dropping them all is
+        # cheaper than replacing each pair.
+        shape = brackets
     else:
         shape = shape.replace(b'""', b"")
         if b'"' in shape:
             shape = _STRING.sub(b"", shape)  # what is left of the strings holds only brackets
-        shape = shape.translate(_SQUARE)
     rounds = 0
     while shape and rounds < MAX_JSON_DEPTH:
         if attempt is not None:

@@ -84,17 +84,21 @@ def request(
         response = conn.getresponse()
         if response.length is not None:
             attempt.check_size(response.length)
-        received = bytearray()
+        # The pieces are joined once at the end: one copy of the body, not two (growing a
+        # bytearray, then bytes() of it), which a large Consul answer feels.
+        received: list[bytes] = []
+        size = 0
         while chunk := response.read1(_CHUNK):
-            received += chunk
-            attempt.check_size(len(received))
+            received.append(chunk)
+            size += len(chunk)
+            attempt.check_size(size)
             if response.isclosed():  # Python 3.13 closes the socket with the body's last byte
                 break
             sock.settimeout(attempt.check())
         attempt.check()  # a cancelled read looks like the end of the body
         if response.length:  # http.client returns b"" when a reply stops short
-            raise http.client.IncompleteRead(bytes(received), response.length)
-        return Reply(response.status, response.msg, bytes(received))
+            raise http.client.IncompleteRead(b"".join(received), response.length)
+        return Reply(response.status, response.msg, b"".join(received))
     except SourceError:
         raise
     except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: bad headers

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import SplitResult, quote, unquote, urlencode
 
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError, brief
-from ..nodes import Node, is_host, parse_node
+from ..exceptions import ConfigurationError, brief
+from ..nodes import Node
 from ..tls import TLSConfig
 from . import Traits
 from . import _consul_agent as _agent
 from . import _consul_modes as _modes
-from ._budget import paced
 from ._consul_agent import DEFAULT_AGENT, blocking_timeout, blocking_wait
+from ._consul_parse import parse_health_service
 from ._transport import within
 from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
@@ -33,8 +32,6 @@ _OPTIONS = (
     "max_stale", "ns", "passing", "status", "tag", "tls", "token", "verify", "wait",
     *NODE_TLS_OPTIONS,
 )  # fmt: skip
-# Consul's api.HealthChecks.AggregatedStatus: maintenance is marked by these check ids.
-_NODE_MAINTENANCE, _SERVICE_MAINTENANCE = "_node_maintenance", "_service_maintenance:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,134 +262,3 @@ class Consul:
         new_index = 0 if index and received < index else max(received, 1)
         logger.debug("%s: %d nodes at index %d", self.url, len(nodes), new_index)
         return new_index, nodes
-
-
-def parse_health_service(
-    entries: object,
-    *,
-    source: str,
-    address: str = "service",
-    tags: Iterable[str] = (),
-    status: Iterable[str] = ("passing",),
-) -> list[Node]:
-    """Return the nodes in a ``/v1/health/service`` reply, de-duplicated and sorted.
-
-    Instances missing any of *tags*, or whose aggregated status (worst of their node
-    and service checks; maintenance first, as Consul's API client ranks them) is not in
-    *status*, are left out: the agent filters too, but one that ignores ``tag`` or
-    ``passing`` must not put a failed node in the list.
-
-    An instance registered without a usable port or address is left out with a
-    warning, so that it cannot take the healthy ones with it. A reply not shaped as
-    the API docs say (a list of objects with ``Node`` and ``Service`` objects, a
-    ``Checks`` list of checks with a string ``Status``, ``Tags`` a list of strings, an
-    integer ``Port``, string addresses) raises SourceError, whatever it holds.
-    """
-    # One pass, and no work per instance that a 5,000-instance answer would feel: JSON
-    # objects are dicts (no ABC checks), messages are built only on failure, and the
-    # addresses parse_node() would accept unchanged skip it (bench/bench_consul.py).
-    if not isinstance(entries, list):
-        raise SourceError(source, f"malformed reply: expected a list, got {type(entries).__name__}")
-    wanted = frozenset(tags)
-    allowed = frozenset(_RANKS.index(s) for s in status if s in _RANKS)
-    by_service = address == "service"
-    found: set[tuple[str, int]] = set()
-    for n, entry in enumerate(paced(entries)):
-        if not isinstance(entry, dict):
-            raise SourceError(source, f"{_at(n)} is not an object")
-        node, service, checks = entry.get("Node"), entry.get("Service"), entry.get("Checks")
-        if not isinstance(node, dict) or not isinstance(service, dict):
-            raise SourceError(source, f"{_at(n)} lacks a Node or Service object")
-        if checks is not None and not isinstance(checks, list):
-            raise SourceError(source, f"{_at(n)} has Checks that are not a list")
-        service_tags = service.get("Tags") or ()
-        if service_tags and (
-            not isinstance(service_tags, list) or not all(type(t) is str for t in service_tags)
-        ):
-            raise SourceError(source, f"{_at(n)} has Service.Tags that are not a list of strings")
-        if wanted and not wanted.issubset(service_tags):
-            continue
-        if (_aggregated(checks, n, source) if checks else _PASSING) not in allowed:
-            continue
-        found_or_why = _address(node, service, by_service, n, source)
-        if isinstance(found_or_why, str):
-            logger.warning(
-                "%s: skipping instance %r on node %r: %s",
-                source, _name(service.get("ID")), _name(node.get("Node")), found_or_why,
-            )  # fmt: skip
-        else:
-            found.add(found_or_why)
-    # unique_sorted()'s order, (host, port, ip, tls), is that of the (host, port) pairs here,
-    # where no node has an ip or tls yet; sorting the pairs is several times faster.
-    return [Node(host, port) for host, port in sorted(found)]
-
-
-# Consul's api.HealthChecks.AggregatedStatus, as ranks: the worst check wins, and a status
-# it does not know ranks above all (its "" matches no status asked for).
-_RANKS = ("passing", "warning", "critical", "maintenance", "unknown")
-_CHECK_RANK = {"passing": 0, "warning": 1, "critical": 2}
-_PASSING, _MAINTENANCE, _UNKNOWN = 0, 3, 4
-_STR_OR_NONE = (str, type(None))
-
-
-def _aggregated(checks: list[Any], n: int, source: str) -> int:
-    """Return the instance's status rank (an index into ``_RANKS``)."""
-    rank = _PASSING
-    for check in checks:
-        state = check.get("Status") if isinstance(check, dict) else None
-        if not isinstance(state, str):
-            raise SourceError(source, f"{_at(n)} has a check without a Status")
-        check_id = check.get("CheckID")
-        if isinstance(check_id, str) and (
-            check_id == _NODE_MAINTENANCE or check_id.startswith(_SERVICE_MAINTENANCE)
-        ):
-            this = _MAINTENANCE
-        else:
-            this = _CHECK_RANK.get(state, _UNKNOWN)
-        if this > rank:
-            rank = this
-    return rank
-
-
-def _address(
-    node: dict[str, Any], service: dict[str, Any], by_service: bool, n: int, source: str
-) -> tuple[str, int] | str:
-    """Return the instance's ``(host, port)`` as parse_node() gives it, or why it is unusable.
-
-    Raise SourceError if the entry is not shaped as documented.
-    """
-    port = service.get("Port")
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise SourceError(
-            source, f"{_at(n)} has a Service.Port that is not an integer ({brief(port)})"
-        )
-    service_address, node_address = service.get("Address"), node.get("Address")
-    if not isinstance(service_address, _STR_OR_NONE):
-        raise SourceError(source, f"{_at(n)} has a Service.Address that is not a string")
-    if not isinstance(node_address, _STR_OR_NONE):
-        raise SourceError(source, f"{_at(n)} has a Node.Address that is not a string")
-    if not 0 < port < 65536:
-        return f"no usable Service.Port ({port if abs(port) < 10**9 else 'out of range'})"
-    text = service_address.strip() if by_service and service_address else ""
-    if not text:
-        text = node_address.strip() if node_address else ""
-    if not text:
-        return "no Service.Address or Node.Address"
-    text = text.strip("[]")
-    # What parse_node() makes of an IPv4 address (unchanged) or of a host name (lower case,
-    # no trailing dot), without its other checks: most addresses in a reply are these.
-    if ":" not in text and is_host(text):
-        return text.lower().removesuffix("."), port
-    try:
-        parsed = parse_node(f"[{text}]" if ":" in text else text, default_port=port)
-    except ConfigurationError:
-        return f"unusable address {brief(text)}"
-    return parsed.host, parsed.port
-
-
-def _at(n: int) -> str:
-    return f"malformed reply: entry {n}"
-
-
-def _name(value: object) -> str | None:
-    return value[:100] if isinstance(value, str) else None
