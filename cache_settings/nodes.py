@@ -5,16 +5,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
-from itertools import repeat
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .exceptions import ConfigurationError, brief
 from .redact import redact_address
 
 __all__ = [
-    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "new_nodes", "parse_node",
+    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "parse_node",
     "parse_port", "unique_sorted",
 ]  # fmt: skip
 
@@ -217,27 +215,6 @@ def _ends_in_number(name: str) -> bool:
     except OSError:
         return True
     return False
-
-
-def new_nodes(hosts: Sequence[str], ports: Iterable[int]) -> list[Node]:
-    """Return ``[Node(host, port) for host, port in zip(hosts, ports)]``, built faster.
-
-    For parsers that have checked thousands of hosts and ports already. ``Node.__init__``
-    checks nothing, so nothing is skipped: each field is set through its slot in one C loop
-    (``map``) over all the nodes, instead of four ``object.__setattr__`` calls per node in
-    Python, and the other fields get their defaults. Node has no ``__post_init__`` to run
-    (tests/test_nodes.py holds the two ways equal).
-    """
-    nodes = list(map(object.__new__, repeat(Node, len(hosts))))
-    for name, values in (("host", hosts), ("port", ports)):
-        deque(map(Node.__dict__[name].__set__, nodes, values), 0)
-    for name, default in _DEFAULTS:
-        deque(map(Node.__dict__[name].__set__, nodes, repeat(default)), 0)
-    return nodes
-
-
-# Node's fields other than host and port, with their defaults.
-_DEFAULTS = [(field.name, field.default) for field in fields(Node)][2:]
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache_settings import ConfigurationError, Node, parse_source
-from cache_settings.nodes import is_host, new_nodes, parse_node, unique_sorted
+from cache_settings.nodes import is_host, parse_node, unique_sorted
 
 
 @pytest.mark.parametrize(
@@ -340,16 +340,3 @@ def test_parse_node__a_numeric_name_error_says_what_the_resolver_reads(
         assert reading not in str(raised.value)
     else:
         assert str(raised.value).endswith(f"{reading} {read_as}")
-
-
-def test_new_nodes__equal_to_nodes_built_one_by_one() -> None:
-    hosts, ports = ["10.0.0.1", "cache-a", "2001:db8::1"], [11211, 9000, 11211]
-
-    built = new_nodes(hosts, ports)
-
-    expected = [Node(host, port) for host, port in zip(hosts, ports, strict=True)]
-    assert built == expected
-    assert [repr(node) for node in built] == [repr(node) for node in expected]
-    assert {hash(node) for node in built} == {hash(node) for node in expected}
-    assert all(type(node) is Node and node.ip is None and node.tls is False for node in built)
-    assert not hasattr(Node, "__post_init__")  # new_nodes() would not run one

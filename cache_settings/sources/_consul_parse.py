@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import attempt as _attempt
 from ..exceptions import ConfigurationError, SourceError, brief
-from ..nodes import Node, is_host, new_nodes, parse_node
+from ..nodes import Node, is_host, parse_node
 from ._budget import paced
 
 __all__ = ["RANKS", "parse_health_service"]
@@ -78,9 +78,9 @@ def parse_health_service(
         return [Node(host, port) for host, port in pairs]
     hosts, ports = plain
     if len(set(ports)) == 1:  # one port for all (the usual case): the hosts' order is the order
-        return new_nodes(sorted(set(hosts)), repeat(ports[0]))
-    pairs = sorted(set(zip(hosts, ports, strict=True)))
-    return new_nodes([host for host, _ in pairs], [port for _, port in pairs])
+        port = ports[0]
+        return [Node(host, port) for host in sorted(set(hosts))]
+    return [Node(host, port) for host, port in sorted(set(zip(hosts, ports, strict=True)))]
 
 
 def _plain(
