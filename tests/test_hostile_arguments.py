@@ -225,3 +225,33 @@ def test_parse_source__an_option_with_a_control_character_is_refused_for_every_s
     """Sent percent-encoded and shown escaped before, but never what was meant."""
     with pytest.raises(ConfigurationError, match="holds a character that is not printable"):
         cache_settings.parse_source(url)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"service": "mem\ncached"},
+        {"service": "mc", "tags": ("prod\x00",)},
+        {"service": "mc", "dc": "dc1\r"},
+        {"service": "mc", "near": "\x1b[2J"},
+        {"service": "mc", "node_meta": (("rack", "a\n"),)},
+        {"service": "mc", "namespace": "ns\u202e"},
+        {"service": "mc", "filter_expr": "Service.Port == 1\n"},
+        {"service": "mc", "dc": 3},
+    ],
+)
+def test_consul_source__a_name_tag_or_filter_that_is_not_printable_text_is_refused(
+    kwargs: dict[str, Any],
+) -> None:
+    """Sent percent-encoded and shown escaped before: no leak, but never what was meant."""
+    from cache_settings.sources.consul import Consul
+
+    with pytest.raises(ConfigurationError, match="which is not printable text") as raised:
+        Consul(**kwargs)
+
+    assert str(raised.value).isprintable()
+
+
+def test_consul_url__a_service_name_with_a_control_character_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="service holds 'mem\\\\ncached'"):
+        cache_settings.parse_source("consul:///mem%0Acached")

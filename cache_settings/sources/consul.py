@@ -113,6 +113,7 @@ class Consul:
             raise ConfigurationError(f"consul: invalid service name {brief(self.service)}")
         object.__setattr__(self, "tags", tuple(self.tags))
         object.__setattr__(self, "node_meta", tuple((k, v) for k, v in self.node_meta))
+        self._check_texts()
         if set(self.status) - set(STATUSES):
             statuses = ", ".join(STATUSES)
             raise ConfigurationError(f"consul: status={brief(self.status)} must list {statuses}")
@@ -132,6 +133,21 @@ class Consul:
         )
         object.__setattr__(self, "max_stale", bound)
         _agent.check_token(self.token, f"{self.url}: the token")
+
+    def _check_texts(self) -> None:
+        """Refuse a name, tag, filter or meta that is not printable text: never meant."""
+        texts = [
+            ("service", self.service), ("dc", self.dc), ("near", self.near),
+            ("namespace", self.namespace), ("filter_expr", self.filter_expr),
+            *(("tags", tag) for tag in self.tags),
+            *(("node_meta", part) for pair in self.node_meta for part in pair),
+        ]  # fmt: skip
+        for name, text in texts:
+            if text is not None and not (isinstance(text, str) and text.isprintable()):
+                raise ConfigurationError(
+                    f"consul: {name} holds {brief(text)}, which is not printable text (a "
+                    "control character, or not a string)"
+                )
 
     @classmethod
     def from_url(cls, url: SplitResult) -> Consul:
