@@ -404,7 +404,8 @@ def test_elasticache_api__serverless_fallback_shares_the_timeout(
     timeout = 1.0
 
     started = time.monotonic()
-    with pytest.raises(SourceError, match="no complete answer within 1.00 s from the ElastiCache"):
+    # From the transport's read bound, or, on a loaded machine, from the attempt's own.
+    with pytest.raises(SourceError, match="no complete answer within 1.00 s"):
         _source(aws_env, "sl").resolve(timeout=timeout)
     elapsed = time.monotonic() - started
 
