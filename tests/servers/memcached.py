@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -93,10 +94,29 @@ class MemcachedServer:
         return argv
 
     def pause(self) -> None:
-        """Stop the daemon with SIGSTOP: the kernel still accepts connections, nothing answers."""
+        """Stop the daemon with SIGSTOP: the kernel still accepts connections, nothing answers.
+
+        Returns once every thread of it is stopped: a signal takes effect when the process
+        next runs, and a busy machine let a "paused" daemon answer one more command.
+        """
         if self._process is not None:
             self._process.send_signal(signal.SIGSTOP)
             self.paused = True
+            deadline = time.monotonic() + 5.0
+            while not self._stopped(self._process.pid) and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    @staticmethod
+    def _stopped(pid: int) -> bool:
+        # proc(5): the state is the field after the ")" that ends the command name.
+        try:
+            states = [
+                Path(f"/proc/{pid}/task/{task}/stat").read_text().rpartition(")")[2].split()[0]
+                for task in os.listdir(f"/proc/{pid}/task")
+            ]
+        except (OSError, IndexError):
+            return True  # gone, or no /proc: nothing more to wait for
+        return all(state in ("T", "t") for state in states)
 
     def resume(self) -> None:
         """Let a paused daemon run on (SIGCONT) with its memory intact; a no-op otherwise."""
