@@ -72,6 +72,12 @@ def _after_fork_in_child() -> None:
     # A thread that held the lock at the fork does not exist in the child: a fresh lock.
     global _install_lock
     _install_lock = threading.Lock()
+    # A session's credential provider keeps its connections open (botocore's urllib3 pool
+    # to the container or instance metadata service, or STS): a child that took a parent's
+    # session would send on the parent's socket, and their requests and replies would
+    # interleave on it. The child makes its own sessions; the parent's are only dropped
+    # (closing the child's copies of their sockets sends nothing).
+    _idle.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
