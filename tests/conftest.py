@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.servers.config_endpoint",
     "tests.servers.elasticache_api",
     "tests.servers.dns",
+    "tests.servers.dns_scripted",
 ]
 
 # Real services are opt-in through their standard variables; the stand-in fixtures read

@@ -255,3 +255,34 @@ def test_consul_source__a_name_tag_or_filter_that_is_not_printable_text_is_refus
 def test_consul_url__a_service_name_with_a_control_character_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="service holds 'mem\\\\ncached'"):
         cache_settings.parse_source("consul:///mem%0Acached")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///var/run/memcached\tnodes",
+        "dns+mc.te\nst:11211",
+        "consul://s3cr3t-token@127.0.0.1:8500/mem\rcached",
+        "memcached://10.0.0.1:11211,\n10.0.0.2:11211",
+    ],
+)
+def test_parse_source__a_tab_or_line_break_inside_a_url_is_refused_not_dropped(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """urlsplit() drops them: file:///a<TAB>b read /ab, dns://mc.te<LF>st asked mc.test."""
+    from cache_settings.cli import main
+
+    index = next(i for i, char in enumerate(url) if char in "\t\r\n")
+    where = f"{url[index]!r} at character {index + 1}"
+
+    with pytest.raises(ConfigurationError, match="would silently drop") as raised:
+        cache_settings.parse_source(url)
+    status = main(["resolve", url, "--json"])
+
+    text = _message(raised.value)
+    assert where in text
+    assert "s3cr3t" not in text
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert where in err
+    assert "s3cr3t" not in err

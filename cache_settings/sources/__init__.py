@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
@@ -156,6 +157,9 @@ def register(scheme: str, factory: Callable[[SplitResult], Source]) -> None:
     SCHEMES[scheme.lower()] = factory
 
 
+_DROPPED_BY_URLSPLIT = re.compile("[\t\r\n]")
+
+
 def parse_source(url: str | Source) -> Source:
     """Return the source a URL names; a Source object is returned as it is."""
     if not isinstance(url, str):
@@ -166,11 +170,22 @@ def parse_source(url: str | Source) -> Source:
         )
     # Grafana Mimir, Loki and Thanos write DNS discovery as dns+HOST:PORT, dnssrv+NAME and
     # dnssrvnoa+NAME; they name the same sources as the dns:// URLs.
-    prefix, plus, rest = url.strip().partition("+")
+    url = url.strip()
+    # urlsplit() drops every tab, CR and LF inside a URL (the WHATWG rule), so "file:///a\tb"
+    # would read /ab and "dns://mc.te\nst" ask mc.test: refused rather than altered. The
+    # URL itself is not quoted, since it may carry a token.
+    dropped = _DROPPED_BY_URLSPLIT.search(url)
+    if dropped:
+        raise ConfigurationError(
+            f"A cache source URL holds {dropped.group()!r} at character {dropped.start() + 1}, "
+            "which URL parsing would silently drop; remove it (or percent-encode it if it is "
+            "meant)"
+        )
+    prefix, plus, rest = url.partition("+")
     if plus and prefix.lower() in ("dns", "dnssrv", "dnssrvnoa"):
         url = f"{prefix}://{rest}"
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
     except ValueError as exc:
         raise ConfigurationError(f"Invalid cache source URL: {exc}") from exc
     scheme = parts.scheme.lower()

@@ -26,6 +26,12 @@ Decisions this module documents:
 - Replies use EDNS0 with a 1232-byte payload (DNS Flag Day 2020); a truncated reply is asked
   again over TCP. All replies of one attempt together are capped at the attempt's
   ``max_reply_size``.
+- A UDP datagram that is not the reply (another ID or question, not DNS at all) is dropped
+  and the wait goes on, as dnspython's ``Resolver`` and stub resolvers do (RFC 5452 9.1): a
+  forged packet cannot fail a nameserver. A TCP connection closed before the reply is whole
+  fails that nameserver only.
+- An SRV record with port 0 (which RFC 2782 allows) fails the attempt unless the URL gives
+  the port: no memcached listens there, and the snapshot refuses such a node.
 """
 
 from __future__ import annotations
@@ -175,6 +181,12 @@ class DNS:
             addresses: dict[str, list[str]] = {}  # a target listed twice is looked up once
             for target, port in lookup.srv(self.name):
                 port = self.port or port
+                if not port:  # RFC 2782 allows 0; no memcached listens there
+                    raise SourceError(
+                        self.url,
+                        f"SRV record of {self.name} gives port 0 for {target}; "
+                        f"fix the record, or set the port with {self.scheme}://{self.name}:PORT",
+                    )
                 if self.scheme == "dnssrvnoa":
                     nodes.append(Node(target, port))
                     continue
@@ -282,7 +294,8 @@ class _Lookup:
                 except dns.exception.Timeout:
                     failures[where] = "no answer"
                     continue
-                except (OSError, dns.exception.DNSException) as exc:
+                except (OSError, EOFError, dns.exception.DNSException) as exc:
+                    # EOFError: a TCP connection closed before the whole reply came.
                     failures[where] = _describe(exc)
                     live.remove(server)
                     continue
@@ -328,6 +341,10 @@ class _Lookup:
                 port=port,
                 ignore_unexpected=True,
                 raise_on_truncation=True,
+                # A datagram that is not the reply (another ID or question, not DNS) is
+                # dropped and the wait goes on, as dnspython's Resolver does (RFC 5452 9.1):
+                # one forged packet must not fail the nameserver.
+                ignore_errors=True,
             )
         except dns.message.Truncated:
             left = self.deadline - time.monotonic()
@@ -363,6 +380,8 @@ def _address(ip: str, port: int) -> str:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "refused the connection"
+    if isinstance(exc, EOFError):
+        return "closed the TCP connection before its reply was whole"
     if isinstance(exc, OSError):
         return f"cannot be reached ({exc.strerror or exc})"
     return f"sent a malformed reply ({excerpt(str(exc), 120)})"

@@ -16,7 +16,8 @@ Decisions this module documents:
   list: the resolver then keeps the last good list (or the snapshot). What no retry can
   change is ``permanent`` (not retried within one resolution): a symbolic link, a file that
   is not regular, one over ``max_reply_size``, bytes that are not UTF-8 (but for a character
-  cut at the end, which a write under way leaves).
+  cut at the end, which a write under way leaves). A JSON object that names a key twice is
+  refused: ``json.loads`` would keep the last and silently drop the nodes of the first.
 - The file is opened with ``O_NOFOLLOW | O_NONBLOCK``: a symbolic link is refused (the
   snapshot rule: nothing is read through a link another user may redirect) and a FIFO or
   device cannot block the open; only a regular file of at most ``max_reply_size`` bytes is
@@ -41,6 +42,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote
 
@@ -169,7 +171,7 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     if body[0] in "[{":
         check_json(data, attempt.current(), source=source)
         try:
-            value = json.loads(body)
+            value = json.loads(body, object_pairs_hook=_unique_keys(source))
         except ValueError as exc:
             raise SourceError(
                 source, f"not valid JSON ({exc}): malformed, or partly written"
@@ -185,6 +187,22 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     if not nodes:
         raise SourceError(source, "the file lists no nodes")
     return list(unique_sorted(nodes))
+
+
+def _unique_keys(source: str) -> Callable[[list[tuple[str, object]]], dict[str, object]]:
+    # json.loads keeps the last of two equal keys: {"targets": [a], "targets": [b]} would
+    # silently lose a, so an object that names a key twice is refused.
+    def build(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        value: dict[str, object] = {}
+        for key, item in pairs:
+            if key in value:
+                raise SourceError(
+                    source, f"a JSON object names the key {brief(key)} twice; which one is meant?"
+                )
+            value[key] = item
+        return value
+
+    return build
 
 
 def _from_list(value: object, source: str) -> list[Node]:
@@ -267,7 +285,7 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
     except FileNotFoundError:
         raise SourceError(source, "no such file") from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno == errno.ELOOP and _is_link(path):
             raise SourceError(
                 source,
                 "is a symbolic link; name the file it points to (links are never followed)",
@@ -298,6 +316,15 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
     if _stamp(before) != _stamp(after) or len(data) != after.st_size:
         return None
     return data, _stamp(after)
+
+
+def _is_link(path: str) -> bool:
+    # ELOOP is also a loop of links among the directories, which are followed: that is
+    # "Too many levels of symbolic links", not a link where the file should be.
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _stamp(status: os.stat_result) -> _Stamp:

@@ -378,3 +378,40 @@ def test_file__deep_json_is_a_clear_source_error(tmp_path: Path) -> None:
 
     with pytest.raises(SourceError, match="nested deeper than 64 levels"):
         file_source(path).resolve(timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ('[{"targets": ["10.0.0.1:11211"], "targets": ["10.0.0.2:11211"]}]', "targets"),
+        (
+            '{"format": "cache_settings/1", "sources": {"memcached://10.0.0.1:11211": '
+            '{"nodes": [{"host": "10.0.0.1", "port": 11211}], '
+            '"nodes": [{"host": "10.0.0.2", "port": 11211}]}}}',
+            "nodes",
+        ),
+    ],
+    ids=["file-sd-targets", "snapshot-nodes"],
+)
+def test_file__a_json_key_given_twice_is_refused_not_last_wins(
+    tmp_path: Path, content: str, key: str
+) -> None:
+    """json.loads kept the last: the first list's nodes vanished without a word."""
+    path = tmp_path / "nodes.json"
+    path.write_text(content)
+    aged(path)
+
+    error = _failure(path)
+
+    assert f"names the key '{key}' twice" in error.reason
+
+
+def test_file__a_loop_of_links_among_the_directories_is_not_called_a_link(tmp_path: Path) -> None:
+    """Only the last part of the path must not be a link; a loop above it is another fault."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+
+    error = _failure(tmp_path / "a" / "nodes")
+
+    assert "is a symbolic link" not in error.reason
+    assert "Too many levels of symbolic links" in error.reason
