@@ -138,6 +138,24 @@ def check_version(value: object) -> int | None:
     return value
 
 
+class DuplicateKey(ValueError):
+    """A JSON object named one key twice: ``json.loads`` would keep the last, silently."""
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` for ``json.loads`` that refuses a key named twice (DuplicateKey).
+
+    RFC 8259 (section 4) leaves what duplicate names mean to the reader; Python keeps the
+    last, so ``{"targets": [a], "targets": [b]}`` would lose ``a`` without a word.
+    """
+    value: dict[str, object] = {}
+    for key, item in pairs:
+        if key in value:
+            raise DuplicateKey(f"a JSON object names the key {brief(key)} twice; which is meant?")
+        value[key] = item
+    return value
+
+
 def _parse(content: bytes) -> dict[str, SnapshotEntry]:
     if len(content) > MAX_SIZE:
         raise ValueError(f"larger than {MAX_SIZE} bytes; not a snapshot this library wrote")
@@ -147,7 +165,14 @@ def _parse(content: bytes) -> dict[str, SnapshotEntry]:
         raise ValueError(f"not valid JSON (not UTF-8: {exc})") from None
     _check_nesting(text)
     try:
-        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        data = json.loads(
+            text,
+            object_pairs_hook=unique_keys,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
+    except DuplicateKey:
+        raise
     except ValueError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -535,3 +535,22 @@ def test_resolve__snapshot_linked_to_dev_zero_after_start__resolution_error(area
     )
 
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Two entries for one source: which list is the last good one?
+        '{"format": "cache_settings/1", "sources": {"s://a": ENTRY, "s://a": ENTRY}}',
+        '{"format": "cache_settings/1", "sources": {"s://a": {"nodes": [{"host": "a", '
+        '"host": "b", "port": 1}], "fetched_at": 1, "version": null}}}',
+    ],
+)
+def test_load_snapshot__an_object_naming_a_key_twice_is_refused(tmp_path: Path, text: str) -> None:
+    """json.loads kept the last of the two silently, as in a rendered node file."""
+    entry = '{"nodes": [{"host": "a", "port": 1}], "fetched_at": 1, "version": null}'
+    path = tmp_path / "snap.json"
+    path.write_text(text.replace("ENTRY", entry))
+
+    with pytest.raises(SnapshotError, match=r"names the key '(s://a|host)' twice"):
+        load_snapshot(path)

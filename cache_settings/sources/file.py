@@ -42,11 +42,11 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote
 
 from .. import attempt
+from .._snapshot_format import DuplicateKey, unique_keys
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError, brief, some
 from ..nodes import Node, parse_node, unique_sorted
@@ -171,7 +171,9 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     if body[0] in "[{":
         check_json(data, attempt.current(), source=source)
         try:
-            value = json.loads(body, object_pairs_hook=_unique_keys(source))
+            value = json.loads(body, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
+            raise SourceError(source, str(exc)) from None
         except ValueError as exc:
             raise SourceError(
                 source, f"not valid JSON ({exc}): malformed, or partly written"
@@ -187,22 +189,6 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     if not nodes:
         raise SourceError(source, "the file lists no nodes")
     return list(unique_sorted(nodes))
-
-
-def _unique_keys(source: str) -> Callable[[list[tuple[str, object]]], dict[str, object]]:
-    # json.loads keeps the last of two equal keys: {"targets": [a], "targets": [b]} would
-    # silently lose a, so an object that names a key twice is refused.
-    def build(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        value: dict[str, object] = {}
-        for key, item in pairs:
-            if key in value:
-                raise SourceError(
-                    source, f"a JSON object names the key {brief(key)} twice; which one is meant?"
-                )
-            value[key] = item
-        return value
-
-    return build
 
 
 def _from_list(value: object, source: str) -> list[Node]:
