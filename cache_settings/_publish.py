@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -30,6 +31,11 @@ logger = logging.getLogger("cache_settings.watch")
 #: one is followed: a lagging endpoint node answers so for moments, a cluster recreated
 #: under the same name (its versions start again at 1) for good.
 OLDER_LIMIT = 5
+#: Seconds after which an unchanged live answer is written to the snapshot again, so that its
+#: ``fetched_at`` (when a live source last confirmed the list, which ``max_age`` measures)
+#: stays fresh on a stable fleet; half of ``max_age`` when that is shorter. One write per
+#: interval per process at most: a thousand processes at 300 s are about three a second.
+CONFIRM_INTERVAL = 300.0
 
 
 class State(NamedTuple):
@@ -53,6 +59,7 @@ class Publishing:
     _failing: bool
     _stale_logged: int | None
     _older_answers: int
+    _confirmed_at: float  # time.monotonic() of this watcher's last snapshot write
     _rejoins: Rejoins
     _write_lock: threading.RLock
     _changed: threading.Condition
@@ -115,6 +122,8 @@ class Publishing:
                 nodes = admitted
                 answer = replace(answer, nodes=nodes)
             if nodes == current.nodes and not moved:
+                if write and self._confirm_due():
+                    self._save(answered_by, answer)
                 return False
             old, new = set(current.nodes), set(nodes)
             added = tuple(node for node in nodes if node not in old)
@@ -134,7 +143,7 @@ class Publishing:
                 ", ".join(node.location for node in removed) or "none",
             )
         if write:
-            save(self.policy, answered_by, answer)
+            self._save(answered_by, answer)
         # The sender is the Watcher class (README, "Refreshing backends").
         for receiver, result in nodes_changed.send_robust(
             type(self),
@@ -149,6 +158,18 @@ class Publishing:
             if isinstance(result, Exception):
                 logger.error("%s: nodes_changed receiver %r raised %r", self.url, receiver, result)
         return state is not current
+
+    def _confirm_due(self) -> bool:
+        """True when the snapshot's entry should be written again for an unchanged answer."""
+        if self.policy.snapshot is None:
+            return False
+        max_age = self.policy.max_age
+        interval = CONFIRM_INTERVAL if max_age is None else min(CONFIRM_INTERVAL, max_age / 2)
+        return time.monotonic() - self._confirmed_at >= interval
+
+    def _save(self, answered_by: str, answer: Answer) -> None:
+        self._confirmed_at = time.monotonic()
+        save(self.policy, answered_by, answer)
 
     def _follow(self, answered_by: str) -> bool:
         """Note which source answered; return True when a chain moved to another member.

@@ -123,6 +123,7 @@ class Watcher(Publishing):
         self._failing = False
         self._stale_logged: int | None = None
         self._older_answers = 0  # answers in a row with a lower config version (_publish)
+        self._confirmed_at = time.monotonic()  # settings time wrote the snapshot (_publish)
         self._rejoins = Rejoins(self.url, source.traits)
         self._init_process()
 

@@ -554,3 +554,30 @@ def test_watcher__interpreter_exits_promptly_with_a_blocking_query_in_flight(
     assert done.stdout.strip() == "ok"
     assert done.stderr == ""
     assert elapsed < 5.0
+
+
+def test_watcher__an_unchanged_answer_keeps_the_snapshot_within_max_age(
+    config_endpoint: ConfigEndpointServer, fresh_memcached_nodes: list[MemcachedServer],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """fetched_at is when a live source last confirmed the list, which max_age measures: a
+    stable fleet's entry aged past max_age although the source answered every poll."""
+    first = fresh_memcached_nodes[0]
+    config_endpoint.set_nodes(endpoint_nodes(first), version=1)
+    url = f"elasticache://{config_endpoint.address}"
+    snapshot = tmp_path / "nodes.json"
+    policy = Policy(refresh=0.1, snapshot=str(snapshot), max_age=1.0)  # re-stamped each 0.5 s
+    watcher = Watcher(parse_source(url), policy)
+    watcher.start()  # resolves once, and writes the snapshot
+    written = read_snapshot(snapshot, url)
+
+    time.sleep(1.6)  # about sixteen unchanged answers
+    entry = read_snapshot(snapshot, url)
+    watcher.stop()
+
+    assert watcher.generation == 1  # the first answer only
+    assert written is not None
+    assert entry is not None
+    assert entry.nodes == written.nodes
+    assert entry.fetched_at > written.fetched_at
+    assert entry.age() < 1.0
