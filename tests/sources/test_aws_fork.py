@@ -36,7 +36,7 @@ class _Credentials(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.peers.append(self.client_address[1])
-        expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)
         api = self.server.api
         body = json.dumps(
             {
