@@ -242,12 +242,22 @@ class _Lookup:
         return servers
 
     def addresses(self, name: str) -> list[str]:
-        """Return every A and AAAA address of *name*; SourceError when it has none."""
-        found = [
-            record.address for rdtype in ("A", "AAAA") for record in self.query(name, rdtype) or ()
-        ]
+        """Return every A and AAAA address of *name*; SourceError when it has none.
+
+        NXDOMAIN for one type while the other has records is that server's mistake (RFC
+        8020: NXDOMAIN says the name has no records of any type); the records are used.
+        """
+        found: list[str] = []
+        missing: SourceError | None = None
+        for rdtype in ("A", "AAAA"):
+            try:
+                found += [record.address for record in self.query(name, rdtype) or ()]
+            except SourceError as exc:
+                if not exc.permanent:  # only NXDOMAIN is
+                    raise
+                missing = exc
         if not found:
-            raise SourceError(self.source, f"no A or AAAA records for {name}")
+            raise missing or SourceError(self.source, f"no A or AAAA records for {name}")
         return [canonical_host(str(ipaddress.ip_address(address))) for address in found]
 
     def srv(self, name: str) -> list[tuple[str, int]]:

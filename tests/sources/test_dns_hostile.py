@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import dns.flags
 import dns.message
+import dns.rcode
 import pytest
 
 from cache_settings import Node, SourceError, parse_source
@@ -141,3 +142,29 @@ def test_dnssrv__a_record_with_port_0_fails_the_attempt(dns_server: DNSServer) -
     assert source(f"dnssrv://{service}:11211", dns_server.address).resolve(timeout=2) == [
         Node(target, 11211, "10.0.2.1")
     ]
+
+
+def test_dns__nxdomain_for_aaaa_beside_a_records_is_that_servers_mistake(
+    scripted_dns: Start,
+) -> None:
+    """Some servers answer NXDOMAIN for the type they do not serve (RFC 8020 says it means
+    no records of any type): the lookup failed, for good, though the A records were there."""
+
+    def script(query: dns.message.Message, tcp: bool) -> list[bytes]:
+        if _type(query) == "A":
+            return [answer(query, f"{_name(query)} 60 IN A 10.0.0.1")]
+        return [answer(query, rcode=dns.rcode.NXDOMAIN)]
+
+    server = scripted_dns(script)
+
+    assert source("dns://mc.test:11211", server.address).resolve(timeout=2) == [
+        Node("10.0.0.1", 11211)
+    ]
+
+
+def test_dns__nxdomain_for_both_types_is_still_permanent(scripted_dns: Start) -> None:
+    server = scripted_dns(lambda query, tcp: [answer(query, rcode=dns.rcode.NXDOMAIN)])
+
+    with pytest.raises(SourceError, match="NXDOMAIN: mc.test does not exist") as raised:
+        source("dns://mc.test:11211", server.address).resolve(timeout=2)
+    assert raised.value.permanent
