@@ -51,6 +51,11 @@ _CONFIG_GET = b"config get cluster\r\n"
 _LEGACY_GET = b"get AmazonElastiCache:cluster\r\n"
 _HEADERS = {b"CONFIG": b"cluster", b"VALUE": b"AmazonElastiCache:cluster"}
 _ENTRY = re.compile(rb"[^ ]+")
+# A cluster with in-transit encryption answers only TLS: plain text gets a TLS alert or a
+# hang-up. Said when a plain attempt ends so; the first bytes of a TLS record (handshake 22,
+# alert 21, then major version 3) identify an answer in TLS.
+_TLS_HINT = " (if the cluster has in-transit encryption, add ?tls=true)"
+_TLS_RECORDS = (b"\x15\x03", b"\x16\x03")
 
 
 class _FallbackState:
@@ -160,9 +165,16 @@ def _parse_entry(entry: bytes, *, source: str) -> Node:
         raise SourceError(source, f"node entry {_show(entry)}: bad port {brief(port)}")
     if ip:
         try:
-            ip = canonical_host(str(ipaddress.ip_address(ip)))
+            address = ipaddress.ip_address(ip)
         except ValueError:
             raise SourceError(source, f"node entry {_show(entry)}: bad IP {brief(ip)}") from None
+        # A node's IP is one a client can connect to: not 0.0.0.0 or :: (this very host), not
+        # a multicast group, and without a zone (the sender's interface name, meaningless here).
+        if address.is_unspecified or address.is_multicast or "%" in ip:
+            raise SourceError(
+                source, f"node entry {_show(entry)}: bad IP {brief(ip)} (not a node's address)"
+            )
+        ip = canonical_host(str(address))
     return Node(node.host, int(port), ip or None)
 
 
@@ -329,7 +341,10 @@ class ConfigEndpoint:
             )
             return None, [Node(self.host, self.port, tls=self.tls is not None)]
         except (OSError, UnicodeError) as exc:  # ssl.SSLError is an OSError; IDNA: Unicode
-            raise failure(exc, attempt, "the endpoint") from None
+            error = failure(exc, attempt, "the endpoint")
+            if self.tls is None and isinstance(exc, ConnectionError) and not attempt.cancelled:
+                error = SourceError(error.source, error.reason + _TLS_HINT)
+            raise error from None
         finally:
             close(attempt, conn)
         if self._fallback.active:
@@ -360,6 +375,8 @@ class _Reader:
             if len(self._buffer) > _MAX_HEADER:
                 raise SourceError(self._source, f"reply line too long: {_show(self._buffer)}")
             if not self._receive():
+                if self._buffer.startswith(_TLS_RECORDS):
+                    raise SourceError(self._source, "the endpoint answered in TLS; add ?tls=true")
                 raise SourceError(
                     self._source,
                     f"connection closed before a complete reply line ({_show(self._buffer)})",

@@ -216,8 +216,9 @@ _last_labels = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 _hosts = st.builds(
     lambda labels, last: ".".join([*labels, last]), st.lists(_labels, max_size=3), _last_labels
 )
-# Node IPs are RFC 5952 text, an IPv4-mapped one in mixed notation on every Python.
-_ips = st.ip_addresses().map(
+# Node IPs are RFC 5952 text, an IPv4-mapped one in mixed notation on every Python; never
+# 0.0.0.0, :: or a multicast group (refused: no node has such an address).
+_ips = st.ip_addresses().filter(lambda ip: not (ip.is_unspecified or ip.is_multicast)).map(
     lambda ip: f"::ffff:{ip.ipv4_mapped}" if ip.version == 6 and ip.ipv4_mapped else str(ip)
 ) | st.just("")
 _entries = st.tuples(_hosts, _ips, st.integers(1, 65535))
@@ -589,6 +590,33 @@ def test_config_endpoint__tls_against_plain_tcp(config_endpoint, tls_files):
 
     with pytest.raises(SourceError, match=r"TLS|no complete answer|reset|closed"):
         source.resolve(timeout=1)
+
+
+def test_config_endpoint__plain_against_tls_endpoint_says_add_tls(tls_endpoint):
+    """A cluster with in-transit encryption hangs up on plain text: the error says tls=true."""
+    source = ConfigEndpoint("localhost", tls_endpoint.port)
+
+    with pytest.raises(SourceError, match=r"add \?tls=true") as caught:
+        source.resolve(timeout=3)
+
+    assert "\n" not in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_config_endpoint__a_tls_alert_to_a_plain_command_says_add_tls(config_endpoint):
+    config_endpoint.set_raw(b"\x15\x03\x03\x00\x02\x02\x32", close=True)  # alert: decode_error
+
+    with pytest.raises(SourceError, match=r"answered in TLS; add \?tls=true"):
+        endpoint(config_endpoint).resolve(timeout=2)
+
+
+@pytest.mark.parametrize("ip", [b"0.0.0.0", b"::", b"224.0.0.1", b"ff02::1", b"fe80::1%eth0"])
+def test_parse_cluster_config__an_ip_no_client_can_reach_is_refused(ip: bytes):
+    """0.0.0.0 reaches this host, a multicast group no node, a zone names the sender's NIC."""
+    reply = reply_with(b"1\nn1.example|" + ip + b"|11211\n")
+
+    with pytest.raises(SourceError, match="bad IP"):
+        parse_cluster_config(reply, source="elasticache://cfg:11211")
 
 
 # -- URLs --------------------------------------------------------------------------------
