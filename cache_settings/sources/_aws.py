@@ -44,8 +44,8 @@ __all__ = ["SIGNING_LOGGERS", "Session", "checked_out", "client", "mask_signed"]
 # A boto3 Session loads the shared config files and the service model, and finds credentials
 # (possibly from the instance metadata service), once: a client from a used session costs
 # ~3 ms instead of ~50-150 ms. Sessions are not thread-safe, so each attempt takes one out
-# of this pool and puts it back when done: no lock is held while a session finds credentials,
-# and a lookup that hangs keeps only its own session (a later attempt makes another). The key
+# of this pool and puts it back if it succeeded (see checked_out): no lock is held while a
+# session finds credentials, and a lookup that hangs keeps only its own session. The key
 # includes a digest of the AWS_* environment, so a changed environment gets new sessions.
 # list.pop/append and dict.setdefault are atomic, so the pool needs no lock either.
 _idle: dict[tuple[str | None, str], list[Session]] = {}
@@ -119,11 +119,15 @@ def checked_out(profile: str | None) -> Iterator[Session]:
         yield session
     finally:
         _masking.reset(masking)
-        if len(_idle) > _MAX_KEYS:
-            _idle.clear()
-        idle = _idle.setdefault(key, [])
-        if len(idle) < _IDLE_PER_KEY:
-            idle.append(session)
+    # Only a session whose attempt ended normally is lent again. One that failed may hold
+    # credentials that expired or were refused (a session reads the credentials file once,
+    # and static keys are never refreshed): the next attempt makes a new session, which
+    # reads the chain afresh, so rotated keys are used without a restart.
+    if len(_idle) > _MAX_KEYS:
+        _idle.clear()
+    idle = _idle.setdefault(key, [])
+    if len(idle) < _IDLE_PER_KEY:
+        idle.append(session)
 
 
 def client(

@@ -365,6 +365,32 @@ def test_elasticache_api__profile_from_shared_files(
     assert [r.region for r in aws_env.requests] == ["ap-southeast-2"]
 
 
+def test_elasticache_api__rotated_credentials_file_is_read_after_a_failure(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A session whose credentials were refused is not lent again: the next attempt reads
+    the credentials file afresh (rotated keys, an SSO or vault helper rewriting it)."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[default]\naws_access_key_id = AKIAEXPIREDKEY000001\n"
+        f"aws_secret_access_key = {aws_env.secret_key}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    source = _source(aws_env)
+    with pytest.raises(SourceError, match="InvalidClientTokenId"):
+        source.resolve(timeout=5)
+
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {aws_env.access_key}\n"
+        f"aws_secret_access_key = {aws_env.secret_key}\n"
+    )
+
+    assert source.resolve(timeout=5) == [Node("a.example", 11211)]
+
+
 def test_elasticache_api__unknown_profile_raises_configuration_error(
     aws_env: ElastiCacheAPIServer,
 ) -> None:
