@@ -20,6 +20,10 @@ DEFAULT_PORT = 11211
 
 # What could be an IPv6 address, perhaps with a port: hex digits, ':', '.', a zone.
 _IPV6ISH = re.compile(r"[0-9A-Fa-f:.]+(%[\w.-]+)?")
+# An IPv6 zone (RFC 4007, 11): an interface name or index. ipaddress takes any text without
+# '%' after it, so "fe80::1%a;b" and "::1%x]" were addresses to a snapshot or an API reply
+# (is_host) that parse_node refused ('a;b' is two servers to Django); one rule for both.
+_ZONE = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
 # No host longer than this is accepted, live or from a file (RFC 1035 allows 253 in text).
 _LONGEST_HOST = 255
@@ -233,9 +237,12 @@ def _sort_key(node: Node) -> tuple[str, int, str, bool]:
 def _ipv6(text: str) -> str | None:
     """Return *text* as one canonical IPv6 address text, or None if it is not one."""
     try:
-        return _ipv6_text(ipaddress.IPv6Address(text))
+        address = ipaddress.IPv6Address(text)
     except ValueError:
         return None
+    if address.scope_id is not None and not _ZONE.fullmatch(address.scope_id):
+        return None
+    return _ipv6_text(address)
 
 
 def _ipv6_text(address: ipaddress.IPv6Address) -> str:
@@ -264,7 +271,8 @@ def canonical_host(host: str) -> str:
 
 
 def is_ip(text: str) -> bool:
-    """Return True when *text* is an IPv4 or IPv6 address (with a zone: ``fe80::1%eth0``).
+    """Return True when *text* is an IPv4 or IPv6 address (with a zone: ``fe80::1%eth0``;
+    a zone is letters, digits, ``_``, ``.`` and ``-``).
 
     Fast for the common case (``inet_pton``, in C: a large file or reply holds many), and
     bounded: longer than 255 characters (the longest host :func:`is_host` takes), or
@@ -278,8 +286,4 @@ def is_ip(text: str) -> bool:
             return True
         except OSError:
             pass
-    try:
-        ipaddress.ip_address(text)  # what inet_pton refuses: an IPv6 address with a zone
-    except ValueError:
-        return False
-    return True
+    return _ipv6(text) is not None  # what inet_pton refuses: an IPv6 address with a zone

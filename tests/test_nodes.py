@@ -340,3 +340,22 @@ def test_parse_node__a_numeric_name_error_says_what_the_resolver_reads(
         assert reading not in str(raised.value)
     else:
         assert str(raised.value).endswith(f"{reading} {read_as}")
+
+
+@pytest.mark.parametrize("zone", ["a;b", "a,b", "x]", "a:b", "eth0/1", "é"])
+def test_is_host__an_ipv6_zone_with_a_separator_is_refused_as_parse_node_refuses_it(
+    zone: str,
+) -> None:
+    """A snapshot or an API reply (is_host) took any zone ipaddress takes ("fe80::1%a;b",
+    two servers to Django; "::1%x]", a LOCATION no client reads), and parse_node took
+    "[fe80::1%a,b]"; a zone is an interface name or index, as fe80::1%eth0.100."""
+    host = f"fe80::1%{zone}"
+
+    assert not is_host(host)
+    with pytest.raises(ValueError, match="host name or an IP"):
+        Node.from_dict({"host": host, "port": 11211})
+    with pytest.raises(ConfigurationError, match="not an IPv6 address|separate nodes|after .]."):
+        parse_node(f"[{host}]:11211")
+    assert is_host("fe80::1%eth0.100")
+    assert is_host("fe80::1%br-x_1")
+    assert is_host("fe80::1%3")
