@@ -136,6 +136,9 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
             if resolution is not None and resolution.origin == "live"
             else None,
             answered_by=resolution.source if resolution is not None else None,
+            written_at=resolution.fetched_at
+            if resolution is not None and resolution.origin == "live"
+            else None,
         )
 
     def _keep(self, error: ConfigurationError, params: dict[str, Any]) -> None:

@@ -43,6 +43,7 @@ Every question to the source is one :func:`cache_settings.ask.ask`, the attempt
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -84,6 +85,9 @@ class Watcher(Publishing):
             first :meth:`start` resolves once under *policy* (bounded by its deadline,
             falling back to its snapshot).
         answered_by: the URL of the source that gave *nodes* (a chain's member).
+        written_at: when (``time.time()``, seconds) a live answer of *nodes* was written
+            to the snapshot; None (a snapshot fallback's nodes) has the first unchanged
+            live answer write them again.
         blocking_timeout: seconds one blocking query may take before it is cut off;
             None: what the source declares (``Traits.blocking_timeout``), else
             :data:`BLOCKING_TIMEOUT`.
@@ -100,6 +104,7 @@ class Watcher(Publishing):
         nodes: Iterable[Node] = (),
         version: int | None = None,
         answered_by: str | None = None,
+        written_at: float | None = None,
         blocking_timeout: float | None = None,
     ) -> None:
         self.source = source
@@ -123,7 +128,12 @@ class Watcher(Publishing):
         self._failing = False
         self._stale_logged: int | None = None
         self._older_answers = 0  # answers in a row with a lower config version (_publish)
-        self._confirmed_at = time.monotonic()  # settings time wrote the snapshot (_publish)
+        # When the snapshot's entry was last written by a live answer (_publish): seeded
+        # nodes from a snapshot fallback wrote nothing, so the first unchanged live answer
+        # stamps the entry; _prime() records its own live answer's write.
+        self._confirmed_at = -math.inf
+        if written_at is not None and first:
+            self._confirmed_at = time.monotonic() - max(0.0, time.time() - written_at)
         self._rejoins = Rejoins(self.url, source.traits)
         self._init_process()
 
@@ -223,6 +233,8 @@ class Watcher(Publishing):
         # resolve_with() already wrote a live answer to the snapshot. A snapshot's version
         # orders no live answer: the file may be older than the cluster (recreated since).
         version = resolution.version if resolution.origin == "live" else None
+        if resolution.origin == "live":
+            self._confirmed_at = time.monotonic()
         answer = Answer(resolution.nodes, version, resolution.fetched_at, resolution.source)
         self._offer(answer, ordered=False, write=False)
 

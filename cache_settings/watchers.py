@@ -33,19 +33,26 @@ def get_watcher(
     nodes: Iterable[Node] = (),
     version: int | None = None,
     answered_by: str | None = None,
+    written_at: float | None = None,
 ) -> Watcher:
     """Return this process's watcher of *source* (keyed by its URL), made on first request.
 
     When several cache entries watch one source, the first made sets the policy and the
     shortest ``refresh`` (seconds) wins. *nodes*, *version* and *answered_by* (the URL of
     the source, or chain member, that gave them) are the settings-time answer to start
-    from. The watcher is not started: backends start it on first use.
+    from; *written_at* is when (``time.time()``) it was written to the snapshot, if live.
+    The watcher is not started: backends start it on first use.
     """
     with _registry_lock:
         watcher = _registry.get(source.url)
         if watcher is None:
             watcher = _registry[source.url] = Watcher(
-                source, policy, nodes=nodes, version=version, answered_by=answered_by
+                source,
+                policy,
+                nodes=nodes,
+                version=version,
+                answered_by=answered_by,
+                written_at=written_at,
             )
         elif policy.refresh is not None and policy.refresh < watcher.refresh:
             watcher.policy = replace(watcher.policy, refresh=policy.refresh)

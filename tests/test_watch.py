@@ -581,3 +581,34 @@ def test_watcher__an_unchanged_answer_keeps_the_snapshot_within_max_age(
     assert entry.nodes == written.nodes
     assert entry.fetched_at > written.fetched_at
     assert entry.age() < 1.0
+
+
+def test_watcher__a_list_seeded_from_the_snapshot_is_stamped_at_the_first_live_answer(
+    config_endpoint: ConfigEndpointServer, fresh_memcached_nodes: list[MemcachedServer],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A watcher seeded by a settings-time snapshot fallback has written nothing: the first
+    live answer with the same nodes re-stamps the entry, instead of leaving it to age for
+    max_age / 2 (here 30 min) past the source's recovery."""
+    first = fresh_memcached_nodes[0]
+    config_endpoint.set_nodes(endpoint_nodes(first), version=1)
+    url = f"elasticache://{config_endpoint.address}"
+    snapshot = tmp_path / "nodes.json"
+    policy = Policy(refresh=0.1, snapshot=str(snapshot), max_age=3600.0)
+    source = parse_source(url)
+    seed = source.resolve(2.0)
+    write_snapshot(snapshot, url, seed, version=1, fetched_at=time.time() - 3000)
+    watcher = Watcher(source, policy, nodes=seed, answered_by=url)  # as _watch() seeds it
+
+    def stamped() -> bool:
+        entry = read_snapshot(snapshot, url)
+        return entry is not None and entry.age() < 60
+
+    watcher.start()
+    try:
+        fresh = wait_until(stamped, 3.0)
+    finally:
+        watcher.stop()
+
+    assert fresh
+    assert watcher.generation == 0  # the seeded list, unchanged
