@@ -310,7 +310,9 @@ def _unusable(
     path = policy.snapshot
     urls = [member.url for member in members(source)]
     command, names_path = _command(source.url, urls, path, in_settings)
-    run = f"run `{command}` to"
+    # The URLs are redacted: the command asks without the token unless it is added back.
+    secret = names_path and any(member.traits.secrets for member in members(source))
+    run = f"run `{command}`{' (with the token left out here)' if secret else ''} to"
     snapshot = "the snapshot" if names_path else f"snapshot {path}"
     if isinstance(stored, SnapshotError):
         if not stored.readable:
@@ -335,8 +337,9 @@ def _command(url: str, urls: list[str], path: str | None, in_settings: bool) -> 
 
     ``--settings`` for an entry of a ``memcached()`` call (being made, or recorded by
     one: a refreshing entry's watcher); otherwise (a ``CACHES``
-    entry written as data, a compat backend, a ``resolve()`` call) the URLs and the file,
-    which ``--settings`` would not find. The flag is True when the command names the file.
+    entry written as data, a compat backend, a ``resolve()`` call) the URLs and the file
+    (made absolute), which ``--settings`` would not find. The flag is True when the
+    command names the file.
     """
     import shlex
 
@@ -346,7 +349,9 @@ def _command(url: str, urls: list[str], path: str | None, in_settings: bool) -> 
         module = os.environ.get("DJANGO_SETTINGS_MODULE") or "<settings module>"
         return f"cache-settings resolve --settings {module}", False
     written = " ".join(shlex.quote(member) for member in urls)
-    return f"cache-settings resolve {written} --snapshot {shlex.quote(str(path))}", True
+    # Absolute: the settings' relative path is the application's working directory's.
+    where = os.path.abspath(path) if path else str(path)
+    return f"cache-settings resolve {written} --snapshot {shlex.quote(where)}", True
 
 
 _MISSING = "it holds no list for this source"

@@ -560,3 +560,24 @@ def test_resolve__the_command_an_error_names_writes_the_snapshot_that_then_stand
     assert "--settings" not in command
     assert written == 0, capsys.readouterr()
     assert (fallback.origin, fallback.nodes) == ("snapshot", (Node("10.0.0.1", 11211),))
+
+
+def test_resolve__the_snapshot_command_names_the_file_absolutely_and_the_missing_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command is run elsewhere: a relative snapshot= wrote another file there, and the
+    redacted URL asked the agent without its token (an ACL-protected service: denied)."""
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ResolutionError) as raised:
+        resolve(
+            "consul://127.0.0.1:1/mc?token=s3cret", snapshot="rel/nodes.json", deadline=1,
+            attempts=1,
+        )  # fmt: skip
+
+    message = str(raised.value)
+    assert message.endswith(
+        f"run `cache-settings resolve consul://127.0.0.1:1/mc --snapshot "
+        f"{tmp_path / 'rel' / 'nodes.json'}` (with the token left out here) to create it"
+    )
+    assert "s3cret" not in message
