@@ -150,7 +150,10 @@ class Watcher(Publishing):
         self._write_lock = threading.RLock()  # publishing a new state
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._scope = Scope()  # the thread's attempts, cancelled by stop()
+        self._scope = Scope()  # the prime's and the thread's attempts, cancelled by stop()
+        # Swaps _stop and _scope; never held for long, so stop() cancels a prime in flight
+        # while start() holds _lock.
+        self._swap_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -179,12 +182,14 @@ class Watcher(Publishing):
         with self._lock:
             if self.running or Watcher.exiting:
                 return
+            with self._swap_lock:
+                self._stop = stop = threading.Event()
+                self._scope = scope = Scope()
             if not self._primed:
-                self._prime()
-            if not self.source.traits.needs_network:
-                return  # a static list never changes: nothing to watch
-            self._stop = stop = threading.Event()
-            self._scope = scope = Scope()
+                with scoped(scope):  # stop() cancels it
+                    self._prime()
+            if not self.source.traits.needs_network or scope.cancelled:
+                return  # a static list never changes: nothing to watch; or stopped
             loop = self._run_blocking if self._blocking else self._run_polling
             self._thread = threading.Thread(
                 target=self._run,
@@ -197,18 +202,30 @@ class Watcher(Publishing):
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread and wait up to *timeout* seconds; return True once it has ended.
 
-        A question in flight (a Consul blocking query may wait ``blocking_timeout``) is
-        cancelled: its sockets are shut down. The thread is a daemon, so it never holds up
+        A question in flight (a Consul blocking query may wait ``blocking_timeout``, or the
+        first resolution of a :meth:`start` in another thread) is cancelled: its sockets
+        are shut down. The thread is a daemon, so it never holds up
         the interpreter's exit either way.
         """
-        with self._lock:
-            self._stop.set()
+        deadline = time.monotonic() + wait_time(timeout)
+        self._signal_stop()  # also a first resolution that start() is making, holding _lock
+        if not self._lock.acquire(timeout=wait_time(timeout)):
+            return False
+        try:
+            self._signal_stop()  # again: start() may have made a new event and scope since
             thread = self._thread
-            self._scope.cancel()
+        finally:
+            self._lock.release()
         if thread is None or self._pid != os.getpid():
             return True
-        thread.join(wait_time(timeout))
+        thread.join(wait_time(deadline - time.monotonic()))
         return not thread.is_alive()
+
+    def _signal_stop(self) -> None:
+        """Tell the thread to stop and cancel the attempts in flight; never waits long."""
+        with self._swap_lock:
+            self._stop.set()
+            self._scope.cancel()
 
     def wait_for_generation(self, generation: int, timeout: float) -> bool:
         """Wait up to *timeout* seconds until ``generation`` reaches *generation*."""
@@ -226,6 +243,10 @@ class Watcher(Publishing):
         try:
             resolution = resolve_with(self.source, self.policy)
         except ResolutionError as exc:
+            if self._scope.cancelled:  # stop() during start(): not the source's failure
+                logger.debug("%s: first resolution cancelled by stop()", self.url)
+                self._primed = False  # a later start() resolves once more
+                return
             logger.error("%s", exc)
             self.error = exc  # the thread keeps asking
             self._failing = True  # said here: the thread's first failure is not said again

@@ -74,8 +74,7 @@ def stop_all(timeout: float = 5.0) -> bool:
         stopping = list(_registry.values())
         _registry.clear()
     for watcher in stopping:
-        with watcher._lock:
-            watcher._stop.set()
+        watcher._signal_stop()
     deadline = time.monotonic() + timeout
     return all([watcher.stop(max(0.0, deadline - time.monotonic())) for watcher in stopping])
 

@@ -612,3 +612,25 @@ def test_watcher__a_list_seeded_from_the_snapshot_is_stamped_at_the_first_live_a
 
     assert fresh
     assert watcher.generation == 0  # the seeded list, unchanged
+
+
+def test_watcher__stop_during_the_first_resolution_of_start_cancels_it(faults: Faults) -> None:
+    """start() resolves once while holding its lock; stop() waited for that lock, so it
+    took the first resolution's deadline (3.7 s of 4 with a silent endpoint) whatever its
+    timeout, and a later start() no longer resolved first."""
+    url = f"elasticache://{faults.blackhole()}"
+    watcher = Watcher(parse_source(url), Policy(refresh=0.1, deadline=4.0, attempts=1))
+    starting = threading.Thread(target=watcher.start)
+    starting.start()
+    time.sleep(0.3)  # the first resolution's question is in flight
+
+    began = time.monotonic()
+    stopped = watcher.stop(1.0)
+    took = time.monotonic() - began
+    starting.join(2.0)
+
+    assert stopped
+    assert took < 1.0
+    assert not starting.is_alive()
+    assert not watcher.running
+    assert not watcher._primed  # a later start() resolves once more
