@@ -245,6 +245,11 @@ _PYMEMCACHE_WAITS = {
     "retry_timeout": False, "dead_timeout": False, "pool_idle_timeout": False,
 }  # fmt: skip
 _PYMEMCACHE_COUNTS = {"retry_attempts": 0, "max_pool_size": 1}  # name: least value
+# Waits where 0 is no wait at all, so every request fails (measured against memcached 1.6):
+# pymemcache's socket waits (settimeout(0) makes the socket non-blocking: BlockingIOError on
+# connect or recv) and libmemcached's poll timeout ("A TIMEOUT OCCURRED" on every set).
+_PYMEMCACHE_NOT_ZERO = frozenset({"connect_timeout", "timeout"})
+_PYLIBMC_NOT_ZERO = frozenset({"_poll_timeout"})
 
 
 def _bad_value(backend: str, options: Mapping[str, Any]) -> str | None:
@@ -256,6 +261,11 @@ def _bad_value(backend: str, options: Mapping[str, Any]) -> str | None:
                     f"behavior {brief(name)}={brief(value)} must be 0 or more: libmemcached's "
                     "behaviors are unsigned"
                 )
+            if _is_number(value) and value == 0 and name in _PYLIBMC_NOT_ZERO:
+                return (
+                    f"behavior {brief(name)}=0 must be more than 0 (milliseconds): "
+                    "libmemcached then times out every request"
+                )
         return None
     for name, none_allowed in _PYMEMCACHE_WAITS.items():
         value = options.get(name)
@@ -264,6 +274,11 @@ def _bad_value(backend: str, options: Mapping[str, Any]) -> str | None:
         if not (_is_number(value) and 0 <= value < math.inf):
             limit = " (or None for no limit)" if none_allowed else ""
             return f"options[{name!r}]={brief(value)} must be seconds, 0 or more{limit}"
+        if value == 0 and name in _PYMEMCACHE_NOT_ZERO:
+            return (
+                f"options[{name!r}]=0 must be more than 0 seconds (or None for no limit): "
+                "a socket with timeout 0 is non-blocking, and every request fails"
+            )
     for name, least in _PYMEMCACHE_COUNTS.items():
         value = options.get(name)
         if value is not None and not (type(value) is int and value >= least):

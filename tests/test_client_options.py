@@ -79,6 +79,10 @@ COUNT = r"must be an integer, {} or more"
          "behavior 'connect_timeout'=-5 must be 0 or more: libmemcached's behaviors are unsigned"),
         ("pylibmc", {"behaviors": {"dead_timeout": -1}}, "must be 0 or more"),
         (None, {"behaviors": {"_poll_timeout": -500}}, "'_poll_timeout'=-500 must be 0 or more"),
+        # 0 is no wait: every request fails (BlockingIOError; libmemcached's TIMEOUT)
+        ("pymemcache", {"timeout": 0}, r"options\['timeout'\]=0 must be more than 0 seconds"),
+        ("pymemcache", {"connect_timeout": 0.0}, r"\['connect_timeout'\]=0 must be more than"),
+        ("pylibmc", {"behaviors": {"_poll_timeout": 0}}, "'_poll_timeout'=0 must be more than 0"),
     ],
 )  # fmt: skip
 def test_options__a_wait_or_count_the_client_would_misread_is_refused(
@@ -93,7 +97,7 @@ def test_options__a_wait_or_count_the_client_would_misread_is_refused(
     ("backend", "options"),
     [
         ("pymemcache", {"timeout": None, "connect_timeout": None}),
-        ("pymemcache", {"timeout": 0, "dead_timeout": 0.25, "retry_attempts": 2,
+        ("pymemcache", {"timeout": 0.5, "dead_timeout": 0, "retry_attempts": 2,
                         "max_pool_size": None}),
         ("pylibmc", {"behaviors": {"connect_timeout": 0, "ketama": True, "hash": "md5"}}),
     ],
