@@ -87,6 +87,11 @@ class File:
             raise ConfigurationError(
                 f"file://{self.path}: the path must be absolute, as in file:///etc/memcached-nodes"
             )
+        if not self.path.isprintable():  # a NUL failed each read as 'unexpected ValueError'
+            raise ConfigurationError(
+                f"file://{quote(self.path)}: the path holds a character that is not printable "
+                "(a control character such as %00 or %0A once percent-decoded); remove it"
+            )
 
     @classmethod
     def from_url(cls, url: SplitResult) -> File:

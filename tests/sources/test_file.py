@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -103,6 +104,16 @@ def test_file__canonical_url_and_bad_urls(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigurationError, match=message):
             parse_source(url)
+
+
+@pytest.mark.parametrize("path", ["/tmp/a%00b", "/tmp/a%0Ab", "/etc/nodes%1B[2J"])
+def test_file__a_control_character_in_the_path_is_a_configuration_error(path: str) -> None:
+    """The path was not checked as the options are: a NUL failed every attempt as an
+    'unexpected ValueError: embedded null byte' (retried, never a settings error)."""
+    with pytest.raises(ConfigurationError, match="not printable"):
+        parse_source(f"file://{path}")
+    with pytest.raises(ConfigurationError, match="not printable"):
+        File(unquote(path))
 
 
 # --- refusals ------------------------------------------------------------------------------
