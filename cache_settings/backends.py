@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.cache.backends import memcached
@@ -85,7 +85,8 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
 
     def __init__(self, server: str | Sequence[str], params: dict[str, Any]) -> None:
         params = dict(params)
-        params["OPTIONS"] = dict(params.get("OPTIONS") or {})
+        given = params.get("OPTIONS") or {}
+        params["OPTIONS"] = dict(given) if isinstance(given, Mapping) else {}
         forking.install()  # a forked child never uses or frees a client built before
         self._watcher = None
         self._generation = -1  # no client yet: the first operation builds one
@@ -94,6 +95,11 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         self._locations = []
         self.cache_settings_error = None
         try:
+            if not isinstance(given, Mapping):
+                raise ConfigurationError(
+                    f"{type(self).__module__}.{type(self).__name__}: OPTIONS must be a dict, "
+                    f"not {type(given).__name__}"
+                )
             found = self._cache_settings_source(server, params)
             if found is not None:
                 self._check_client(found[0])
@@ -298,8 +304,10 @@ class PyLibMCCache(_RefreshingCache, memcached.PyLibMCCache):
     def __init__(self, server: str | Sequence[str], params: dict[str, Any]) -> None:
         # pylibmc 1.6.3 on Python 3.13 prints 31 "Exception ignored" tracebacks for each
         # client built with behaviors=None (capabilities.py); {} asks for the same.
-        options = {"behaviors": {}, **(params.get("OPTIONS") or {})}
-        super().__init__(server, {**params, "OPTIONS": options})
+        given = params.get("OPTIONS") or {}
+        if isinstance(given, Mapping):  # else the base class refuses it
+            params = {**params, "OPTIONS": {"behaviors": {}, **given}}
+        super().__init__(server, params)
 
     def _unreachable(self, nodes: Sequence[Node]) -> list[Node]:
         # IPv6 literals on libmemcached 1.0 (pylibmc's wheels): capabilities.py measured it.

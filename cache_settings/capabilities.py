@@ -160,7 +160,8 @@ def check_pylibmc_clients(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         if not isinstance(config, dict):
             continue
         backend = str(config.get("BACKEND", ""))
-        behaviors = (config.get("OPTIONS") or {}).get("behaviors") or {}
+        options = config.get("OPTIONS") or {}
+        behaviors = (options.get("behaviors") or {}) if isinstance(options, Mapping) else None
         if not backend.endswith(_PYLIBMC_BACKENDS) or not isinstance(behaviors, Mapping):
             continue
         if not any(behaviors.get(name) for name in _EJECTION) or ejects_silent_nodes():

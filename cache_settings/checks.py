@@ -302,7 +302,8 @@ def check_hashing(
     """
     messages: list[CheckMessage] = []
     for alias, config in _caches():
-        behaviors = (config.get("OPTIONS") or {}).get("behaviors") or {}
+        options = config.get("OPTIONS") or {}
+        behaviors = (options.get("behaviors") or {}) if isinstance(options, dict) else None
         if config.get("BACKEND") != _REFRESHING_PYLIBMC or not isinstance(behaviors, dict):
             continue
         distribution = str(behaviors.get("distribution", "modula"))

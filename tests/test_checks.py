@@ -24,9 +24,11 @@ import cache_settings
 from cache_settings import ConfigurationError, compat
 from cache_settings.apps import CacheSettingsConfig
 from cache_settings.checks import (
+    check_backends,
     check_fallbacks,
     check_hashing,
     check_locations,
+    check_pylibmc_clients,
     check_refresh_backends,
     check_snapshots,
 )
@@ -540,3 +542,19 @@ def test_e004__backend_whose_client_is_not_installed_is_one_check_error(
     assert "Traceback" not in output
     assert "(cache_settings.E004)" in output
     assert f'pip install "django-cache-settings[{library}]"' in output
+
+
+@pytest.mark.parametrize("options", [["ketama"], "ketama=1", 3])
+@pytest.mark.parametrize("backend", [REFRESHING_PYLIBMC, PYLIBMC])
+def test_checks__options_that_are_not_a_dict_do_not_crash_the_checks(
+    options: object, backend: str
+) -> None:
+    """The checks read OPTIONS['behaviors']: an AttributeError ended `manage.py check`."""
+    entry = {"BACKEND": backend, "LOCATION": "memcached://10.0.0.1:11211", "OPTIONS": options}
+
+    with override_settings(CACHES={"default": entry}):
+        messages = check_hashing(None) + check_pylibmc_clients(None) + check_backends(None)
+
+    expected = ["cache_settings.E004"] if backend == REFRESHING_PYLIBMC else []
+    assert [m.id for m in messages] == expected
+    assert all("OPTIONS must be a dict" in m.msg for m in messages)
