@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from math import inf
 from typing import ClassVar
 from urllib.parse import SplitResult, quote, unquote, urlencode
 
@@ -266,7 +267,10 @@ class Consul:
 
     def _ask(self, attempt: Attempt, index: int | None, timeout: float) -> tuple[int, list[Node]]:
         agent = _agent.agent_settings(self, os.environ)
-        wait = blocking_wait(min(timeout, attempt.left()), self.wait)[0] if index else None
+        # A follower cut off from the leader answers a blocking query only when its wait
+        # ends: waiting at most max_stale finds it out within that bound.
+        wanted = self.wait if self.max_stale is None else min(self.wait or inf, self.max_stale)
+        wait = blocking_wait(min(timeout, attempt.left()), wanted)[0] if index else None
         received, entries = _agent.ask_health(attempt, self, agent, index=index or None, wait=wait)
         nodes = parse_health_service(
             entries, source=self.url, address=self.address, tags=self.tags, status=self.status

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import logging
 import math
+import time
 from typing import Any
 
 import pytest
@@ -154,3 +155,24 @@ def test_consul_url__bad_max_stale_is_a_configuration_error(url: str, message: s
 def test_consul__bad_max_stale_argument_is_a_configuration_error(value: object) -> None:
     with pytest.raises(ConfigurationError, match="max_stale="):
         Consul("mc", consistency="stale", max_stale=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("wait", "sent"), [(None, "1500ms"), (30, "1500ms"), (1, "1s")])
+def test_consul__a_blocking_query_waits_at_most_max_stale(
+    consul_agent: ConsulAgent, wait: float | None, sent: str
+) -> None:
+    """A follower cut off from the leader answers only when its wait ends: a 27 s (or 10 min)
+    wait left a too-stale list in use that long, not max_stale."""
+    consul_agent.needs_standin("stand-in requests")
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    source = Consul(
+        "memcached", agent=consul_agent.address, consistency="stale", max_stale=1.5, wait=wait
+    )
+    index, _ = source.watch(None, timeout=2)
+
+    started = time.monotonic()
+    source.watch(index, timeout=40)
+    elapsed = time.monotonic() - started
+
+    assert consul_agent.health_requests("memcached")[-1].params("wait") == [sent]
+    assert elapsed < 1.5 * 17 / 16 + 1.0, elapsed
