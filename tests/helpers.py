@@ -3,12 +3,15 @@ scripted third-party sources."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pytest
 from django.core.cache import CacheHandler
 from django.core.cache.backends.base import BaseCache
 
@@ -86,3 +89,13 @@ class Hanging:
         self.calls.append(timeout)
         time.sleep(timeout)
         raise SourceError(self.url, f"timed out after {timeout:.2f} s")
+
+
+def without_host_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Hide this machine's AWS setup (AWS_* variables, config files, instance metadata)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "missing-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "missing-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from cache_settings import resolve
+from tests.helpers import without_host_aws
 from tests.servers.elasticache_api import ElastiCacheAPIServer
 
 
@@ -66,12 +67,7 @@ class _CredentialsServer(ThreadingHTTPServer):
 def container_credentials(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, elasticache_api: ElastiCacheAPIServer
 ) -> Iterator[_CredentialsServer]:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "missing-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "missing-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    without_host_aws(monkeypatch, tmp_path)
     server = _CredentialsServer(elasticache_api)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -24,6 +24,7 @@ from cache_settings.sources.elasticache_api import (
     nodes_from_clusters,
     nodes_from_serverless,
 )
+from tests.helpers import without_host_aws
 from tests.servers.elasticache_api import CacheNode, ElastiCacheAPIServer
 
 # tests/conftest.py clears AWS_* for every test, so the opt-in real-AWS settings are
@@ -41,12 +42,7 @@ def aws_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, elasticache_api: ElastiCacheAPIServer
 ) -> ElastiCacheAPIServer:
     """Credentials the stand-in accepts, and nothing else from the host's AWS setup."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "missing-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "missing-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    without_host_aws(monkeypatch, tmp_path)
     for name, value in elasticache_api.credentials_env.items():
         monkeypatch.setenv(name, value)
     return elasticache_api
