@@ -91,7 +91,9 @@ class Node:
             raise ValueError(f"node ip must be an IP address, not {brief(ip)}")
         if tls is not None and not isinstance(tls, bool):
             raise ValueError(f"node tls must be true or false, not {brief(tls)}")
-        return cls(canonical_host(host), port, canonical_host(ip) if ip else None, bool(tls))
+        # A dotted quad that is_ip() took is written one way already; only IPv6 may vary.
+        ip = canonical_host(ip) if ip and ":" in ip else ip or None
+        return cls(canonical_host(host), port, ip, bool(tls))
 
 
 def parse_port(text: str, *, where: str = "") -> int:
@@ -212,7 +214,9 @@ def _ends_in_number(name: str) -> bool:
 
     See ``_NUMBER``: such a name is read by resolvers as an address other than it shows.
     """
-    if not _NUMBER.fullmatch(name.removesuffix(".").rpartition(".")[2]):
+    last = name.removesuffix(".").rpartition(".")[2]
+    # Every number starts with a digit ("0x7f" too): most names are settled without a regex.
+    if not ("0" <= last[:1] <= "9") or not _NUMBER.fullmatch(last):
         return False
     try:
         socket.inet_pton(socket.AF_INET, name.removesuffix("."))

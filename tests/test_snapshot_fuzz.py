@@ -27,6 +27,11 @@ SOURCE = "consul:///memcached?tag=prod"
 # here, 200,000 levels of nesting, takes about 0.2 s); wall-clock time, on a machine shared
 # with other test runs, is held to resolve()'s default deadline.
 CPU_BOUND, WALL_BOUND = 1.0, 5.0
+# The largest valid file: 62,000 nodes, each held to the rules of a live answer (the host rule,
+# one spelling, no key named twice). About 0.45 s of CPU on this 2-core machine when quiet,
+# 1.10-1.15 s while both corners of ./run test ran: a bound of 2 s still refuses any work
+# that grows faster than the file (quadratic would be minutes).
+LARGEST_CPU_BOUND = 2.0
 PLACEHOLDER = "@@HOSTILE@@"
 
 FUZZ = settings(
@@ -132,11 +137,11 @@ def _load_or_error(path: Path) -> dict[str, SnapshotEntry] | None:
     return None
 
 
-def _timed(call: Callable[[], T]) -> T:
+def _timed(call: Callable[[], T], cpu_bound: float = CPU_BOUND) -> T:
     wall, cpu = time.monotonic(), time.thread_time()
     result = call()
     wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
-    assert cpu < CPU_BOUND, f"{cpu:.2f} s of CPU time"
+    assert cpu < cpu_bound, f"{cpu:.2f} s of CPU time"
     assert wall < WALL_BOUND, f"{wall:.2f} s"
     return result
 
@@ -233,6 +238,6 @@ def test_load_snapshot__largest_accepted_file__within_the_time_bound(path: Path)
 
     path.write_text(content)
 
-    entries = _timed(lambda: load_snapshot(path))
+    entries = _timed(lambda: load_snapshot(path), LARGEST_CPU_BOUND)
 
     assert len(entries[SOURCE].nodes) == 1
