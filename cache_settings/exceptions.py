@@ -164,8 +164,7 @@ def excerpt(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     if flat.isprintable():
         return cut(flat, limit)
-    # One character at a time, and only those that can be shown: megabytes cost no loop.
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat[:limit])
+    shown = _escaped(flat[:limit])  # only what can be shown: megabytes cost no loop
     if len(flat) <= limit and len(shown) <= limit:
         return shown
     return f"{shown[: limit - 20]}... ({len(flat)} characters)"
@@ -184,13 +183,18 @@ def one_line(text: str, limit: int) -> str:
     size = len(flat)
     if size > 2 * limit:  # only what can be shown is escaped: megabytes cost no loop
         flat = flat[:limit] + flat[-limit:]
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    shown = _escaped(flat)
     if size <= limit and len(shown) <= limit:
         return shown
     marker = f" ... ({size:,} characters) ... "
     head = (limit - len(marker)) * 2 // 3
     tail = limit - len(marker) - head
     return f"{shown[:head]}{marker}{shown[len(shown) - tail :]}"
+
+
+def _escaped(text: str) -> str:
+    """Return *text* with each character that is not printable escaped as ``repr()`` does."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def word(value: object) -> str:

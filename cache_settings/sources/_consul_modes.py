@@ -66,12 +66,7 @@ def check_modes(consistency: str, cached: bool, wait: float | None, *, where: st
         )
     if wait is None:
         return None
-    seconds = None
-    if not isinstance(wait, bool) and isinstance(wait, int | float):
-        try:
-            seconds = float(wait)  # an int past float's range raises OverflowError
-        except OverflowError:
-            seconds = math.inf
+    seconds = _seconds(wait)
     if seconds is None or not math.isfinite(seconds):
         raise ConfigurationError(
             f"{where}: wait={brief(wait)} must be a number of seconds, from 0.001 to {MAX_WAIT:g}"
@@ -108,6 +103,7 @@ def check_max_stale(
 
 
 def _seconds(value: object) -> float | None:
+    """Return a number of seconds as a float (inf past float's range); None if not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
