@@ -97,8 +97,7 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         try:
             if not isinstance(given, Mapping):
                 raise ConfigurationError(
-                    f"{type(self).__module__}.{type(self).__name__}: OPTIONS must be a dict, "
-                    f"not {type(given).__name__}"
+                    f"{self._where}: OPTIONS must be a dict, not {type(given).__name__}"
                 )
             found = self._cache_settings_source(server, params)
             if found is not None:
@@ -118,9 +117,8 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         except ImportError as exc:
             if (exc.name or "").partition(".")[0] != self._library:
                 raise  # not the client (a KEY_FUNCTION that does not import, ...)
-            where = f"{type(self).__module__}.{type(self).__name__}"
             missing = ConfigurationError(
-                f"{where} needs {self._library}, which is not installed; "
+                f"{self._where} needs {self._library}, which is not installed; "
                 f'pip install "django-cache-settings[{self._library}]"'
             )
             self._keep(missing, params)
@@ -132,19 +130,16 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         """Return this process's watcher of *source*, seeded with its settings-time answer."""
         seed = latest(source.url)
         resolution = seed.resolution if seed is not None and seed.source is source else None
+        # A snapshot's config version orders no live answer (it may predate the cluster),
+        # and its nodes were not written now: only a live answer gives both.
+        live = resolution if resolution is not None and resolution.origin == "live" else None
         return get_watcher(
             source,
             policy,
             nodes=resolution.nodes if resolution is not None else (),
-            # A snapshot's config version orders no live answer (it may predate the
-            # cluster): only a live one does.
-            version=resolution.version
-            if resolution is not None and resolution.origin == "live"
-            else None,
+            version=live.version if live is not None else None,
             answered_by=resolution.source if resolution is not None else None,
-            written_at=resolution.fetched_at
-            if resolution is not None and resolution.origin == "live"
-            else None,
+            written_at=live.fetched_at if live is not None else None,
         )
 
     def _keep(self, error: ConfigurationError, params: dict[str, Any]) -> None:
@@ -166,14 +161,18 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         policy keys from. Subclasses that accept other settings (``cache_settings.compat``)
         override this to build both from their own keys.
         """
-        where = f"{type(self).__module__}.{type(self).__name__}"
-        policy = Policy.from_options(params["OPTIONS"], where=where, refresh=DEFAULT_REFRESH)
-        urls = source_urls(server, where=where)
+        policy = Policy.from_options(params["OPTIONS"], where=self._where, refresh=DEFAULT_REFRESH)
+        urls = source_urls(server, where=self._where)
         if urls is None:
             return None
         seed = latest(urls[0] if len(urls) == 1 else chain_url(urls))
         # The recorded Source object keeps what its redacted URL cannot (a token).
         return (seed.source if seed is not None else as_source(urls)), policy
+
+    @property
+    def _where(self) -> str:
+        """This backend's dotted path, as messages name it."""
+        return f"{type(self).__module__}.{type(self).__name__}"
 
     def _check_client(self, source: Source) -> None:
         """Refuse a URL that names the other client (``pymemcache://`` under pylibmc)."""
@@ -181,8 +180,8 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         if implied is not None and implied != self._library:
             other = "PyMemcacheCache" if implied == "pymemcache" else "PyLibMCCache"
             raise ConfigurationError(
-                f"{source.url}: the URL asks for {implied} but BACKEND is "
-                f"{type(self).__module__}.{type(self).__name__}; use BACKEND "
+                f"{source.url}: the URL asks for {implied} but BACKEND is {self._where}; "
+                "use BACKEND "
                 f"cache_settings.backends.{other}, or a memcached:// URL"
             )
 

@@ -145,6 +145,14 @@ _EJECTION = ("remove_failed", "auto_eject")
 _PYLIBMC_BACKENDS = ("PyLibMCCache", "ElastiCache", "ConsulMemcachedCache")
 
 
+def entry_behaviors(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return the pylibmc behaviors a ``CACHES`` entry asks for ({} for none), or None when
+    its ``OPTIONS`` or their ``behaviors`` are not dicts (the backend says so, not a check)."""
+    options = config.get("OPTIONS") or {}
+    behaviors = (options.get("behaviors") or {}) if isinstance(options, Mapping) else None
+    return behaviors if isinstance(behaviors, Mapping) else None
+
+
 def check_pylibmc_clients(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """W006: a pylibmc entry asks to eject failed nodes from a pylibmc that cannot.
 
@@ -160,9 +168,8 @@ def check_pylibmc_clients(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         if not isinstance(config, dict):
             continue
         backend = str(config.get("BACKEND", ""))
-        options = config.get("OPTIONS") or {}
-        behaviors = (options.get("behaviors") or {}) if isinstance(options, Mapping) else None
-        if not backend.endswith(_PYLIBMC_BACKENDS) or not isinstance(behaviors, Mapping):
+        behaviors = entry_behaviors(config)
+        if not backend.endswith(_PYLIBMC_BACKENDS) or behaviors is None:
             continue
         if not any(behaviors.get(name) for name in _EJECTION) or ejects_silent_nodes():
             continue

@@ -32,7 +32,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .capabilities import check_pylibmc_clients
+from .capabilities import check_pylibmc_clients, entry_behaviors
 from .chain import members
 from .entries import Entry, entries, reported
 from .exceptions import ResolutionError, SnapshotError, SourceError
@@ -302,9 +302,8 @@ def check_hashing(
     """
     messages: list[CheckMessage] = []
     for alias, config in _caches():
-        options = config.get("OPTIONS") or {}
-        behaviors = (options.get("behaviors") or {}) if isinstance(options, dict) else None
-        if config.get("BACKEND") != _REFRESHING_PYLIBMC or not isinstance(behaviors, dict):
+        behaviors = entry_behaviors(config)
+        if config.get("BACKEND") != _REFRESHING_PYLIBMC or behaviors is None:
             continue
         distribution = str(behaviors.get("distribution", "modula"))
         if behaviors.get("ketama") or behaviors.get("ketama_weighted"):

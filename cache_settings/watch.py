@@ -253,9 +253,9 @@ class Watcher(Publishing):
             return
         # resolve_with() already wrote a live answer to the snapshot. A snapshot's version
         # orders no live answer: the file may be older than the cluster (recreated since).
-        version = resolution.version if resolution.origin == "live" else None
+        version = None
         if resolution.origin == "live":
-            self._confirmed_at = time.monotonic()
+            version, self._confirmed_at = resolution.version, time.monotonic()
         answer = Answer(resolution.nodes, version, resolution.fetched_at, resolution.source)
         self._offer(answer, ordered=False, write=False)
 
