@@ -258,7 +258,7 @@ class _Lookup:
                 missing = exc
         if not found:
             raise missing or SourceError(self.source, f"no A or AAAA records for {name}")
-        return [canonical_host(str(ipaddress.ip_address(address))) for address in found]
+        return [canonical_host(address) for address in found]  # dnspython gives valid ones
 
     def srv(self, name: str) -> list[tuple[str, int]]:
         """Return ``(target, port)`` of every SRV record with the lowest priority value."""
