@@ -42,11 +42,8 @@ class ScriptedDNS:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.queries: list[tuple[str, str, bool]] = []  # (name, type, over TCP)
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind((HOST, 0))
+        self._udp, self._tcp = _bound_pair()
         self.port = int(self._udp.getsockname()[1])
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.bind((HOST, self.port))
         self._tcp.listen()
         for sock in (self._udp, self._tcp):
             sock.settimeout(0.05)
@@ -100,6 +97,25 @@ class ScriptedDNS:
             thread.join(timeout=5)
         self._udp.close()
         self._tcp.close()
+
+
+def _bound_pair() -> tuple[socket.socket, socket.socket]:
+    """Return a UDP and a TCP socket bound to one port of 127.0.0.1.
+
+    The port the kernel picks for UDP may be taken for TCP (another test's listener), so
+    a pair that does not bind is closed and another port is tried.
+    """
+    while True:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((HOST, 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.bind((HOST, udp.getsockname()[1]))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        return udp, tcp
 
 
 def _read(conn: socket.socket, size: int) -> bytes:
