@@ -14,6 +14,10 @@ differences in milliseconds. Issue 17's targets: a static list <= 1.1x stock; a
 configuration endpoint <= 5 ms over stock. (Consul against django-memcached-consul is in
 ``bench_peers.py``, which installs it.)
 
+Each run also times the floor of the static and endpoint cases (``bench/_floor.py``):
+stock Django's entry after importing as many plain modules, shaped like the ones of ours
+the case imports, as the case imports. It shows what the targets leave room for.
+
 ``--importtime`` breaks each of our cases down with ``python -X importtime``: the modules
 its statements import, slowest first.
 """
@@ -23,16 +27,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _floor
 from bench import _settings_time as st
 from bench._rounds import paired, ratio_cell
 from bench._standins import ConsulServer, MemoConsulState, config_endpoint, daemons, register
 
 STATIC_LIMIT = 1.1  # x stock
 ENDPOINT_LIMIT = 0.005  # seconds over stock
+
+
+# The floor of the static and endpoint cases (bench/_floor.py), each against its baseline.
+FLOOR_PAIRS = [
+    ("floor of ours static list, pymemcache", "stock PyMemcacheCache, fixed list"),
+    ("floor of ours static list, pylibmc", "stock PyLibMCCache, fixed list"),
+    ("floor of ours elasticache://, pymemcache", "stock PyMemcacheCache, fixed list"),
+]
+
+
+def _floor_cases(cases: dict[str, st.Case], parent: Path) -> dict[str, st.Case]:
+    """Return, for each subject of FLOOR_PAIRS, its baseline with a package of plain modules.
+
+    The packages are written under *parent*.
+    """
+    floors = {}
+    for subject, baseline in FLOOR_PAIRS:
+        ours = cases[subject.removeprefix("floor of ")]
+        modules = _floor.imported_modules(ours)
+        where = _floor.build(modules, ours.python, parent)
+        floors[subject] = _floor.floor_case(cases[baseline], where)
+        print(f"{subject}: {len(modules)} plain modules shaped like ours")
+    return floors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = config_endpoint()
     ok = True
     try:
-        with daemons(3) as servers:
+        with daemons(3) as servers, tempfile.TemporaryDirectory() as floor_dir:
             nodes = [(f"mc{s.port}.bench.test", s.host, s.port) for s in servers]
             endpoint.set_nodes(nodes, version=1)
             register(consul.state, "bench", nodes)
@@ -55,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 endpoint.address,
                 consul.address,
             )
+            cases.update(_floor_cases(cases, Path(floor_dir)))
             if args.importtime:
                 for name, case in cases.items():
                     if name.startswith("ours"):
@@ -72,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
                 times = st.rounds(cases, args.rounds)
                 for name, values in times.items():
                     all_times[name].extend(values)
-                for subject, baseline in st.OUR_PAIRS:
+                for subject, baseline in [*st.OUR_PAIRS, *FLOOR_PAIRS]:
                     ratio = paired(times, subject, baseline)
                     added = statistics.median(
                         a - b for a, b in zip(times[subject], times[baseline], strict=True)
                     )
-                    if "static" in subject:
+                    if subject.startswith("floor"):
+                        within = True  # the floor is reported, not judged
+                    elif "static" in subject:
                         within = ratio <= STATIC_LIMIT
                     elif "elasticache" in subject:
                         within = added <= ENDPOINT_LIMIT
