@@ -59,7 +59,7 @@ class Publishing:
     _failing: bool
     _stale_logged: int | None
     _older_answers: int
-    _confirmed_at: float  # time.monotonic() of this watcher's last snapshot write
+    _confirmed_at: float  # time.monotonic() of this watcher's last snapshot write that happened
     _rejoins: Rejoins
     _write_lock: threading.RLock
     _changed: threading.Condition
@@ -168,8 +168,10 @@ class Publishing:
         return time.monotonic() - self._confirmed_at >= interval
 
     def _save(self, answered_by: str, answer: Answer) -> None:
-        self._confirmed_at = time.monotonic()
-        save(self.policy, answered_by, answer)
+        # Only a write that happened confirms the entry: one that failed (it logged why) is
+        # tried again at the next unchanged answer, not an interval later.
+        if save(self.policy, answered_by, answer):
+            self._confirmed_at = time.monotonic()
 
     def _follow(self, answered_by: str) -> bool:
         """Note which source answered; return True when a chain moved to another member.

@@ -614,6 +614,42 @@ def test_watcher__a_list_seeded_from_the_snapshot_is_stamped_at_the_first_live_a
     assert watcher.generation == 0  # the seeded list, unchanged
 
 
+def test_watcher__a_failed_stamp_is_tried_again_at_the_next_answer(
+    config_endpoint: ConfigEndpointServer, fresh_memcached_nodes: list[MemcachedServer],
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A re-stamp that could not be written counted as written: the entry then aged for
+    max_age / 2 more (here 30 min) after the snapshot became writable again."""
+    first = fresh_memcached_nodes[0]
+    config_endpoint.set_nodes(endpoint_nodes(first), version=1)
+    url = f"elasticache://{config_endpoint.address}"
+    snapshot = tmp_path / "nodes.json"
+    policy = Policy(refresh=0.1, snapshot=str(snapshot), max_age=3600.0)
+    source = parse_source(url)
+    seed = source.resolve(2.0)
+    write_snapshot(snapshot, url, seed, version=1, fetched_at=time.time() - 3000)
+    lock = tmp_path / "nodes.json.lock"
+    lock.unlink()  # left by write_snapshot()
+    lock.mkdir()  # every write fails until it is gone, as on a disk gone read-only
+    caplog.set_level(logging.WARNING, "cache_settings")
+    watcher = Watcher(source, policy, nodes=seed, answered_by=url)
+
+    def stamped() -> bool:
+        entry = read_snapshot(snapshot, url)
+        return entry is not None and entry.age() < 60
+
+    watcher.start()
+    try:
+        failed = wait_until(lambda: "cannot write snapshot" in caplog.text, 3.0)
+        lock.rmdir()
+        fresh = wait_until(stamped, 3.0)
+    finally:
+        watcher.stop()
+
+    assert failed
+    assert fresh
+
+
 def test_watcher__stop_during_the_first_resolution_of_start_cancels_it(faults: Faults) -> None:
     """start() resolves once while holding its lock; stop() waited for that lock, so it
     took the first resolution's deadline (3.7 s of 4 with a silent endpoint) whatever its
