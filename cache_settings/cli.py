@@ -73,8 +73,19 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse prints its usage block first; the verbs' own usage errors (a bad URL,
         # a missing --settings) are one line with the fix, and so are these. --help
-        # prints the usage.
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        # prints the usage. argparse quotes the value it refused, which may be a URL
+        # with a token (a URL where the verb goes): masked as every other output is.
+        output = Output(sys.stdout, sys.stderr, secrets())
+        output.err(f"{self.prog}: error: {message}")
+        raise _UsageExit(output.scrub(message))
+
+
+class _UsageExit(SystemExit):
+    """A usage error of the parser or of a verb's subparser, already printed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
 
 
 def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) -> None:
@@ -198,18 +209,33 @@ def run(
             return VERBS[args.verb](ctx)
     except (UsageError, ConfigurationError) as exc:
         output.err(f"{PROG} {args.verb}: error: {exc}")
+        _json_failure(output, getattr(args, "json", False), str(exc), EXIT_USAGE)
         return EXIT_USAGE
     except CacheSettingsError as exc:
         output.err(f"{PROG} {args.verb}: {exc}")
+        _json_failure(output, getattr(args, "json", False), str(exc), EXIT_FAILED)
         return EXIT_FAILED
+
+
+def _json_failure(output: Output, as_json: bool, error: str, status: int) -> None:
+    # The message is on stderr; with --json, stdout still holds one JSON document, so that
+    # a script reading it finds why rather than nothing.
+    if as_json:
+        data = {"ok": False, "exit": status, "error": error, "problems": [error]}
+        output.report(True, data, [], [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cache-settings`` with *argv* (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+    except _UsageExit as exc:
+        output = Output(sys.stdout, sys.stderr, secrets())
+        _json_failure(output, "--json" in argv, exc.message, EXIT_USAGE)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help or --version (0), already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     started = time.monotonic()
     status = run(args)

@@ -1,0 +1,71 @@
+"""What ``cache-settings`` prints when it cannot run: one line on stderr, JSON with --json.
+
+A script that runs the command with ``--json`` reads one JSON document from stdout whatever
+happened; a value that argparse refuses is quoted in its message, masked as all output is.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cache_settings.cli import main
+
+SECRET = "s3cr3t-token-value"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        pytest.param(["resolve", "--json", "--bogus", "x"], "unrecognized arguments", id="parser"),
+        pytest.param(["resolve", "--json", "--deadline", "-1", "x"], "--deadline", id="option"),
+        pytest.param(["resolve", "redis://cache:6379", "--json"], "Unknown scheme", id="verb"),
+    ],
+)
+def test_cli__usage_error_with_json_prints_one_json_document(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(argv)
+
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert status == 2
+    assert document["ok"] is False
+    assert document["exit"] == 2
+    assert says in document["error"]
+    assert says in captured.err  # still said where a person reads it
+
+
+def test_cli__usage_error_without_json_prints_nothing_on_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["resolve", "--bogus", "x"])
+
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([f"consul://agent/memcached?token={SECRET}"], id="url-as-verb"),
+        pytest.param(
+            ["resolve", "--deadline", f"consul://agent/x?token={SECRET}", "y"], id="value"
+        ),
+        pytest.param([f"consul://user:{SECRET}@agent/memcached", "--json"], id="userinfo-json"),
+    ],
+)
+def test_cli__a_refused_value_is_quoted_without_its_secret(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse quotes the value it refused: a URL with a token ended on stderr as typed."""
+    status = main(argv)
+
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "consul://" in captured.err  # the value is still named
+    assert SECRET not in captured.err
+    assert SECRET not in captured.out
