@@ -34,7 +34,7 @@ from .ask import Answer, ask
 from .exceptions import ConfigurationError, SourceError
 from .nodes import Node
 from .policy import Policy
-from .sources import Source, Traits, WatchableSource, parse_source
+from .sources import Source, Traits, WatchableSource, no_scheme_message, parse_source
 
 __all__ = [
     "Chain",
@@ -150,6 +150,10 @@ def as_source(value: str | Source | Sequence[str | Source]) -> Source:
     """
     if not isinstance(value, list | tuple):
         return parse_source(cast("str | Source", value))  # any other type: its error
+    written = [item for item in value if isinstance(item, str)]
+    if written and len(written) == len(value) and not any(map(is_source_url, written)):
+        # ["10.0.0.1:11211", "10.0.0.2:11211"]: Django's list of nodes, not a chain.
+        raise ConfigurationError(no_scheme_message(written))
     sources = [parse_source(item) for item in value]
     if not sources:
         raise ConfigurationError(

@@ -31,6 +31,7 @@ __all__ = [
     "Static",
     "Traits",
     "WatchableSource",
+    "no_scheme_message",
     "parse_source",
     "register",
 ]
@@ -160,6 +161,34 @@ def register(scheme: str, factory: Callable[[SplitResult], Source]) -> None:
 _DROPPED_BY_URLSPLIT = re.compile("[\t\r\n]")
 
 
+# Nodes written without a scheme, as Django's LOCATION takes them: host names or IPv4
+# addresses with optional ports, separated by commas or semicolons. Such text holds no secret,
+# so an error may quote it.
+_NODE_LIST = re.compile(r"[\w.-]+(?::\d+)?(?:[,;][\w.-]+(?::\d+)?)*\Z")
+
+
+def no_scheme_message(items: list[str]) -> str:
+    """Return the error for source URLs *items* written without ``scheme://``.
+
+    When every item is a node list (``10.0.0.1:11211``), the message quotes them and gives
+    the ``memcached://`` URL of those nodes; other text may hold a token and is not quoted.
+    """
+    head = (
+        "A cache source URL needs a scheme, such as consul:///memcached or "
+        "memcached://127.0.0.1:11211"
+    )
+    known = f"known schemes: {', '.join(sorted(SCHEMES))}"
+    if all(_NODE_LIST.match(item.strip()) for item in items):
+        nodes = ",".join(part for item in items for part in re.split("[,;]", item.strip()))
+        what = f"{items[0]!r} has none" if len(items) == 1 else f"{items!r} lists nodes"
+        fix = f"for a fixed list of these nodes write memcached://{nodes}"
+        return f"{head}, and {what}; {fix}; {known}"
+    prefix, colon, _ = items[0].strip().partition(":")
+    if colon and prefix[:1].isalpha() and re.fullmatch(r"[\w+.-]+", prefix):
+        return f"{head} ('{prefix}:' is not followed by '//'); {known}"
+    return f"{head}; {known}"
+
+
 def parse_source(url: str | Source) -> Source:
     """Return the source a URL names; a Source object is returned as it is."""
     if not isinstance(url, str):
@@ -190,12 +219,11 @@ def parse_source(url: str | Source) -> Source:
         raise ConfigurationError(f"Invalid cache source URL: {exc}") from exc
     scheme = parts.scheme.lower()
     # RFC 3986, 3.1: a scheme starts with a letter. Python 3.10's urlsplit reads the
-    # "10.0.0.1" of "10.0.0.1:11211" as one; 3.11 and later do not.
-    if not scheme or not scheme[0].isalpha():
-        raise ConfigurationError(
-            "A cache source URL needs a scheme, such as consul:///memcached or "
-            f"memcached://127.0.0.1:11211; known schemes: {', '.join(sorted(SCHEMES))}"
-        )
+    # "10.0.0.1" of "10.0.0.1:11211" as one; 3.11 and later do not. Every source URL is
+    # written scheme://... (the LOCATION rule of cache_settings.chain.is_source_url), so
+    # "localhost:11211" or "memcached:11211" (a Compose service) is a node, not a scheme.
+    if not scheme or not scheme[0].isalpha() or not url[len(scheme) + 1 :].startswith("//"):
+        raise ConfigurationError(no_scheme_message([url]))
     factory = SCHEMES.get(scheme)
     if factory is None:
         # django-environ spells memcached "memcache://": every near miss is named.

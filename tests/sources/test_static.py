@@ -52,8 +52,16 @@ def test_static__tls_marks_nodes_and_keeps_tls_settings() -> None:
         ("pylibmc://a?tls=true", "pylibmc cannot speak TLS"),
         ("pymemcache://a?tls=true&key=/k.pem", "key= needs cert="),
         ("redis://a:6379", "Unknown scheme 'redis://'. Known schemes: consul, dns, dnssrv"),
-        ("a:11211", "Unknown scheme 'a://'"),
+        # host:port without a scheme is a node, not the scheme "a" or "memcached" (a
+        # Compose service's name): the error gives the memcached:// URL of those nodes.
+        (
+            "a:11211",
+            "'a:11211' has none; for a fixed list of these nodes write memcached://a:11211",
+        ),
+        ("memcached:11211", "'memcached:11211' has none; .* write memcached://memcached:11211;"),
+        ("h1:11211;h2", "'h1:11211;h2' has none; .* write memcached://h1:11211,h2;"),
         ("localhost", "needs a scheme"),
+        ("consul:8500/memcached?token=s3", "needs a scheme, .*'consul:' is not followed by '//'"),
         # django-environ's spelling: the near misses are named.
         ("memcache://10.0.0.1:11211", "; did you mean 'memcached://' or 'pymemcache://'?"),
         ("consol:///memcached", "; did you mean 'consul://'?"),
@@ -62,6 +70,15 @@ def test_static__tls_marks_nodes_and_keeps_tls_settings() -> None:
 def test_parse_source__bad_urls_name_the_problem(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("?", r"\?").replace("(", r"\(")):
         parse_source(url)
+
+
+def test_parse_source__text_without_scheme_that_is_no_node_list_is_not_quoted() -> None:
+    """It may carry a token (``consul:8500/memcached?token=…``): only its scheme is named."""
+    with pytest.raises(ConfigurationError) as caught:
+        parse_source("consul:8500/memcached?token=s3cret")
+
+    assert "s3cret" not in str(caught.value)
+    assert "'consul:' is not followed by '//'" in str(caught.value)
 
 
 def test_parse_source__returns_source_objects_unchanged() -> None:
