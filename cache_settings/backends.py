@@ -55,10 +55,11 @@ from django.core.cache.backends.base import BaseCache
 from . import forking
 from .capabilities import cannot_reach
 from .chain import as_source, chain_url, source_urls
+from .clients import unknown_option
 from .entries import latest
 from .exceptions import ConfigurationError, ResolutionError
 from .nodes import Node
-from .policy import DEFAULT_REFRESH, Policy
+from .policy import DEFAULT_REFRESH, OPTION_KEYS, Policy
 from .sources import Source
 from .watch import Watcher
 from .watchers import get_watcher
@@ -165,6 +166,11 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         urls = source_urls(server, where=self._where)
         if urls is None:
             return None
+        # What is left goes to the client, which would refuse a misspelt key ("refesh") only
+        # at the first operation, with a TypeError that names neither the entry nor the fix.
+        unknown = unknown_option(self._library, params["OPTIONS"], also=OPTION_KEYS)
+        if unknown:
+            raise ConfigurationError(f"{self._where}: OPTIONS {unknown}")
         seed = latest(urls[0] if len(urls) == 1 else chain_url(urls))
         # The recorded Source object keeps what its redacted URL cannot (a token).
         return (seed.source if seed is not None else as_source(urls)), policy

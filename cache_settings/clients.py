@@ -21,7 +21,7 @@ from .nodes import Node
 from .sources import Source
 from .tls import TLSConfig
 
-__all__ = ["BACKENDS", "choose_client", "client_defaults"]
+__all__ = ["BACKENDS", "choose_client", "client_defaults", "unknown_option"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _cannot_serve(
     """Return why *backend* cannot serve this entry, or None when it can."""
     if importlib.util.find_spec(backend) is None:
         return _Cause(f"{backend} is not installed: {_INSTALL[backend]}", "missing")
-    unknown = _unknown_option(backend, options) or _bad_value(backend, options)
+    unknown = unknown_option(backend, options) or _bad_value(backend, options)
     if unknown:
         return _Cause(unknown)
     unreachable = cannot_reach(backend, nodes)
@@ -220,14 +220,22 @@ def _cannot_serve(
     return None
 
 
-def _unknown_option(backend: str, options: Mapping[str, Any]) -> str | None:
-    """Return a message naming the first option *backend* does not take, with a suggestion."""
+def unknown_option(
+    backend: str, options: Mapping[str, Any], *, also: Sequence[str] = ()
+) -> str | None:
+    """Return a message naming the first option *backend* does not take, with a suggestion.
+
+    The suggestion is the closest of the client's names and *also* (names the caller has
+    already taken out of *options*, such as the refreshing backends' ``refresh``). Imports
+    the client library (``ImportError`` when it is missing).
+    """
     if not options:
         return None
     arguments, behaviors = _names(backend)
     for name in options:
         if name not in arguments:
-            return _misspelt(f"{brief(name)} is not a {backend} option", name, arguments)
+            message = f"{brief(name)} is not a {backend} option"
+            return _misspelt(message, name, (*arguments, *also))
     if backend == "pylibmc":
         for name in options.get("behaviors", {}):
             if name not in behaviors:

@@ -93,6 +93,24 @@ def test_backend__bad_policy_options_name_the_key(options: dict[str, Any], messa
         cache.get("key")
 
 
+@pytest.mark.parametrize("client", CLIENTS)
+def test_backend__misspelt_options_key_names_the_policy_key_it_resembles(client: str) -> None:
+    """ "refesh" would reach the client, whose TypeError named neither entry nor fix."""
+    entry = {
+        "BACKEND": REFRESHING[client],
+        "LOCATION": "memcached://a:1",
+        "OPTIONS": {"refesh": 30, "snapshot": "/app/cache-nodes.json"},
+    }
+    cache = CacheHandler({"default": entry})["default"]
+
+    with pytest.raises(ConfigurationError) as caught:
+        cache.get("key")
+
+    assert str(caught.value) == (
+        f"{REFRESHING[client]}: OPTIONS 'refesh' is not a {client} option; did you mean 'refresh'?"
+    )
+
+
 def test_backend__unknown_scheme_in_location_is_a_configuration_error() -> None:
     entry = {"BACKEND": REFRESHING["pymemcache"], "LOCATION": "redis://cache:6379"}
     cache = CacheHandler({"default": entry})["default"]
