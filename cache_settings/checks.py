@@ -56,10 +56,20 @@ logger = logging.getLogger(__name__)
 
 register(Tags.caches)(check_pylibmc_clients)  # W006, in capabilities.py beside the facts
 
-_RESOLVE_HINT = (
-    "Run `cache-settings resolve --settings <your settings>` (or `manage.py cache_nodes "
-    "resolve`) in the release pipeline and ship the snapshot with the release."
-)
+
+def _resolve_command() -> str:
+    """The command that writes the snapshots, naming the settings module the checks run on."""
+    module = getattr(settings, "SETTINGS_MODULE", None) or "<your settings>"
+    return f"cache-settings resolve --settings {module}"
+
+
+def _resolve_hint() -> str:
+    return (
+        f"Run `{_resolve_command()}` (or `manage.py cache_nodes resolve`) in the release "
+        "pipeline and ship the snapshot with the release."
+    )
+
+
 # Backends that read source URLs and policy keys, not Django's memcached backends.
 _REFRESHING_PREFIXES = ("cache_settings.backends.", "cache_settings.compat.")
 
@@ -95,7 +105,7 @@ def check_snapshots(
             messages.append(
                 Warning(
                     f"The snapshot cannot be used: {exc}",
-                    hint=_RESOLVE_HINT,
+                    hint=_resolve_hint(),
                     obj=entry.source.url,
                     id="cache_settings.W001",
                 )
@@ -109,7 +119,7 @@ def check_snapshots(
                     f"The snapshot {snapshot} cannot be written ({unwritable}): if the "
                     "source is down when a process starts, there is no list to fall back on.",
                     hint="Give snapshot= a path in a directory the site's user can write, "
-                    "then run `cache-settings resolve --settings <your settings>`.",
+                    f"then run `{_resolve_command()}`.",
                     obj=entry.source.url,
                     id="cache_settings.W001",
                 )
@@ -119,7 +129,7 @@ def check_snapshots(
                 Warning(
                     f"The snapshot {snapshot} holds no node list for this source: "
                     "if the source is down when a process starts, settings import fails.",
-                    hint=_RESOLVE_HINT,
+                    hint=_resolve_hint(),
                     obj=entry.source.url,
                     id="cache_settings.W001",
                 )
@@ -130,7 +140,7 @@ def check_snapshots(
                 Warning(
                     f"The snapshot {snapshot} is {stored.age():.0f} s old, older than "
                     f"max_age={seconds_text(max_age)} s: it will not stand in for the source.",
-                    hint=_RESOLVE_HINT + " Resolve more often than max_age, or raise it.",
+                    hint=_resolve_hint() + " Resolve more often than max_age, or raise it.",
                     obj=entry.source.url,
                     id="cache_settings.W002",
                 )

@@ -84,6 +84,22 @@ def test_w001__snapshot_file_missing(tmp_path: Path) -> None:
     assert [id_ for id_, _ in found] == ["cache_settings.W001"]
 
 
+def test_w001__hint_names_the_settings_module_the_checks_run_on(tmp_path: Path) -> None:
+    """The command is meant to be copied: `--settings mysite.settings`, not a placeholder."""
+    url = "listed://10.31.0.11"
+    snapshot = tmp_path / "nodes.json"
+    cache_settings.memcached(Listed(url), snapshot=snapshot)
+    snapshot.unlink()
+
+    with override_settings(SETTINGS_MODULE="mysite.settings"):
+        hints = [m.hint for m in check_snapshots(None) if m.obj == url]
+
+    assert hints == [
+        "Run `cache-settings resolve --settings mysite.settings` (or `manage.py cache_nodes "
+        "resolve`) in the release pipeline and ship the snapshot with the release."
+    ]
+
+
 def test_w001__snapshot_file_malformed(tmp_path: Path) -> None:
     url = "listed://10.31.0.2"
     snapshot = tmp_path / "nodes.json"
