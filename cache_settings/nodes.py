@@ -27,6 +27,11 @@ _ZONE = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
 # No host longer than this is accepted, live or from a file (RFC 1035 allows 253 in text).
 _LONGEST_HOST = 255
+# RFC 1035, 3.1: a name is at most 255 octets on the wire (each label's length byte and the
+# root's), so at most 253 characters as text without its trailing dot. A longer one passes
+# the label rules but no resolver looks it up (dnspython: NameTooLong on every attempt; glibc's
+# getaddrinfo() for both clients: a failure on every connect), so it is refused when set.
+_LONGEST_NAME = 253
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 # RFC 1123, 2.1: a host name's last label is never all-numeric, so that dotted-decimal text is
 # always an address. Resolvers read more than dotted quads as IPv4 (glibc's getaddrinfo(), for
@@ -165,6 +170,12 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
         raise ConfigurationError(
             f"{prefix}invalid node {brief(text)}: {brief(host)} is not a host name or IP"
         )
+    if len(host.removesuffix(".")) > _LONGEST_NAME:
+        raise ConfigurationError(
+            f"{prefix}invalid node {brief(text)}: a host name is at most {_LONGEST_NAME} "
+            f"characters (RFC 1035), not {len(host.removesuffix('.'))}; no resolver looks up a "
+            "longer one"
+        )
     if _ends_in_number(host):
         try:  # what glibc's resolver makes of it, as the clients would connect
             reading = f"; resolvers read it as {socket.inet_ntoa(socket.inet_aton(host))}"
@@ -196,7 +207,8 @@ def _checked(node: Node, text: str, prefix: str) -> Node:
 def is_host(text: str) -> bool:
     """Return True when *text* is what :func:`parse_node` accepts as a host.
 
-    That is an RFC 1123 host name (underscores allowed) or an IP address, IPv6 without
+    That is an RFC 1123 host name (underscores allowed) of at most 253 characters without
+    its trailing dot (RFC 1035) or an IP address, IPv6 without
     brackets: never a path (``/tmp/mc.sock``, which clients read as a unix socket), a
     list (``a,b``, ``a;b``) or ``host:port``. Sources whose replies name hosts without
     going through :func:`parse_node` (the AWS API, SRV targets, snapshot files) check
@@ -205,7 +217,7 @@ def is_host(text: str) -> bool:
     if len(text) > _LONGEST_HOST:
         return False
     if _HOSTNAME.fullmatch(text):
-        return not _ends_in_number(text)
+        return len(text.removesuffix(".")) <= _LONGEST_NAME and not _ends_in_number(text)
     return is_ip(text)
 
 
