@@ -12,7 +12,7 @@ from .exceptions import ConfigurationError, brief
 from .redact import redact_address
 
 __all__ = [
-    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "parse_node",
+    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "is_nowhere", "parse_node",
     "parse_port", "unique_sorted",
 ]  # fmt: skip
 
@@ -40,6 +40,9 @@ _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,6
 # WHATWG URL Standard's "ends in a number") is therefore accepted only as a dotted quad that
 # inet_pton() reads, where the clients, the snapshot and a reader of the list all agree.
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+# What may be an address no node has (is_nowhere()): 0.0.0.0, an IPv4 multicast group, or
+# any IPv6 text. ipaddress, ten times slower, decides only for these.
+_MAYBE_NOWHERE = re.compile(r"0\.0\.0\.0|2(?:2[4-9]|3[0-9])\.[0-9.]+|[^:]*:.*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,24 @@ def _ends_in_number(name: str) -> bool:
     except OSError:
         return True
     return False
+
+
+def is_nowhere(text: str) -> bool:
+    """Return True when *text* is an IP address that no memcached node has.
+
+    That is the unspecified address (``0.0.0.0``, ``::``: a client connecting to it reaches
+    its own host, so each web server would use a cache of its own) or a multicast group
+    (``224.0.0.0/4``, ``ff00::/8``: no TCP server). A source that answers one (a service
+    registered with its bind address, a DNS filter's ``0.0.0.0``) is not telling where a
+    node is.
+    """
+    if not _MAYBE_NOWHERE.fullmatch(text):
+        return False
+    try:
+        address = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return address.is_unspecified or address.is_multicast
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:

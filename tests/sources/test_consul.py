@@ -851,6 +851,12 @@ UNUSABLE_INSTANCES = [
     pytest.param(entry("  ", node_address=" "), "no Service.Address", id="blank-address"),
     pytest.param(entry("bad host!"), "unusable address 'bad host!'", id="bad-host"),
     pytest.param(entry("1:2:3"), "unusable address '1:2:3'", id="bad-ipv6"),
+    # Registered with a bind address or a group: each client would reach its own host.
+    pytest.param(entry("0.0.0.0"), "unusable address '0.0.0.0' .no node", id="unspecified"),
+    pytest.param(entry("::"), "unusable address '::' .no node", id="unspecified-v6"),
+    pytest.param(entry("", node_address="0.0.0.0"), "'0.0.0.0' .no node", id="node-unspecified"),
+    pytest.param(entry("224.0.0.5"), "unusable address '224.0.0.5' .no node", id="multicast"),
+    pytest.param(entry("FF02::1"), "unusable address 'FF02::1' .no node", id="multicast-v6"),
 ]
 
 

@@ -47,6 +47,19 @@ def aged(path: Path) -> Path:
 # --- formats -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("nowhere", ["0.0.0.0:11211", "[::]:11211", "239.1.2.3:11211"])
+def test_file__an_address_no_node_has_fails_the_attempt(tmp_path: Path, nowhere: str) -> None:
+    """0.0.0.0 or :: reach each client's own host, a multicast group no server: never a node."""
+    path = tmp_path / "nodes"
+    path.write_text(f"10.0.0.1:11211\n{nowhere}\n")
+    aged(path)
+
+    with pytest.raises(ResolutionError, match="no memcached node has") as raised:
+        resolve(f"file://{path}", attempts=1, deadline=1)
+
+    assert nowhere.rpartition(":")[0].strip("[]") in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "content",
     [
