@@ -9,7 +9,9 @@ a poll is the same attempt as at settings time). Here, and only here:
   is capped at ``Policy.max_reply_size`` bytes;
 - any exception a source raises, short of ``KeyboardInterrupt``/``SystemExit``, becomes a
   :class:`SourceError` naming the source (:class:`ConfigurationError` passes through);
-- nodes are de-duplicated and sorted, and an answer below ``min_nodes`` is a failure.
+- nodes are de-duplicated and sorted, and an answer below ``min_nodes`` is a failure, as is
+  a live answer naming an address no node has (``0.0.0.0``, ``::``, a multicast group:
+  :func:`cache_settings.nodes.is_nowhere`); a static list is the user's own and is kept.
 
 :func:`save` is the one writer of snapshots after a live answer, and :func:`backoff` the one
 back-off strategy (tenacity's wait objects, imported only once a retry is due).
@@ -23,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .attempt import Attempt, run
-from .exceptions import ConfigurationError, SourceError, excerpt
-from .nodes import Node, unique_sorted
+from .exceptions import ConfigurationError, SourceError, excerpt, some
+from .nodes import Node, is_nowhere, unique_sorted
 from .policy import Policy
 from .redact import environment_secrets, scrub
 from .sources import Source, WatchableSource
@@ -79,10 +81,25 @@ def ask(source: Source, policy: Policy, *, timeout: float, index: int | None = N
     else:
         version, nodes = _call(source, index, timeout)
     answer = Answer(unique_sorted(nodes), version, source=source.url)
+    if source.traits.needs_network:
+        _check_addresses(source.url, answer.nodes)
     reason = policy.too_few(answer.nodes)
     if reason is not None:
         raise TooFewNodes(source.url, reason, answer)
     return answer
+
+
+def _check_addresses(source: str, nodes: tuple[Node, ...]) -> None:
+    """Raise SourceError when a live answer names an address no node has (see is_nowhere)."""
+    texts = [node.host for node in nodes] + [node.ip for node in nodes if node.ip]
+    nowhere = [text for text in texts if is_nowhere(text)]
+    if nowhere:
+        raise SourceError(
+            source,
+            f"answered {some(nowhere, 'addresses')}, which no memcached node has (0.0.0.0 "
+            "and :: reach each client's own host, a multicast group no server); fix the "
+            "registration or record that gives it",
+        )
 
 
 def _call(source: Source, index: int | None, timeout: float) -> tuple[int | None, list[Node]]:

@@ -12,7 +12,7 @@ from .exceptions import ConfigurationError, brief
 from .redact import redact_address
 
 __all__ = [
-    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "parse_node",
+    "DEFAULT_PORT", "Node", "canonical_host", "is_host", "is_ip", "is_nowhere", "parse_node",
     "parse_port", "unique_sorted",
 ]  # fmt: skip
 
@@ -27,6 +27,11 @@ _ZONE = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 1123 host names; underscores are tolerated because Docker and Consul node names use them.
 # No host longer than this is accepted, live or from a file (RFC 1035 allows 253 in text).
 _LONGEST_HOST = 255
+# RFC 1035, 3.1: a name is at most 255 octets on the wire (each label's length byte and the
+# root's), so at most 253 characters as text without its trailing dot. A longer one passes
+# the label rules but no resolver looks it up (dnspython: NameTooLong on every attempt; glibc's
+# getaddrinfo() for both clients: a failure on every connect), so it is refused when set.
+_LONGEST_NAME = 253
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 # RFC 1123, 2.1: a host name's last label is never all-numeric, so that dotted-decimal text is
 # always an address. Resolvers read more than dotted quads as IPv4 (glibc's getaddrinfo(), for
@@ -35,6 +40,9 @@ _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,6
 # WHATWG URL Standard's "ends in a number") is therefore accepted only as a dotted quad that
 # inet_pton() reads, where the clients, the snapshot and a reader of the list all agree.
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+# What may be an address no node has (is_nowhere()): 0.0.0.0, an IPv4 multicast group, or
+# any IPv6 text. ipaddress, ten times slower, decides only for these.
+_MAYBE_NOWHERE = re.compile(r"0\.0\.0\.0|2(?:2[4-9]|3[0-9])\.[0-9.]+|[^:]*:.*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +173,12 @@ def parse_node(text: str, *, default_port: int = DEFAULT_PORT, where: str = "") 
         raise ConfigurationError(
             f"{prefix}invalid node {brief(text)}: {brief(host)} is not a host name or IP"
         )
+    if len(host.removesuffix(".")) > _LONGEST_NAME:
+        raise ConfigurationError(
+            f"{prefix}invalid node {brief(text)}: a host name is at most {_LONGEST_NAME} "
+            f"characters (RFC 1035), not {len(host.removesuffix('.'))}; no resolver looks up a "
+            "longer one"
+        )
     if _ends_in_number(host):
         try:  # what glibc's resolver makes of it, as the clients would connect
             reading = f"; resolvers read it as {socket.inet_ntoa(socket.inet_aton(host))}"
@@ -196,7 +210,8 @@ def _checked(node: Node, text: str, prefix: str) -> Node:
 def is_host(text: str) -> bool:
     """Return True when *text* is what :func:`parse_node` accepts as a host.
 
-    That is an RFC 1123 host name (underscores allowed) or an IP address, IPv6 without
+    That is an RFC 1123 host name (underscores allowed) of at most 253 characters without
+    its trailing dot (RFC 1035) or an IP address, IPv6 without
     brackets: never a path (``/tmp/mc.sock``, which clients read as a unix socket), a
     list (``a,b``, ``a;b``) or ``host:port``. Sources whose replies name hosts without
     going through :func:`parse_node` (the AWS API, SRV targets, snapshot files) check
@@ -205,7 +220,7 @@ def is_host(text: str) -> bool:
     if len(text) > _LONGEST_HOST:
         return False
     if _HOSTNAME.fullmatch(text):
-        return not _ends_in_number(text)
+        return len(text.removesuffix(".")) <= _LONGEST_NAME and not _ends_in_number(text)
     return is_ip(text)
 
 
@@ -223,6 +238,24 @@ def _ends_in_number(name: str) -> bool:
     except OSError:
         return True
     return False
+
+
+def is_nowhere(text: str) -> bool:
+    """Return True when *text* is an IP address that no memcached node has.
+
+    That is the unspecified address (``0.0.0.0``, ``::``: a client connecting to it reaches
+    its own host, so each web server would use a cache of its own) or a multicast group
+    (``224.0.0.0/4``, ``ff00::/8``: no TCP server). A source that answers one (a service
+    registered with its bind address, a DNS filter's ``0.0.0.0``) is not telling where a
+    node is.
+    """
+    if not _MAYBE_NOWHERE.fullmatch(text):
+        return False
+    try:
+        address = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return address.is_unspecified or address.is_multicast
 
 
 def unique_sorted(nodes: Iterable[Node]) -> tuple[Node, ...]:

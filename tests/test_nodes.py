@@ -228,10 +228,28 @@ def test_parse_node__every_node_it_accepts_reads_back_from_a_snapshot(text: str)
 def test_parse_node__host_over_255_characters_is_refused() -> None:
     long_name = ".".join(["a" * 63] * 4) + ".example"  # 263 characters
 
-    with pytest.raises(ConfigurationError, match="at most 255"):
+    with pytest.raises(ConfigurationError, match="at most 253"):
         parse_node(long_name)
     with pytest.raises(ConfigurationError, match="at most 255"):
         parse_node("[fe80::1%" + "e" * 260 + "]")
+
+
+# Four labels of 63, 63, 63 and 62 characters: 254 characters, 256 octets on the wire.
+NAME_254 = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 62])
+
+
+def test_parse_node__a_name_longer_than_dns_allows_is_refused() -> None:
+    """RFC 1035: 253 characters at most (255 octets on the wire); 254 and 255 were accepted."""
+    longest = NAME_254[1:]
+
+    assert parse_node(longest).host == longest
+    assert parse_node(longest + ".").host == longest
+    assert is_host(longest)
+    with pytest.raises(ConfigurationError, match="at most 253 characters"):
+        parse_node(NAME_254 + ":11211")
+    assert not is_host(NAME_254)
+    with pytest.raises(ValueError, match="host"):
+        Node.from_dict({"host": NAME_254, "port": 11211})
 
 
 def test_parse_node__quotes_a_long_or_hostile_text_briefly_on_one_line() -> None:

@@ -15,6 +15,7 @@ holds both to that).
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from typing import Any
 
 from .. import attempt as _attempt
 from ..exceptions import ConfigurationError, SourceError, brief
-from ..nodes import Node, is_host, parse_node
+from ..nodes import Node, is_host, is_nowhere, parse_node
 from ._budget import paced
 
 __all__ = ["RANKS", "parse_health_service"]
@@ -42,6 +43,8 @@ _STR_OR_NONE = (str, type(None))
 _LIST_OR_NONE: set[type] = {list, type(None)}
 _TEXT_OR_NONE: set[type] = {str, type(None)}
 _DICT, _STR, _INT = {dict}, {str}, {int}
+# A dotted quad no node has (is_nowhere()), found in the NUL-joined hosts at C speed.
+_NOWHERE_V4 = re.compile(r"\0(?:0\.0\.0\.0|2(?:2[4-9]|3[0-9])\.)")
 
 
 def parse_health_service(
@@ -150,7 +153,7 @@ def _plain(
     except (OSError, ValueError):  # not all of them (ValueError: a NUL in one)
         pass
     else:
-        return hosts, ports
+        return None if _NOWHERE_V4.search("\0" + "\0".join(hosts)) else (hosts, ports)
     names = list(map(_plain_host, hosts))
     if None in names:
         return None
@@ -159,7 +162,7 @@ def _plain(
 
 def _plain_host(text: str) -> str | None:
     """Return what :func:`_address` makes of *text* when it is a host as is, else None."""
-    if ":" not in text and is_host(text):
+    if ":" not in text and is_host(text) and not is_nowhere(text):
         return text.lower().removesuffix(".")
     return None
 
@@ -263,6 +266,8 @@ def _address(
         parsed = parse_node(f"[{text}]" if ":" in text else text, default_port=port)
     except ConfigurationError:
         return f"unusable address {brief(text)}"
+    if is_nowhere(parsed.host):
+        return f"unusable address {brief(text)} (no node has it: unspecified or multicast)"
     return parsed.host, parsed.port
 
 

@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from urllib.parse import SplitResult, parse_qsl
+from urllib.parse import SplitResult, parse_qsl, unquote
 
 from ..exceptions import ConfigurationError, brief, close_matches, excerpt
 from ..redact import redact_url
 from ..tls import TLSConfig
 
-__all__ = ["NODE_TLS_OPTIONS", "Query", "node_tls_params", "redact"]
+__all__ = ["NODE_TLS_OPTIONS", "Query", "decoded", "node_tls_params", "redact"]
 
 #: The options that declare TLS to the nodes of a discovery source (consul, dns*, file).
 NODE_TLS_OPTIONS = ("node_ca", "node_cert", "node_key", "node_tls")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# urllib decodes percent-escapes that are not UTF-8 as U+FFFD by default: file:///srv/n%E9
+# read /srv/n\ufffd and consul:///%FF asked for service "\ufffd", each failing only when
+# asked. Decoded strictly here, and refused when set.
+_NOT_UTF8 = (
+    "holds percent-encoded bytes that are not UTF-8 ({reason}); percent-encode the text's "
+    "UTF-8 bytes (é is %C3%A9)"
+)
+
+
+def decoded(text: str, where: str, what: str) -> str:
+    """Return *text* (*what* of the URL *where*) percent-decoded as UTF-8.
+
+    Raises ConfigurationError, naming *where*, when the decoded bytes are not UTF-8.
+    """
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{where}: {what} {_NOT_UTF8.format(reason=exc.reason)}") from None
 
 
 class Query:
@@ -28,7 +46,16 @@ class Query:
         self.where = excerpt(redact_url(url, allowed=allowed), 200)
         self._values: dict[str, list[str]] = {}
         try:
-            pairs = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+            pairs = parse_qsl(
+                url.query,
+                keep_blank_values=True,
+                strict_parsing=bool(url.query),
+                errors="strict",
+            )
+        except UnicodeDecodeError as exc:  # never quoted: the option may hold a secret
+            raise ConfigurationError(
+                f"{self.where}: the query string {_NOT_UTF8.format(reason=exc.reason)}"
+            ) from None
         except ValueError:  # its message quotes the field, which may be a secret
             raise ConfigurationError(
                 f"{self.where}: malformed query string; write key=value options joined by '&'"

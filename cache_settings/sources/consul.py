@@ -19,7 +19,7 @@ from . import _consul_modes as _modes
 from ._consul_agent import DEFAULT_AGENT, blocking_timeout, blocking_wait
 from ._consul_parse import parse_health_service
 from ._transport import within
-from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
+from ._url import NODE_TLS_OPTIONS, Query, decoded, node_tls_params
 
 __all__ = ["DEFAULT_AGENT", "STATUSES", "Consul", "blocking_wait", "parse_health_service"]
 
@@ -155,7 +155,7 @@ class Consul:
         """Build the source from ``consul://[TOKEN@][agent:port]/SERVICE?tag=…&dc=…``."""
         query = Query(url, _OPTIONS, repeatable=("tag", "node-meta"))
         where = query.where
-        service = unquote(url.path.strip("/"))
+        service = decoded(url.path.strip("/"), where, "the service name")
         userinfo, _, hostport = url.netloc.rpartition("@")
         if not service and hostport and not url.path and ":" not in hostport:
             # consul://memcached: two slashes, so "memcached" is the agent, not the service.

@@ -43,7 +43,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass
-from urllib.parse import SplitResult, quote, unquote
+from urllib.parse import SplitResult, quote
 
 from .. import attempt
 from .._snapshot_format import DuplicateKey, unique_keys
@@ -55,7 +55,7 @@ from ..tls import TLSConfig
 from . import Traits
 from ._budget import check_json, paced
 from ._transport import within
-from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
+from ._url import NODE_TLS_OPTIONS, Query, decoded, node_tls_params
 
 __all__ = ["QUIET", "File", "parse_node_list"]
 
@@ -102,7 +102,7 @@ class File:
             raise ConfigurationError(
                 f"{where}: expected file:///ABSOLUTE/PATH (three slashes: no host name)"
             )
-        path = unquote(url.path)
+        path = decoded(url.path, where, "the path")
         if not path or not os.path.isabs(path):
             raise ConfigurationError(
                 f"{where}: no absolute path; write file:///etc/memcached-nodes"

@@ -240,6 +240,26 @@ def test_consul__forbidden_is_a_source_error_without_the_token(
     assert info.value.source == f"consul://{consul_agent.address}/memcached"
 
 
+@pytest.mark.parametrize(
+    "url", ["consul:///%FF", "consul:///memcached?tag=pr%F6d", "consul:///memcached?dc=%C3"]
+)
+def test_consul__percent_encoded_bytes_that_are_not_utf8_are_refused(url: str) -> None:
+    """Decoded as U+FFFD, they asked for another service, tag or dc: an empty answer, late."""
+    with pytest.raises(ConfigurationError, match="not UTF-8"):
+        parse_source(url)
+
+
+def test_consul__a_utf8_percent_encoded_tag_is_asked_for(consul_agent: ConsulAgent) -> None:
+    consul_agent.add("memcached-utf8", "10.0.0.1", 11211, tags=["pr\u00f6d"])
+    consul_agent.add("memcached-utf8", "10.0.0.2", 11211, tags=["prod"])
+
+    nodes = parse_source(f"consul://{consul_agent.address}/memcached-utf8?tag=pr%C3%B6d").resolve(
+        timeout=2
+    )
+
+    assert nodes == [Node("10.0.0.1", 11211)]
+
+
 def test_consul__unix_socket_address_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -851,6 +871,12 @@ UNUSABLE_INSTANCES = [
     pytest.param(entry("  ", node_address=" "), "no Service.Address", id="blank-address"),
     pytest.param(entry("bad host!"), "unusable address 'bad host!'", id="bad-host"),
     pytest.param(entry("1:2:3"), "unusable address '1:2:3'", id="bad-ipv6"),
+    # Registered with a bind address or a group: each client would reach its own host.
+    pytest.param(entry("0.0.0.0"), "unusable address '0.0.0.0' .no node", id="unspecified"),
+    pytest.param(entry("::"), "unusable address '::' .no node", id="unspecified-v6"),
+    pytest.param(entry("", node_address="0.0.0.0"), "'0.0.0.0' .no node", id="node-unspecified"),
+    pytest.param(entry("224.0.0.5"), "unusable address '224.0.0.5' .no node", id="multicast"),
+    pytest.param(entry("FF02::1"), "unusable address 'FF02::1' .no node", id="multicast-v6"),
 ]
 
 

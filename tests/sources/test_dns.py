@@ -313,6 +313,24 @@ def test_resolve__silent_nameserver_falls_back_to_the_snapshot_within_the_deadli
         resolve(built, deadline=0.5)
 
 
+def test_resolve__an_unspecified_address_in_dns_falls_back_to_the_snapshot(
+    dns_server: DNSServer, tmp_path: Path
+) -> None:
+    """A filtering resolver answers 0.0.0.0 (or ::) for a name it blocks: not where a node is."""
+    name = dns_server.name()
+    dns_server.set_addresses(name, ["0.0.0.0", "::"])
+    built = source(f"dns+{name}:11211", dns_server)
+    snapshot = tmp_path / "nodes.json"
+    write_snapshot(snapshot, built.url, [Node("10.0.0.1", 11211)])
+
+    resolution = resolve(built, deadline=2, snapshot=snapshot)
+
+    assert resolution.nodes == (Node("10.0.0.1", 11211),)
+    assert resolution.origin == "snapshot"
+    with pytest.raises(ResolutionError, match=r"'0\.0\.0\.0', '::', which no memcached node"):
+        resolve(built, attempts=1, deadline=2)
+
+
 # --- following changes ---------------------------------------------------------------------
 
 

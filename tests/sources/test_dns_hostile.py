@@ -13,7 +13,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from cache_settings import Node, SourceError, parse_source
+from cache_settings import ConfigurationError, Node, SourceError, parse_source
 from cache_settings.exceptions import LONGEST_MESSAGE
 from cache_settings.sources.dns import DNS
 from tests.servers.dns import DNSServer
@@ -168,3 +168,25 @@ def test_dns__nxdomain_for_both_types_is_still_permanent(scripted_dns: Start) ->
     with pytest.raises(SourceError, match="NXDOMAIN: mc.test does not exist") as raised:
         source("dns://mc.test:11211", server.address).resolve(timeout=2)
     assert raised.value.permanent
+
+
+# --- names DNS cannot carry ----------------------------------------------------------------
+
+
+def test_dns__a_name_too_long_for_dns_is_a_configuration_error() -> None:
+    """254 characters pass the label rules; dnspython raised NameTooLong on every attempt."""
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 62])
+
+    for url in (f"dns://{name}:11211", f"dnssrv+{name}", f"dnssrvnoa://{name}."):
+        with pytest.raises(ConfigurationError, match="at most 253 characters"):
+            parse_source(f"{url}?nameserver=127.0.0.1:53")
+
+
+def test_dns__the_longest_name_dns_allows_is_looked_up(scripted_dns: Start) -> None:
+    """253 characters is a name like any other."""
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    server = scripted_dns(one_address)
+
+    nodes = source(f"dns://{name}:11211", server.address).resolve(timeout=2)
+
+    assert nodes == [Node("10.0.0.1", 11211)]

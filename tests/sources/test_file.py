@@ -47,6 +47,34 @@ def aged(path: Path) -> Path:
 # --- formats -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("url", ["file:///srv/n%E9.txt", "file:///srv/nodes?source=%FF"])
+def test_file__percent_encoded_bytes_that_are_not_utf8_are_refused(url: str) -> None:
+    """They were decoded as U+FFFD: /srv/n\ufffd.txt, another file, missing at every attempt."""
+    with pytest.raises(ConfigurationError, match="not UTF-8"):
+        parse_source(url)
+
+
+def test_file__a_utf8_percent_encoded_path_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "nodes-\u00e9"
+    path.write_text("10.0.0.1:11211\n")
+    aged(path)
+
+    assert resolve(f"file://{tmp_path}/nodes-%C3%A9").nodes == (Node("10.0.0.1", 11211),)
+
+
+@pytest.mark.parametrize("nowhere", ["0.0.0.0:11211", "[::]:11211", "239.1.2.3:11211"])
+def test_file__an_address_no_node_has_fails_the_attempt(tmp_path: Path, nowhere: str) -> None:
+    """0.0.0.0 or :: reach each client's own host, a multicast group no server: never a node."""
+    path = tmp_path / "nodes"
+    path.write_text(f"10.0.0.1:11211\n{nowhere}\n")
+    aged(path)
+
+    with pytest.raises(ResolutionError, match="no memcached node has") as raised:
+        resolve(f"file://{path}", attempts=1, deadline=1)
+
+    assert nowhere.rpartition(":")[0].strip("[]") in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache_settings import ConfigurationError, Node, parse_source
+from cache_settings import ConfigurationError, Node, parse_source, resolve
 from cache_settings.sources.static import Static
 from cache_settings.tls import TLSConfig
 
@@ -100,3 +100,8 @@ def test_static__credentials_in_the_url_are_refused_without_being_echoed() -> No
         with pytest.raises(ConfigurationError, match="before '@'") as raised:
             parse_source(url)
         assert "S3CRETPW" not in str(raised.value)
+
+
+def test_static__an_unspecified_address_is_the_users_own_choice() -> None:
+    """Only discovered answers are held to node addresses; 0.0.0.0 here is this host."""
+    assert resolve("memcached://0.0.0.0:11211").nodes == (Node("0.0.0.0", 11211),)
