@@ -30,9 +30,11 @@ REFRESHING = {
 
 # Seconds a bounded call may return after its bound on the CI machine, where both test
 # corners share two cores: a thread's join(0.2) beside a spinning thread woke up to 45 ms
-# late while ./run test ran (median 5 ms, 817 samples), and a bounded call waits twice.
-# Far below what an unbounded wait takes (a socket timeout, or a reply that never ends).
-LATE = 0.2
+# late while ./run test ran (median 5 ms, 817 samples), and a bounded call waits twice;
+# one CI run saw a call 56 ms late. Three times that again, since the CI machine may be
+# busier. Far below what an unbounded wait takes (a socket timeout, or a reply that never
+# ends), and below the 0.4 s by which dnspython's own lifetime was overrun (test_dns.py).
+LATE = 0.3
 
 
 @contextmanager
