@@ -179,7 +179,8 @@ class ConsulMemcachedCache(_CompatCache):
             warnings.warn(
                 f"{where}: CONSUL_ALT_TTL={params['CONSUL_ALT_TTL']!r} is not enforced: while "
                 "Consul is down each process keeps the last node list Consul gave it, and a "
-                "new process uses the snapshot file whatever its age",
+                "new process uses the snapshot file whatever its age; remove CONSUL_ALT_TTL "
+                "to silence this warning",
                 UserWarning,
                 stacklevel=2,
             )

@@ -330,7 +330,10 @@ def test_consul__readme_settings_keys_land_on_service_nodes(
         },
     }
 
-    with override_settings(CACHES=caches), pytest.warns(UserWarning, match="CONSUL_ALT_TTL"):
+    with (
+        override_settings(CACHES=caches),
+        pytest.warns(UserWarning, match="remove CONSUL_ALT_TTL to silence"),
+    ):
         stored = store_keys(caches["default"], {"consul-memcached": caches["consul-memcached"]})
 
     found = keys_on(fresh_memcached_nodes)
