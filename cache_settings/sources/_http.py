@@ -101,6 +101,8 @@ def request(
         return Reply(response.status, response.msg, b"".join(received))
     except SourceError:
         raise
+    except http.client.BadStatusLine as exc:
+        raise _not_http(exc, attempt, peer) from None
     except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: bad headers
         raise failure(exc, attempt, peer, hint=hint, malformed=http.client.HTTPException) from None
     finally:
@@ -161,6 +163,23 @@ def _tunnel(attempt: Attempt, sock: socket.socket, host: str, port: int, auth: s
     if len(status) < 2 or status[1] != b"200":
         said = excerpt(b" ".join(status[1:]).decode("latin-1"), 120)  # the proxy's words
         raise OSError(f"the proxy refused the tunnel ({said})")
+
+
+# What a memcached server answers to an HTTP request line (protocol.txt, "Error strings").
+_MEMCACHED_ERRORS = ("ERROR", "CLIENT_ERROR", "SERVER_ERROR")
+
+
+def _not_http(exc: http.client.BadStatusLine, attempt: Attempt, peer: str) -> SourceError:
+    """The SourceError for a reply whose first line is no HTTP status line."""
+    line = str(exc.args[0]).strip() if exc.args else ""
+    if attempt.cancelled or isinstance(exc, http.client.RemoteDisconnected) or line in ("", "''"):
+        # A reply cut by the deadline, or none at all (the connection closed first).
+        return failure(exc, attempt, peer, malformed=http.client.HTTPException)
+    said = f"{peer} does not speak HTTP: its reply began {brief(excerpt(line, 60))}"
+    if line.startswith(_MEMCACHED_ERRORS):
+        return SourceError(attempt.source, f"{said}, as memcached answers: the address is a "
+                           "memcached node's, not the HTTP API's")  # fmt: skip
+    return SourceError(attempt.source, f"{said}; check the address and port")
 
 
 def _proxy_for(scheme: str, host: str) -> _Proxy | None:
