@@ -74,6 +74,7 @@ def servers_of(cache: Any) -> list[str]:
     return list(cache.client_servers)
 
 
+@pytest.mark.usefixtures("without_collections")
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("outage", ["refused", "blackhole"])
 def test_backend_chain__second_answers_while_the_first_is_down_then_the_first_again(

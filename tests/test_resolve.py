@@ -65,6 +65,7 @@ def test_resolve__gives_up_after_attempts_and_names_every_cause() -> None:
     assert len(raised.value.errors) == 3
 
 
+@pytest.mark.usefixtures("without_collections")
 def test_resolve__each_attempt_gets_only_the_time_left() -> None:
     source = Hanging()
     started = time.monotonic()

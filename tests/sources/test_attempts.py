@@ -76,6 +76,7 @@ def trickling(
     return parse_source(f"elasticache://{proxy.address}")
 
 
+@pytest.mark.usefixtures("without_collections")
 def test_attempts__trickling_server_leaves_no_thread_or_descriptor(trickling: Source) -> None:
     call = _bounded(trickling, DEADLINE)
     with pytest.raises(SourceError):
@@ -96,6 +97,7 @@ def test_attempts__trickling_server_leaves_no_thread_or_descriptor(trickling: So
     assert slowest <= DEADLINE + 2 * attempt.GRACE + LATE
 
 
+@pytest.mark.usefixtures("without_collections")
 def test_attempts__direct_call_is_bounded_as_well(trickling: Source) -> None:
     """Called without a current attempt, a source makes its own and ends with it."""
     started = time.monotonic()

@@ -454,6 +454,7 @@ def source_at(address: str, **kwargs: object) -> ConfigEndpoint:
     return ConfigEndpoint(host, int(port), **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("without_collections")
 @pytest.mark.parametrize("timeout", [0.2, 0.5])
 def test_config_endpoint__black_hole_within_timeout(faults: Faults, timeout: float):
     address = faults.blackhole()

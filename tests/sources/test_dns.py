@@ -263,6 +263,7 @@ def test_dns__refused_says_so(dns_server: DNSServer) -> None:
         source("dns+memcached.example:11211", dns_server).resolve(timeout=2)
 
 
+@pytest.mark.usefixtures("without_collections")
 def test_dns__silent_nameserver_fails_within_the_timeout(silent_nameserver: str) -> None:
     built = parse_source(f"dns+{MISSING_NAME}:11211?nameserver={silent_nameserver}")
 

@@ -404,6 +404,7 @@ def test_elasticache_api__no_region_raises_configuration_error(
 # --- time limits ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("without_collections")
 def test_elasticache_api__hung_endpoint_raises_within_timeout(
     aws_env: ElastiCacheAPIServer,
 ) -> None:
@@ -418,6 +419,7 @@ def test_elasticache_api__hung_endpoint_raises_within_timeout(
     assert elapsed < timeout + LATE
 
 
+@pytest.mark.usefixtures("without_collections")
 def test_elasticache_api__serverless_fallback_shares_the_timeout(
     aws_env: ElastiCacheAPIServer,
 ) -> None:
