@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from ._report import PROG, Output, Stream, logging_to, secrets
 from ._targets import SettingsTargets, UsageError, targets_from_entries
@@ -31,6 +31,7 @@ from ._verbs import EXIT_FAILED, EXIT_OK, EXIT_USAGE, VERBS, Context
 from .attempt import DEFAULT_MAX_REPLY_SIZE
 from .exceptions import CacheSettingsError, ConfigurationError
 from .policy import MAX_SECONDS, check_count, check_seconds
+from .redact import scrub
 
 __all__ = [
     "EXIT_FAILED",
@@ -40,11 +41,14 @@ __all__ = [
     "add_verbs",
     "build_parser",
     "main",
+    "masking",
     "run",
     "targets_from_entries",
 ]
 
 logger = logging.getLogger(__name__)
+
+ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -88,13 +92,33 @@ class _UsageExit(SystemExit):
         self.message = message
 
 
+def masking(parser_class: type[ParserT]) -> type[ParserT]:
+    """Return a subclass of *parser_class* whose usage errors show no secret.
+
+    argparse quotes the value it refused ("invalid choice: 'consul://…?token=…'"); the
+    subclass masks URL user info, secret options and the environment's secrets in the
+    message, then reports it as *parser_class* does (Django's ``CommandParser`` prints it,
+    or raises ``CommandError`` under ``call_command``).
+    """
+
+    def error(self: ParserT, message: str) -> NoReturn:
+        parser_class.error(self, scrub(message, secrets()))
+
+    return type(f"Masking{parser_class.__name__}", (parser_class,), {"error": error})
+
+
 def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) -> None:
     """Add the ``resolve``, ``show`` and ``check`` verbs to *parser*.
 
     ``manage.py cache_nodes`` passes ``with_settings=False``: Django's own ``--settings``
-    option already chose the settings.
+    option already chose the settings. The verbs' parsers are :func:`masking` ones.
     """
-    verbs = parser.add_subparsers(dest="verb", metavar="{resolve,show,check}", required=True)
+    verbs = parser.add_subparsers(
+        dest="verb",
+        metavar="{resolve,show,check}",
+        required=True,
+        parser_class=masking(type(parser)),
+    )
 
     def settings_option(sub: argparse.ArgumentParser) -> None:
         if with_settings:

@@ -7,10 +7,18 @@ happened; a value that argparse refuses is quoted in its message, masked as all 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from cache_settings.cli import main
+from cache_settings.management.commands.cache_nodes import Command
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SECRET = "s3cr3t-token-value"
 
@@ -69,3 +77,46 @@ def test_cli__a_refused_value_is_quoted_without_its_secret(
     assert "consul://" in captured.err  # the value is still named
     assert SECRET not in captured.err
     assert SECRET not in captured.out
+
+
+# --- manage.py cache_nodes: Django's parser, with the verbs' errors masked as well -----------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([f"consul://agent/memcached?token={SECRET}"], id="url-as-verb"),
+        pytest.param(["resolve", "--deadline", f"consul://agent/x?token={SECRET}"], id="value"),
+    ],
+)
+def test_cache_nodes__a_refused_value_is_quoted_without_its_secret(argv: list[str]) -> None:
+    """Under call_command, Django's parser raises CommandError with argparse's message."""
+    with pytest.raises(CommandError) as raised:
+        call_command(Command(), *argv)
+
+    assert "consul://agent/" in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+def test_cache_nodes__a_refused_value_is_masked_on_the_command_line(tmp_path: Path) -> None:
+    manage = ROOT / "examples" / "mysite" / "manage.py"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "CACHE_SETTINGS_OFFLINE": "1",
+        "MYSITE_SNAPSHOT": str(tmp_path / "cache-nodes.json"),
+    }
+
+    done = subprocess.run(
+        [sys.executable, str(manage), "cache_nodes", f"consul://agent/x?token={SECRET}"],
+        env=env,
+        cwd=manage.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "invalid choice: 'consul://agent/x?token=***'" in done.stderr
+    assert SECRET not in done.stderr + done.stdout

@@ -8,7 +8,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._targets import UsageError
-from ...cli import EXIT_OK, EXIT_USAGE, SettingsTargets, add_verbs, run, targets_from_entries
+from ...cli import (
+    EXIT_OK,
+    EXIT_USAGE,
+    SettingsTargets,
+    add_verbs,
+    masking,
+    run,
+    targets_from_entries,
+)
 from ...entries import entries, reported
 from ...resolve import OFFLINE_VARIABLE, is_offline
 
@@ -24,6 +32,12 @@ class Command(BaseCommand):
     )
     # The verbs must run while the checks complain: `resolve` is how W001 gets fixed.
     requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        """Django's parser, with its usage errors masked as the verbs' (cli.masking)."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.__class__ = masking(type(parser))  # a URL typed where the verb goes
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Add the verbs; Django's own ``--settings`` chooses the settings module."""
