@@ -27,8 +27,8 @@ from typing import TypeVar
 from .exceptions import SourceError
 
 __all__ = [
-    "DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "Scope", "current", "run", "scoped",
-    "wait_time",
+    "DEFAULT_MAX_REPLY_SIZE", "GRACE", "Attempt", "Scope", "current", "in_scope", "run",
+    "scoped", "wait_time",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -163,6 +163,19 @@ def scoped(scope: Scope) -> Iterator[None]:
         _scope.reset(token)
 
 
+@contextlib.contextmanager
+def in_scope(attempt: Attempt) -> Iterator[None]:
+    """Within this block, cancel *attempt* with the current :class:`Scope`, if any."""
+    scope = _scope.get()
+    if scope is not None:
+        scope.add(attempt)
+    try:
+        yield
+    finally:
+        if scope is not None:
+            scope.discard(attempt)
+
+
 def wait_time(seconds: float) -> float:
     """Return *seconds* as a timeout every wait of :mod:`threading` takes.
 
@@ -199,19 +212,14 @@ def run(attempt: Attempt, call: Callable[[], T]) -> T:
     worker = threading.Thread(
         target=work, name=f"cache_settings attempt {attempt.source}", daemon=True
     )
-    scope = _scope.get()
-    if scope is not None:
-        scope.add(attempt)
-    try:
+    with in_scope(attempt):
         worker.start()
         worker.join(wait_time(attempt.left() + GRACE))
-    finally:
-        if scope is not None:
-            scope.discard(attempt)
     if worker.is_alive():
         attempt.cancel()
         worker.join(GRACE)
         raise SourceError(attempt.source, f"no complete answer within {attempt.timeout:.2f} s")
+    scope = _scope.get()
     if scope is not None and scope.cancelled:
         raise SourceError(attempt.source, "stopped")  # whatever the cut-off reply gave
     if failure:

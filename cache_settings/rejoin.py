@@ -25,15 +25,16 @@ a flush, because neither client offers a hook there.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .exceptions import ConfigurationError
+from .attempt import GRACE, Attempt, in_scope, wait_time
+from .exceptions import ConfigurationError, SourceError
 from .nodes import Node
 from .policy import REJOIN_POLICIES
 from .tls import TLSConfig
@@ -42,13 +43,19 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .sources import Traits
 
-__all__ = ["FLUSH_TIMEOUT", "REJOIN_POLICIES", "Departures", "Rejoins", "flush_node"]
+__all__ = [
+    "FLUSH_TIMEOUT", "MAX_FLUSHERS", "REJOIN_POLICIES", "Departures", "Rejoins", "flush_node",
+    "flush_nodes",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 #: Seconds one flush may take at most (less when the policy's deadline is shorter). It
 #: runs on the watcher thread, never on the request path.
 FLUSH_TIMEOUT = 1.0
+#: Threads that flush the nodes returning in one answer, together within FLUSH_TIMEOUT:
+#: a thousand silent nodes then cost one FLUSH_TIMEOUT, not a thousand.
+MAX_FLUSHERS = 32
 
 
 class Departures:
@@ -85,24 +92,89 @@ def flush_node(node: Node, *, timeout: float, tls_context: ssl.SSLContext | None
     The connection, the TLS handshake (when *tls_context* is given) and the reply are
     bounded by *timeout* seconds in total. Never raises for a network failure.
     """
-    deadline = time.monotonic() + timeout
+    return _flush(node, Attempt(f"flush_all {node.location}", timeout), tls_context)
+
+
+def flush_nodes(
+    nodes: Sequence[Node], *, timeout: float, contexts: Mapping[Node, ssl.SSLContext] | None = None
+) -> dict[Node, tuple[str, float]]:
+    """Flush *nodes* in parallel within *timeout* seconds in all; map each to (why not, seconds).
+
+    At most :data:`MAX_FLUSHERS` threads, sharing one :class:`~cache_settings.attempt.Attempt`:
+    a node not flushed by its deadline failed ("no answer"). The attempt is cancelled with
+    the current scope, so a watcher's ``stop()`` ends the flushes at once. *contexts* gives
+    the TLS context of each node that speaks TLS.
+    """
+    attempt = Attempt("flush_all", timeout)
+    pending = list(reversed(nodes))
+    results: dict[Node, tuple[str, float]] = {}
+    lock = threading.Lock()
+
+    def work() -> None:
+        while not attempt.cancelled:
+            with lock:
+                if not pending:
+                    return
+                node = pending.pop()
+            started = time.monotonic()
+            reason = _flush(node, attempt, (contexts or {}).get(node))
+            with lock:
+                results[node] = (reason, time.monotonic() - started)
+
+    threads = [
+        threading.Thread(target=work, name=f"cache_settings flush_all {n}", daemon=True)
+        for n in range(min(len(nodes), MAX_FLUSHERS))
+    ]
+    with in_scope(attempt):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(wait_time(attempt.left() + GRACE))
+        if any(thread.is_alive() for thread in threads):
+            attempt.cancel()  # shuts every socket down; a name lookup runs on alone
+            for thread in threads:
+                thread.join(GRACE)
+    with lock:
+        return {node: results.get(node) or (_no_answer(attempt), timeout) for node in nodes}
+
+
+def _no_answer(attempt: Attempt) -> str:
+    return f"no answer within {attempt.timeout:g} s"
+
+
+def _flush(node: Node, attempt: Attempt, tls_context: ssl.SSLContext | None) -> str:
     host = node.host if node.tls or not node.ip else node.ip
     try:
-        with contextlib.closing(socket.create_connection((host, node.port), timeout)) as raw:
-            sock: socket.socket = raw
+        sock = socket.create_connection((host, node.port), timeout=attempt.check())
+        attempt.track(sock)
+        try:
             if tls_context is not None:
-                sock = tls_context.wrap_socket(raw, server_hostname=node.host)
-            with contextlib.closing(sock):
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                sock.sendall(b"flush_all\r\n")
-                reply = b""
-                while not reply.endswith(b"\r\n") and len(reply) < 1024:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                    chunk = sock.recv(1024)
-                    if not chunk:
-                        break
-                    reply += chunk
+                # Tracked before the handshake: wrap_socket takes the descriptor over.
+                tls = tls_context.wrap_socket(
+                    sock, server_hostname=node.host, do_handshake_on_connect=False
+                )
+                attempt.untrack(sock)
+                attempt.track(tls)
+                sock = tls
+                tls.settimeout(attempt.check())
+                tls.do_handshake()
+            sock.settimeout(attempt.check())
+            sock.sendall(b"flush_all\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n") and len(reply) < 1024:
+                sock.settimeout(attempt.check())
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                reply += chunk
+        finally:
+            attempt.untrack(sock)
+            sock.close()
+    except SourceError:
+        return _no_answer(attempt)
     except (OSError, ValueError) as exc:
+        if attempt.cancelled:
+            return _no_answer(attempt)
         return f"{type(exc).__name__}: {exc}"
     if reply != b"OK\r\n":
         return f"unexpected reply {reply[:80]!r}"
@@ -131,7 +203,8 @@ class Rejoins:
         """Return the part of *nodes* that may replace *current*, or None to keep *current*.
 
         With ``policy.rejoin == "flush"``, each node of *nodes* that left an earlier list
-        is flushed first (bounded by ``min(policy.deadline, FLUSH_TIMEOUT)`` seconds); one
+        is flushed first (all of them in parallel, within ``min(policy.deadline,
+        FLUSH_TIMEOUT)`` seconds together, cancelled by the watcher's ``stop()``); one
         that cannot be flushed is left out (a WARNING says why) and tried again with the
         next answer (WARNING once per node, then DEBUG until it is flushed). When that
         leaves fewer than ``policy.min_nodes``, the answer is not used (None, logged).
@@ -146,9 +219,9 @@ class Rejoins:
         timeout = min(policy.deadline, FLUSH_TIMEOUT)
         flushed: list[Node] = []
         refused: set[Node] = set()
-        for node in (node for node in nodes if node in returning):
-            started = time.monotonic()
-            reason = self._flush(node, timeout)
+        for node, (reason, took) in self._flush_all(
+            [node for node in nodes if node in returning], timeout
+        ).items():
             if reason:
                 refused.add(node)
                 level = logging.DEBUG if node in self._warned else logging.WARNING
@@ -169,7 +242,7 @@ class Rejoins:
                     "%s: %s returned to the list; flushed it (%.1f ms) before use",
                     self.url,
                     node.location,
-                    (time.monotonic() - started) * 1000,
+                    took * 1000,
                 )
         admitted = tuple(node for node in nodes if node not in refused)
         too_few = policy.too_few(admitted)
@@ -191,12 +264,14 @@ class Rejoins:
             self.departures.returned(node)
         return admitted
 
-    def _flush(self, node: Node, timeout: float) -> str:
-        if self._node_tls is None and not node.tls:
-            return flush_node(node, timeout=timeout)
-        if self._context is None:
+    def _flush_all(self, nodes: list[Node], timeout: float) -> dict[Node, tuple[str, float]]:
+        tls = [node for node in nodes if self._node_tls is not None or node.tls]
+        if tls and self._context is None:
             try:
                 self._context = (self._node_tls or self._tls_if_needed).context()
             except ConfigurationError as exc:
-                return str(exc)
-        return flush_node(node, timeout=timeout, tls_context=self._context)
+                failed = {node: (str(exc), 0.0) for node in tls}
+                plain = [node for node in nodes if node not in failed]
+                return {**failed, **flush_nodes(plain, timeout=timeout)}
+        contexts = {node: self._context for node in tls if self._context is not None}
+        return flush_nodes(nodes, timeout=timeout, contexts=contexts)
