@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import socket
 import threading
 import time
@@ -104,6 +105,19 @@ class Attempt:
                 return
         closer()
 
+    def release_inherited(self) -> None:
+        """In a forked child: close the descriptors of the sockets this attempt tracks.
+
+        Closed, never shut down: the connections are the parent's, whose attempt goes on.
+        No lock is taken (a thread of the parent may have held it at the fork).
+        """
+        for sock in list(self._sockets):
+            # detach(), not close(): a reader's file object (http.client's) keeps close()
+            # from closing the descriptor, and the socket must never close it again.
+            with contextlib.suppress(OSError):
+                os.close(sock.detach())
+        self._sockets = set()
+
     def cancel(self) -> None:
         """End the attempt's I/O: shut down every tracked socket, call every closer."""
         with self._lock:
@@ -143,6 +157,11 @@ class Scope:
         """Forget *attempt*, which has ended."""
         with self._lock:
             self._attempts.discard(attempt)
+
+    def release_inherited(self) -> None:
+        """In a forked child: let go of the sockets of the attempts in flight at the fork."""
+        for attempt in list(self._attempts):
+            attempt.release_inherited()
 
     def cancel(self) -> None:
         """Cancel every attempt of this scope, now and from now on."""

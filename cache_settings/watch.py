@@ -339,7 +339,10 @@ class Watcher(Publishing):
     def _after_fork_in_child(self) -> None:
         # The child has no watcher thread. Keep the nodes and move the generation on by
         # one: every backend then rebuilds its client (the inherited one shares its
-        # sockets with the parent) and restarts this watcher on its next operation.
+        # sockets with the parent) and restarts this watcher on its next operation. The
+        # sockets of a question the parent's thread had in flight are closed here, or the
+        # child would hold those connections open for its whole life.
+        self._scope.release_inherited()
         self._init_process()
         state = self.state
         self.state = State(state.generation + 1, state.nodes)
