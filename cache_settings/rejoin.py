@@ -176,6 +176,13 @@ def _flush(node: Node, attempt: Attempt, tls_context: ssl.SSLContext | None) -> 
         if attempt.cancelled:
             return _no_answer(attempt)
         return f"{type(exc).__name__}: {exc}"
+    if reply.startswith((b"CLIENT_ERROR", b"ERROR")):
+        # memcached -F (--disable-flush-all) answers "CLIENT_ERROR flush_all not allowed":
+        # no later answer changes that, and processes started since use the node.
+        return (
+            f"it refuses flush_all ({reply[:80]!r}): memcached -F (--disable-flush-all)? "
+            'give this entry rejoin="keep", or run the node without -F'
+        )
     if reply != b"OK\r\n":
         return f"unexpected reply {reply[:80]!r}"
     return ""

@@ -6,6 +6,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from cache_settings import Node, parse_source
 from cache_settings.policy import Policy
 from cache_settings.rejoin import FLUSH_TIMEOUT, Rejoins
@@ -80,3 +82,25 @@ def test_watcher__stop_ends_a_rejoin_flush_in_flight(
     assert stopped
     assert took < 0.5, took
     assert wait_until(lambda: not flushing(), 1.0), flushing()
+
+
+def test_rejoins__a_node_that_refuses_flush_all_is_named_with_the_fix(
+    fresh_memcached_node: MemcachedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon run with -F (--disable-flush-all) answers CLIENT_ERROR: it stays out of this
+    process's list for good, while processes started since use it. The WARNING quoted the
+    reply only, and said the flush would be tried again as if it might succeed."""
+    server = MemcachedServer(options=("-F",)).start()
+    try:
+        live, refusing = _node(fresh_memcached_node.location), _node(server.location)
+        rejoins = Rejoins("memcached://test", parse_source("memcached://10.0.0.1").traits)
+        assert rejoins.admit((live, refusing), (live,), Policy()) == (live,)
+
+        assert rejoins.admit((live,), (live, refusing), Policy()) == (live,)
+    finally:
+        server.stop()
+
+    message = next(r.getMessage() for r in caplog.records if refusing.location in r.getMessage())
+    assert "refuses flush_all" in message
+    assert "-F" in message
+    assert 'rejoin="keep"' in message

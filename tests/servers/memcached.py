@@ -51,8 +51,15 @@ def free_port() -> int:
 class MemcachedServer:
     """One ``memcached`` daemon on 127.0.0.1; ``stop()`` then ``start()`` keeps its port."""
 
-    def __init__(self, *, tls_files: TLSFiles | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tls_files: TLSFiles | None = None,
+        port: int | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.host = HOST
+        self.options = options  # more command-line options, such as -F (no flush_all)
         self.port = port or free_port()
         self.tls_files = tls_files
         self._process: subprocess.Popen[bytes] | None = None
@@ -91,7 +98,7 @@ class MemcachedServer:
                 "-o",
                 f"ssl_chain_cert={self.tls_files.cert},ssl_key={self.tls_files.key}",
             ]
-        return argv
+        return argv + list(self.options)
 
     def pause(self) -> None:
         """Stop the daemon with SIGSTOP: the kernel still accepts connections, nothing answers.
