@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .entries import Entry, collecting, entries
+from .entries import Entry, collecting, entries, recorded
 from .exceptions import CacheSettingsError
 from .policy import Policy
 from .resolve import offline
@@ -70,7 +70,7 @@ def load_settings(module: str) -> SettingsTargets:
     missing; the verbs then ask each source. Both hold for this thread only: neither
     ``os.environ`` nor logging is changed for the rest of the process.
     """
-    start = len(entries())
+    start = recorded()
     with offline(), collecting(), _fresh_modules(module):
         try:
             importlib.import_module(module)
@@ -88,7 +88,7 @@ def load_settings(module: str) -> SettingsTargets:
             # The settings themselves are broken (a missing variable, a bad import): say
             # so in one line, with the usage status, not as a source failure.
             raise UsageError(f"--settings: importing {module} failed: {_describe(exc)}") from exc
-    return SettingsTargets(tuple(targets_from_entries(entries()[start:])))
+    return SettingsTargets(tuple(targets_from_entries(entries(since=start))))
 
 
 def _describe(exc: BaseException) -> str:

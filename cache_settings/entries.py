@@ -29,6 +29,7 @@ __all__ = [
     "latest",
     "management_command",
     "record",
+    "recorded",
     "report",
     "reported",
 ]
@@ -51,7 +52,10 @@ class Entry:
     error: CacheSettingsError | None = field(default=None, compare=False)
 
 
-_entries: list[Entry] = []
+# Each entry with the number of the record() call that made it, oldest first; an entry made
+# again with the same source, policy and client replaces the older one (see record()).
+_entries: dict[tuple[str, Policy, str], tuple[int, Entry]] = {}
+_calls = 0  # record() calls so far
 _latest: dict[str, Entry] = {}
 _reported: list[CacheSettingsError] = []
 _lock = threading.Lock()
@@ -76,16 +80,34 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def record(entry: Entry) -> None:
-    """Add *entry* to the record (``memcached()`` calls this)."""
+    """Add *entry* to the record (``memcached()`` calls this).
+
+    An entry made again with the same source, policy and client (settings imported once
+    more, as test runs and reloading servers do) replaces the older one, so the record
+    grows with the entries the settings have, not with the number of imports.
+    """
+    global _calls
+    key = (entry.source.url, entry.policy, entry.backend)
     with _lock:
-        _entries.append(entry)
+        _calls += 1
+        _entries.pop(key, None)  # re-inserted last: the order stays oldest first
+        _entries[key] = (_calls, entry)
         _latest[entry.source.url] = entry
 
 
-def entries() -> list[Entry]:
-    """Return every entry made by ``memcached()`` in this process, oldest first."""
+def recorded() -> int:
+    """Return how many entries ``memcached()`` has recorded so far (for ``entries(since=)``)."""
     with _lock:
-        return list(_entries)
+        return _calls
+
+
+def entries(since: int = 0) -> list[Entry]:
+    """Return the entries made by ``memcached()`` in this process, oldest first.
+
+    With *since* (a :func:`recorded` count), only those recorded after it.
+    """
+    with _lock:
+        return [entry for number, entry in _entries.values() if number > since]
 
 
 def latest(url: str) -> Entry | None:

@@ -11,7 +11,7 @@ import pytest
 
 from cache_settings import ConfigurationError, ResolutionError, SourceError, memcached
 from cache_settings.capabilities import ejects_silent_nodes
-from cache_settings.entries import entries
+from cache_settings.entries import entries, recorded
 from cache_settings.nodes import Node
 from cache_settings.snapshot import write_snapshot
 from cache_settings.sources import Traits
@@ -223,3 +223,20 @@ def test_memcached__records_the_backend_it_finally_chose() -> None:
 
     assert entry["BACKEND"].endswith("PyMemcacheCache")
     assert entries()[-1].backend == "pymemcache"
+
+
+def test_memcached__the_record_grows_with_entries_not_with_imports() -> None:
+    """Settings imported again (test runs, reloading servers) made the record of entries,
+    kept for the command line and the checks, grow by one entry per call, for good."""
+    url = f"memcached://mc-{uuid.uuid4().hex[:12]}.test:11211"  # no other test's entry
+    before = len(entries())
+    mark = recorded()
+
+    for _ in range(200):
+        memcached(url, backend="pymemcache")
+    memcached(url, backend="pymemcache", deadline=4.0)  # another policy: another entry
+
+    made = entries(since=mark)
+    assert [entry.policy.deadline for entry in made] == [5.0, 4.0]
+    assert len(entries()) == before + 2
+    assert all(entry.source.url == url for entry in made)
