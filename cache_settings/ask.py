@@ -85,6 +85,8 @@ def ask(source: Source, policy: Policy, *, timeout: float, index: int | None = N
         _check_addresses(source.url, answer.nodes)
     reason = policy.too_few(answer.nodes)
     if reason is not None:
+        if not answer.nodes and source.traits.if_empty:
+            reason = f"{reason}: {source.traits.if_empty}"
         raise TooFewNodes(source.url, reason, answer)
     return answer
 

@@ -80,6 +80,9 @@ class Traits:
         blocking_timeout: seconds one blocking query of this source may take (Consul's
             ``wait=`` with its jitter and a margin); a refreshing entry's watcher bounds
             each one by it. None: the watcher's own bound (30 s).
+        if_empty: what an answer without a node may mean, and what to check, for the
+            error that follows it (Consul: a misspelt service name or tag); None: nothing
+            to add.
     """
 
     needs_network: bool = True
@@ -88,6 +91,7 @@ class Traits:
     node_tls_if_needed: TLSConfig | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
     blocking_timeout: float | None = None
+    if_empty: str | None = None
 
 
 @runtime_checkable

@@ -249,6 +249,19 @@ class Consul:
             secrets=(self.token,) if self.token else (),
             node_tls=self.node_tls,
             blocking_timeout=None if self.wait is None else blocking_timeout(self.wait),
+            if_empty=self._if_empty(),
+        )
+
+    def _if_empty(self) -> str:
+        # The health endpoint answers [] for a service it does not know: a misspelt name
+        # looks like a service whose instances all fail their checks.
+        kept = "passing " if self.status == ("passing",) else ""
+        tagged = f" tagged {', '.join(map(brief, self.tags))}" if self.tags else ""
+        where = f" in datacenter {brief(self.dc)}" if self.dc else ""
+        checked = "service name, tags and filter" if self.filter_expr else "service name and tags"
+        return (
+            f"the agent knows no {kept}instance of {brief(self.service)}{tagged}{where}; "
+            f"check the {checked} (`consul catalog services -tags` lists them)"
         )
 
     def resolve(self, timeout: float) -> list[Node]:
