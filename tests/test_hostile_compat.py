@@ -1,0 +1,77 @@
+"""The drop-in backends with settings nobody meant: secrets in them are never quoted.
+
+Each entry goes through Django's CacheHandler, as a site's settings do; messages and
+warnings are read whole, and must not hold the password or token the setting held.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from django.core.cache import CacheHandler
+
+from cache_settings import ConfigurationError
+
+ELASTICACHE = "cache_settings.compat.ElastiCache"
+CONSUL = "cache_settings.compat.ConsulMemcachedCache"
+REFRESHING = "cache_settings.backends.PyLibMCCache"
+PASSWORD = "hunter2-password"
+TOKEN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+URL = f"consul://ops:{PASSWORD}@agent.example:8500/memcached?token={TOKEN}"
+
+
+def _error_of(entry: dict[str, Any]) -> str:
+    handler = CacheHandler({"default": entry})
+    with pytest.raises(ConfigurationError) as raised:
+        handler["default"].get("key")
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"BACKEND": ELASTICACHE, "LOCATION": f"ops:{PASSWORD}@cfg.example:11211,b.example:1"},
+        {"BACKEND": ELASTICACHE, "LOCATION": ["cfg.example:11211", URL]},
+        {"BACKEND": ELASTICACHE, "LOCATION": "cfg.example:11211", "OPTIONS": {"behaviors": URL}},
+        {"BACKEND": REFRESHING, "LOCATION": [URL, "cfg.example:11211"]},
+        {"BACKEND": REFRESHING, "LOCATION": f"cfg.example:11211;{URL}"},
+        {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "CONSUL_HOST": f"http://ops:{PASSWORD}@a"},
+    ],
+    ids=["two-servers", "endpoint-and-url", "behaviors", "chain-list", "chain-text", "host"],
+)
+def test_compat_errors__a_setting_holding_a_secret_is_quoted_without_it(
+    entry: dict[str, Any],
+) -> None:
+    text = _error_of(entry)
+
+    assert PASSWORD not in text, text
+    assert TOKEN not in text, text
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "LOCATION": URL},
+        {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "LOCATION": f"ops:{PASSWORD}@mc.example:1"},
+        {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "CONSUL_ALT_TTL": 60, "CONSUL_CACHE": URL},
+        {
+            "BACKEND": ELASTICACHE,
+            "LOCATION": "cfg.example:11211",
+            "OPTIONS": {"IGNORE_CLUSTER_ERRORS": URL},
+        },
+    ],
+    ids=["consul-location-url", "consul-location-node", "consul-cache", "ignore-errors"],
+)
+def test_compat_warnings__a_setting_holding_a_secret_is_quoted_without_it(
+    entry: dict[str, Any],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CacheHandler({"default": entry})["default"]
+
+    text = "\n".join(str(warning.message) for warning in caught)
+    assert "mc.example" in text or "agent.example" in text, text
+    assert PASSWORD not in text, text
+    assert TOKEN not in text, text
