@@ -206,7 +206,15 @@ class ConsulMemcachedCache(_CompatCache):
 def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
     # Django splits a LOCATION string on ";" and ","; the old package then refused more
     # than one server, and anything but HOST:PORT.
-    locations = re.split("[;,]", server) if isinstance(server, str) else list(server)
+    if isinstance(server, str):
+        locations = re.split("[;,]", server)
+    elif isinstance(server, list | tuple) and all(isinstance(item, str) for item in server):
+        locations = list(server)
+    else:
+        raise SettingsError(
+            f"{where}: LOCATION must be the cluster's configuration endpoint as text, "
+            f"'HOST:PORT', not {_shown(server)}"
+        )
     locations = [location.strip() for location in locations if location.strip()]
     if len(locations) != 1:
         raise SettingsError(
@@ -224,6 +232,8 @@ def _agent(params: Mapping[str, Any], where: str) -> str | None:
     if host is None and port is None:
         return None  # CONSUL_HTTP_ADDR, then 127.0.0.1:8500, as the consul CLI does
     host = str(host or "127.0.0.1")
+    if not isinstance(port, str | int | None) or (isinstance(port, int) and port.bit_length() > 16):
+        raise SettingsError(f"{where}: CONSUL_PORT must be a port 1..65535, not {brief(port)}")
     try:
         number = parse_port(str(port or 8500), where=f"{where}: CONSUL_PORT")
     except ConfigurationError as exc:
@@ -284,7 +294,7 @@ def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
             stacklevel=3,
         )
         flat = {}
-    unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"})
+    unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"}, key=repr)
     if unknown:
         raise SettingsError(
             f"{where}: OPTIONS {', '.join(map(repr, unknown))} are neither pylibmc behaviors "

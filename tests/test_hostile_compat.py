@@ -6,6 +6,7 @@ warnings are read whole, and must not hold the password or token the setting hel
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -75,3 +76,29 @@ def test_compat_warnings__a_setting_holding_a_secret_is_quoted_without_it(
     assert "mc.example" in text or "agent.example" in text, text
     assert PASSWORD not in text, text
     assert TOKEN not in text, text
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"BACKEND": ELASTICACHE, "LOCATION": 11211}, "LOCATION must be .* as text"),
+        ({"BACKEND": ELASTICACHE, "LOCATION": b"cfg.example:11211"}, "LOCATION must be"),
+        ({"BACKEND": ELASTICACHE, "LOCATION": ["cfg.example:11211", None]}, "LOCATION must be"),
+        (
+            {"BACKEND": ELASTICACHE, "LOCATION": "cfg.example:11211", "OPTIONS": {1: 2, "x": 3}},
+            r"OPTIONS 'x', 1 are neither pylibmc behaviors",
+        ),
+        (
+            {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "CONSUL_PORT": 10**5000},
+            "CONSUL_PORT must be a port 1..65535, not an integer of 16610 bits",
+        ),
+    ],
+    ids=["location-int", "location-bytes", "location-none-item", "option-keys", "port-huge"],
+)
+def test_compat_backends__settings_of_odd_types_are_a_configuration_error(
+    entry: dict[str, Any], message: str
+) -> None:
+    """Django builds every cache for its own system checks: nothing else may escape there."""
+    text = _error_of(entry)  # the first operation raises what building the cache kept
+
+    assert re.search(message, text), text
