@@ -227,7 +227,10 @@ def _forms(secret: str) -> set[str]:
 
 
 def _without_userinfo(part: str) -> str:
+    # A URL given as an option value (endpoint_url=) loses its user info and the values of
+    # its own secret options (https://h/?token=T), as url_secrets() finds them.
     key, sep, value = part.partition("=")
     text = unquote(value)
     cleaned = _USERINFO.sub(lambda m: f"{m.group('scheme') or ''}//", text)
-    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/')}"
+    cleaned = _SECRET_OPTION.sub(lambda m: f"{m.group('key')}{MASK}", cleaned)
+    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/*')}"

@@ -33,6 +33,10 @@ SECRET = "s3cr3t-p@ss\nword/+"
             "elasticache-api://c?endpoint_url=https%3A%2F%2Fkey%3Asecret%40aws.test",
             "elasticache-api://c?endpoint_url=https://aws.test",
         ),
+        (
+            "elasticache-api://c?endpoint_url=https%3A%2F%2Faws.test%2F%3FToken%3Dtok-5678",
+            "elasticache-api://c?endpoint_url=https://aws.test/%3FToken%3D***",
+        ),
     ],
 )
 def test_redact_url__drops_secrets_and_keeps_the_double_slash(url: str, redacted: str) -> None:

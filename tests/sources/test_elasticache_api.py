@@ -549,6 +549,15 @@ def test_elasticache_api__url_hides_endpoint_user_info() -> None:
     assert source.url == "elasticache-api://mc?endpoint_url=https://proxy.example:8443"
 
 
+def test_elasticache_api__url_hides_secret_options_of_the_endpoint() -> None:
+    """The endpoint's own query (a gateway's ``?token=``) is as secret as its user info."""
+    source = parse_source(
+        "elasticache-api://mc?endpoint_url=https%3A%2F%2Fgw.example%2Fv1%3Ftoken%3Dtopsecretvalue"
+    )
+
+    assert source.url == "elasticache-api://mc?endpoint_url=https://gw.example/v1"
+
+
 def test_elasticache_api__import_does_not_import_boto3() -> None:
     code = (
         "import sys, cache_settings.sources.elasticache_api; "
