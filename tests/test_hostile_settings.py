@@ -1,7 +1,8 @@
-"""The drop-in backends with settings nobody meant: secrets in them are never quoted.
+"""CACHES entries nobody meant: their secrets are never quoted, and only our errors escape.
 
-Each entry goes through Django's CacheHandler, as a site's settings do; messages and
-warnings are read whole, and must not hold the password or token the setting held.
+Each entry goes through Django's CacheHandler or its system checks, as a site's settings
+do; messages and warnings are read whole, and must not hold the password or token the
+setting held.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any
 
 import pytest
 from django.core.cache import CacheHandler
+from django.core.checks import run_checks
+from django.core.checks.registry import registry
+from django.test import override_settings
 
-from cache_settings import ConfigurationError
+from cache_settings import ConfigurationError, checks
 
 ELASTICACHE = "cache_settings.compat.ElastiCache"
 CONSUL = "cache_settings.compat.ConsulMemcachedCache"
@@ -102,3 +106,22 @@ def test_compat_backends__settings_of_odd_types_are_a_configuration_error(
     text = _error_of(entry)  # the first operation raises what building the cache kept
 
     assert re.search(message, text), text
+
+
+@pytest.mark.parametrize("location", [11211, 3.5, object()])
+def test_system_checks__a_location_of_any_type_is_checked_without_crashing(location: Any) -> None:
+    """``manage.py check`` runs every check: one raising stops it with a traceback."""
+    assert checks.check_locations in registry.get_checks()
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "stock": {"BACKEND": "django.core.cache.backends.memcached.PyLibMCCache",
+                  "LOCATION": location},
+        "refreshing": {"BACKEND": REFRESHING, "LOCATION": location},
+        "compat": {"BACKEND": ELASTICACHE, "LOCATION": location},
+    }  # fmt: skip
+
+    with override_settings(CACHES=caches):
+        messages = run_checks(tags=["caches"])  # ours are registered by importing checks
+
+    found = [(m.id, m.obj) for m in messages if str(m.id).startswith("cache_settings.E")]
+    assert found == [("cache_settings.E004", "compat")], messages
