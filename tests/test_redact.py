@@ -261,3 +261,22 @@ def test_environment_secrets__proxy_password_and_its_basic_header(
     assert "Passw0rd" not in cleaned
     assert basic not in cleaned
     assert cleaned.startswith("407 Proxy Authentication Required")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "consul:///memcached?tag=prod;token=tok-5678-abcd",
+        "consul:///memcached?dc=dc1;%20token=tok-5678-abcd",
+        "elasticache-api://mc?region=us-east-1;endpoint_url=https://k:tok-5678-abcd@h",
+    ],
+)
+def test_parse_source__options_joined_by_a_semicolon_are_refused_without_the_secret(
+    url: str,
+) -> None:
+    """urllib no longer splits on ';': the token would have become part of a tag or a dc."""
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url)
+
+    assert "join options with '&'" in str(raised.value)
+    assert "tok-5678" not in str(raised.value)
