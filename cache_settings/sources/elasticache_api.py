@@ -200,6 +200,14 @@ class ElastiCacheAPI:
             raise SourceError(self.url, self._describe(type(exc).__name__, str(exc))) from None
         except (SourceError, ConfigurationError):
             raise
+        except UnicodeEncodeError:  # botocore's SigV4 encodes the secret key as UTF-8, strictly
+            raise SourceError(
+                self.url,
+                "the AWS credentials hold bytes that are not UTF-8 text (a variable or file "
+                "written in another encoding?), so botocore cannot sign the request; set them "
+                "again as plain text",
+                permanent=True,
+            ) from None
         except Exception as exc:  # botocore meeting a hostile reply: whatever it raises
             raise SourceError(
                 self.url, f"malformed ElastiCache API reply ({type(exc).__name__})"
