@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from .ask import Answer, ask
-from .exceptions import ConfigurationError, SourceError
+from .exceptions import ConfigurationError, SourceError, brief, some
 from .nodes import Node
 from .policy import Policy
 from .sources import Source, Traits, WatchableSource, no_scheme_message, parse_source
@@ -207,8 +207,9 @@ def source_urls(location: object, *, where: str) -> list[str] | None:
     if not urls:
         return None
     if len(urls) < len(items) or isinstance(location, str):
+        shown = brief(location) if isinstance(location, str) else some(items, "items")
         raise ConfigurationError(
-            f"{where}: LOCATION {location!r} mixes source URLs with node addresses; give "
+            f"{where}: LOCATION {shown} mixes source URLs with node addresses; give "
             "source URLs only (a list is a chain: the first that answers wins) or "
             "host:port nodes only"
         )

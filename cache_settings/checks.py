@@ -379,7 +379,10 @@ def check_locations(
 
 def _locations(config: dict[str, Any]) -> list[str]:
     location = config.get("LOCATION", [])
-    items = [location] if isinstance(location, str) else list(location or [])
+    # Only text and lists are LOCATIONs Django reads; anything else is the backend's to refuse.
+    items = [location] if isinstance(location, str) else location
+    if not isinstance(items, list | tuple):
+        return []
     return [str(item) for item in items]
 
 

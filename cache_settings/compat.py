@@ -38,9 +38,10 @@ from django.core.cache import InvalidCacheBackendError
 
 from .backends import PyLibMCCache
 from .clients import _merge_options, client_defaults
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, brief, cut, some
 from .nodes import Node, parse_node, parse_port
 from .policy import DEFAULT_REFRESH, Policy, check_seconds
+from .redact import redact_address, scrub
 from .sources import Source
 from .sources.config_endpoint import ConfigEndpoint
 from .sources.consul import Consul
@@ -117,7 +118,7 @@ class ElastiCache(_CompatCache):
             # The old package tested its truth value; its README shows "[True,False]".
             warnings.warn(
                 f"{where}: OPTIONS['IGNORE_CLUSTER_ERRORS'] should be True or False, not "
-                f"{ignore!r}; read as {bool(ignore)}",
+                f"{cut(scrub(repr(ignore)))}; read as {bool(ignore)}",
                 UserWarning,
                 stacklevel=2,
             )
@@ -165,7 +166,7 @@ class ConsulMemcachedCache(_CompatCache):
         if server:
             # The old package replaced LOCATION with Consul's answer, unread.
             warnings.warn(
-                f"{where}: LOCATION {server!r} is ignored; the nodes come from Consul",
+                f"{where}: LOCATION {_shown(server)} is ignored; the nodes come from Consul",
                 UserWarning,
                 stacklevel=2,
             )
@@ -177,7 +178,7 @@ class ConsulMemcachedCache(_CompatCache):
         if "CONSUL_ALT_TTL" in params:
             _seconds(params["CONSUL_ALT_TTL"], "CONSUL_ALT_TTL")
             warnings.warn(
-                f"{where}: CONSUL_ALT_TTL={params['CONSUL_ALT_TTL']!r} is not enforced: while "
+                f"{where}: CONSUL_ALT_TTL={brief(params['CONSUL_ALT_TTL'])} is not enforced: while "
                 "Consul is down each process keeps the last node list Consul gave it, and a "
                 "new process uses the snapshot file whatever its age; remove CONSUL_ALT_TTL "
                 "to silence this warning",
@@ -205,12 +206,20 @@ class ConsulMemcachedCache(_CompatCache):
 def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
     # Django splits a LOCATION string on ";" and ","; the old package then refused more
     # than one server, and anything but HOST:PORT.
-    locations = re.split("[;,]", server) if isinstance(server, str) else list(server)
+    if isinstance(server, str):
+        locations = re.split("[;,]", server)
+    elif isinstance(server, list | tuple) and all(isinstance(item, str) for item in server):
+        locations = list(server)
+    else:
+        raise SettingsError(
+            f"{where}: LOCATION must be the cluster's configuration endpoint as text, "
+            f"'HOST:PORT', not {_shown(server)}"
+        )
     locations = [location.strip() for location in locations if location.strip()]
     if len(locations) != 1:
         raise SettingsError(
             f"{where}: LOCATION must be exactly one server, the cluster's configuration "
-            f"endpoint, as 'NAME.xxxxxx.cfg.use1.cache.amazonaws.com:11211'; got {server!r}"
+            f"endpoint, as 'NAME.xxxxxx.cfg.use1.cache.amazonaws.com:11211'; got {_shown(server)}"
         )
     try:
         return parse_node(locations[0], where=f"{where}: LOCATION")
@@ -223,6 +232,8 @@ def _agent(params: Mapping[str, Any], where: str) -> str | None:
     if host is None and port is None:
         return None  # CONSUL_HTTP_ADDR, then 127.0.0.1:8500, as the consul CLI does
     host = str(host or "127.0.0.1")
+    if not isinstance(port, str | int | None) or (isinstance(port, int) and port.bit_length() > 16):
+        raise SettingsError(f"{where}: CONSUL_PORT must be a port 1..65535, not {brief(port)}")
     try:
         number = parse_port(str(port or 8500), where=f"{where}: CONSUL_PORT")
     except ConfigurationError as exc:
@@ -248,7 +259,7 @@ def _snapshot_for_cache(alias: str, where: str) -> str | None:
     if backend == _LOCMEM:
         return None  # per process, as each watcher's own last good list is
     warnings.warn(
-        f"{where}: CONSUL_CACHE={alias!r} "
+        f"{where}: CONSUL_CACHE={brief(alias)} "
         + ("is not in CACHES" if backend is None else f"is a {backend}")
         + "; it is not used: each process keeps its own node list, and "
         "OPTIONS['SNAPSHOT'] names a file that keeps it across restarts",
@@ -272,7 +283,7 @@ def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     given = {key: value for key, value in options.items() if key in _CLIENT_ARGUMENTS}
     nested = given.get("behaviors")
     if nested is not None and not isinstance(nested, Mapping):
-        raise SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {nested!r}")
+        raise SettingsError(f"{where}: OPTIONS['behaviors'] must be a dict, not {brief(nested)}")
     if nested and flat:  # (our backend gives every entry an empty behaviors dict)
         # django-elasticache set client.behaviors = OPTIONS.get("behaviors", OPTIONS): with
         # a behaviors dict, the flat keys were never read. Still not read, but said.
@@ -283,7 +294,7 @@ def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
             stacklevel=3,
         )
         flat = {}
-    unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"})
+    unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"}, key=repr)
     if unknown:
         raise SettingsError(
             f"{where}: OPTIONS {', '.join(map(repr, unknown))} are neither pylibmc behaviors "
@@ -292,6 +303,17 @@ def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     if flat:
         given["behaviors"] = {**flat, **(nested or {})}
     return _merge_options(client_defaults("pylibmc"), given)
+
+
+def _shown(location: object) -> str:
+    # A LOCATION for a message, as Django splits it, each server briefly and without user
+    # info or token= options: a message must not print "user:password@host".
+    if isinstance(location, str):
+        location = re.split("[;,]", location)
+    if not isinstance(location, list | tuple):
+        return brief(location)
+    shown = [redact_address(item.strip()) if isinstance(item, str) else item for item in location]
+    return brief(shown[0]) if len(shown) == 1 else some(shown, "servers")
 
 
 def _replace(target: dict[str, Any], new: Mapping[str, Any]) -> None:

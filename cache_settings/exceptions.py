@@ -140,12 +140,21 @@ def brief(value: object, limit: int = 80) -> str:
     Containers are named, not printed; an integer too long for ``repr()`` (which raises
     past ``sys.get_int_max_str_digits()``) is given by its size; text is ``repr()``'d, so a
     newline or a terminal escape in it cannot forge a log line, and cut at *limit* characters.
+    A refused value may be a source URL given to the wrong argument: its user info and
+    ``token=`` options are masked (:func:`cache_settings.redact.scrub`). An object whose
+    ``repr()`` raises is named by its type.
     """
     if isinstance(value, dict | list):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
     if isinstance(value, int) and value.bit_length() > 256:
         return f"an integer of {value.bit_length()} bits"
-    return cut(repr(value), limit)
+    try:
+        text = repr(value)
+    except Exception:  # a user's object: its repr() is no reason to raise something else
+        return f"a {type(value).__qualname__} object"
+    from .redact import scrub
+
+    return cut(scrub(text), limit)
 
 
 def cut(text: str, limit: int = 80) -> str:

@@ -165,7 +165,9 @@ def basic_credentials(proxy: SplitResult) -> str | None:
     if proxy.username is None:
         return None
     credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
-    return base64.b64encode(credentials.encode()).decode()
+    # The environment's bytes as they were: os.environ holds bytes that are not UTF-8 as
+    # lone surrogates, which a strict encode refuses with a UnicodeEncodeError.
+    return base64.b64encode(credentials.encode(errors="surrogateescape")).decode()
 
 
 def _proxy_secrets(proxy: str) -> list[str]:
@@ -212,7 +214,8 @@ class Scrubber:
 
 def _forms(secret: str) -> set[str]:
     # As written; escaped as repr() and JSON show it (a newline as \n); percent-encoded as
-    # a URL or a form carries it. (json only now: most settings hold no secret.)
+    # a URL or a form carries it, byte for byte also when the environment's bytes were not
+    # UTF-8 (lone surrogates in os.environ). (json only now: most settings hold no secret.)
     import json
 
     return {
@@ -220,14 +223,17 @@ def _forms(secret: str) -> set[str]:
         repr(secret)[1:-1],
         json.dumps(secret)[1:-1],
         json.dumps(json.dumps(secret)[1:-1])[1:-1],  # JSON quoted inside JSON
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret, safe=""),
+        quote(secret, safe="", errors="surrogateescape"),
+        quote(secret, errors="surrogateescape"),
+        quote_plus(secret, safe="", errors="surrogateescape"),
     }
 
 
 def _without_userinfo(part: str) -> str:
+    # A URL given as an option value (endpoint_url=) loses its user info and the values of
+    # its own secret options (https://h/?token=T), as url_secrets() finds them.
     key, sep, value = part.partition("=")
     text = unquote(value)
     cleaned = _USERINFO.sub(lambda m: f"{m.group('scheme') or ''}//", text)
-    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/')}"
+    cleaned = _SECRET_OPTION.sub(lambda m: f"{m.group('key')}{MASK}", cleaned)
+    return part if cleaned == text else f"{key}{sep}{quote(cleaned, safe=':/*')}"

@@ -74,6 +74,41 @@ def test_memcached_arguments__a_forged_value_is_quoted_on_one_short_line(name: s
     assert len(text) <= SHORT, text
 
 
+# Arguments mixed up in a settings file: the source URL, token and all, given to another one.
+MISPLACED = "consul://ops:agentpassword@agent:8500/memcached?token=0f1e2d3c-aaaa-bbbb"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["backend", "attempts", "deadline", "max_age", "min_nodes", "on_failure", "refresh", "rejoin"],
+)
+def test_memcached_arguments__a_source_url_given_to_another_is_quoted_without_its_secrets(
+    name: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, **{name: MISPLACED})
+
+    text = _message(raised.value)
+    assert name in text
+    assert "agent:8500/memcached" in text
+    assert "0f1e2d3c" not in text, text
+    assert "agentpassword" not in text, text
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("a repr that fails")
+
+
+@pytest.mark.parametrize("name", ["backend", "attempts", "deadline", "snapshot", "on_failure"])
+def test_memcached_arguments__a_value_whose_repr_raises_is_named_by_its_type(name: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cache_settings.memcached(STATIC, **{name: _Unprintable()})
+
+    assert f"{name} must be" in str(raised.value)
+    assert "_Unprintable object" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "url",
     [

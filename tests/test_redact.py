@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -32,6 +34,10 @@ SECRET = "s3cr3t-p@ss\nword/+"
         (
             "elasticache-api://c?endpoint_url=https%3A%2F%2Fkey%3Asecret%40aws.test",
             "elasticache-api://c?endpoint_url=https://aws.test",
+        ),
+        (
+            "elasticache-api://c?endpoint_url=https%3A%2F%2Faws.test%2F%3FToken%3Dtok-5678",
+            "elasticache-api://c?endpoint_url=https://aws.test/%3FToken%3D***",
         ),
     ],
 )
@@ -257,3 +263,69 @@ def test_environment_secrets__proxy_password_and_its_basic_header(
     assert "Passw0rd" not in cleaned
     assert basic not in cleaned
     assert cleaned.startswith("407 Proxy Authentication Required")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "consul:///memcached?tag=prod;token=tok-5678-abcd",
+        "consul:///memcached?dc=dc1;%20token=tok-5678-abcd",
+        "elasticache-api://mc?region=us-east-1;endpoint_url=https://k:tok-5678-abcd@h",
+    ],
+)
+def test_parse_source__options_joined_by_a_semicolon_are_refused_without_the_secret(
+    url: str,
+) -> None:
+    """urllib no longer splits on ';': the token would have become part of a tag or a dc."""
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url)
+
+    assert "join options with '&'" in str(raised.value)
+    assert "tok-5678" not in str(raised.value)
+
+
+# os.environ holds the bytes of a variable that are not UTF-8 as lone surrogates ("\udcff").
+NOT_UTF8 = "tok\udcffen-9876"
+
+
+def test_environment_secrets__a_value_that_is_not_utf8_is_masked_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", NOT_UTF8)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://alice:{NOT_UTF8}@proxy.internal:3128")
+    basic = base64.b64encode(b"alice:tok\xffen-9876").decode()
+
+    cleaned = scrub(f"sent ?token=x tok%FFen-9876 / Basic {basic}", environment_secrets())
+
+    assert "en-9876" not in cleaned
+    assert basic not in cleaned
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CONSUL_HTTP_TOKEN", NOT_UTF8),
+        ("HTTPS_PROXY", f"http://alice:{NOT_UTF8}@127.0.0.1:9"),
+        ("AWS_SECRET_ACCESS_KEY", NOT_UTF8),
+    ],
+)
+def test_cli__a_secret_variable_that_is_not_utf8_gives_a_message_not_a_traceback(
+    variable: str, value: str
+) -> None:
+    """The command line masks the environment's secrets: making their forms must not raise."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cache_settings", "resolve", "--deadline", "0.5",
+         "--attempts", "1", "consul://127.0.0.1:9/memcached"],
+        env={"PATH": "/usr/bin:/bin", variable: value},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (1, 2)
+    assert "consul://127.0.0.1:9/memcached" in result.stderr
+
+
+def test_parse_source__a_file_path_that_is_not_utf8_is_refused_with_its_bytes() -> None:
+    """A path from a command line in another encoding: the message shows its bytes."""
+    with pytest.raises(ConfigurationError, match="file:///srv/%FF: the path holds a character"):
+        parse_source("file:///srv/\udcff")

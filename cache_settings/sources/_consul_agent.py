@@ -114,12 +114,12 @@ def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
     scheme, sep, rest = text.strip().rpartition("://")
     if sep and scheme.lower() not in ("http", "https"):
         raise ConfigurationError(
-            f"{where}: {shown!r} is not supported; use host:port, http://host:port "
+            f"{where}: {brief(shown)} is not supported; use host:port, http://host:port "
             "or https://host:port (unix sockets are not supported)"
         )
     if "@" in rest:
         raise ConfigurationError(
-            f"{where}: the agent address {shown!r} carried user info ('...@'), which is "
+            f"{where}: the agent address {brief(shown)} carried user info ('...@'), which is "
             "not used; give the token with CONSUL_HTTP_TOKEN or token="
         )
     try:
@@ -128,7 +128,7 @@ def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:
         )
     except ConfigurationError:
         raise ConfigurationError(
-            f"{where}: the agent address {shown!r} is not host[:port] (a port 1..65535), "
+            f"{where}: the agent address {brief(shown)} is not host[:port] (a port 1..65535), "
             "http://host[:port] or https://host[:port]"
         ) from None
     return (scheme.lower() or None), node.location

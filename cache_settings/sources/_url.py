@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from urllib.parse import SplitResult, parse_qsl, unquote
 
@@ -14,6 +15,7 @@ __all__ = ["NODE_TLS_OPTIONS", "Query", "decoded", "node_tls_params", "redact"]
 #: The options that declare TLS to the nodes of a discovery source (consul, dns*, file).
 NODE_TLS_OPTIONS = ("node_ca", "node_cert", "node_key", "node_tls")
 _TRUE = {"1", "true", "yes", "on"}
+_SEMICOLON_OPTION = re.compile(r";\s*([\w-]+)=")
 _FALSE = {"0", "false", "no", "off"}
 # urllib decodes percent-escapes that are not UTF-8 as U+FFFD by default: file:///srv/n%E9
 # read /srv/n\ufffd and consul:///%FF asked for service "\ufffd", each failing only when
@@ -70,6 +72,14 @@ class Query:
                 )
             if key in self._values and key not in repeatable:
                 raise ConfigurationError(f"{self.where}: option {brief(key)} given more than once")
+            after = _SEMICOLON_OPTION.search(value)
+            if after is not None and after[1] in allowed:
+                # "tag=a;token=T": an older separator, which urllib no longer splits on. The
+                # option after it (a token, too) would be read as part of this value.
+                raise ConfigurationError(
+                    f"{self.where}: option {key} holds ';' before another option; "
+                    "join options with '&'"
+                )
             if not value.isprintable():  # never quoted: the option may hold a secret
                 raise ConfigurationError(
                     f"{self.where}: option {key} holds a character that is not printable (a "

@@ -18,7 +18,7 @@ from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError, brief, cut, excerpt, some, word
 from ..nodes import Node, canonical_host, is_host, unique_sorted
-from ..redact import environment_secrets, scrub
+from ..redact import environment_secrets, redact_url, scrub
 from ..tls import TLSConfig
 from . import Traits, _aws
 from ._budget import paced
@@ -115,10 +115,9 @@ class ElastiCacheAPI:
     @property
     def url(self) -> str:
         """Return the canonical URL: the name, then the options that were given, sorted."""
-        endpoint = None
-        if self.endpoint_url is not None:
-            parts = urlsplit(self.endpoint_url)
-            endpoint = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        # The endpoint without user info or secret options (https://h/?token=T), as
+        # redact_url() drops them: this URL is the snapshot key and is printed.
+        endpoint = None if self.endpoint_url is None else redact_url(self.endpoint_url)
         params = {
             "address": None if self.address == "ip" else self.address,
             "ca": self.ca,
@@ -201,6 +200,14 @@ class ElastiCacheAPI:
             raise SourceError(self.url, self._describe(type(exc).__name__, str(exc))) from None
         except (SourceError, ConfigurationError):
             raise
+        except UnicodeEncodeError:  # botocore's SigV4 encodes the secret key as UTF-8, strictly
+            raise SourceError(
+                self.url,
+                "the AWS credentials hold bytes that are not UTF-8 text (a variable or file "
+                "written in another encoding?), so botocore cannot sign the request; set them "
+                "again as plain text",
+                permanent=True,
+            ) from None
         except Exception as exc:  # botocore meeting a hostile reply: whatever it raises
             raise SourceError(
                 self.url, f"malformed ElastiCache API reply ({type(exc).__name__})"

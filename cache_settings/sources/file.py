@@ -89,7 +89,8 @@ class File:
             )
         if not self.path.isprintable():  # a NUL failed each read as 'unexpected ValueError'
             raise ConfigurationError(
-                f"file://{quote(self.path)}: the path holds a character that is not printable "
+                f"file://{quote(self.path, errors='surrogateescape')}: the path holds a "
+                "character that is not printable "
                 "(a control character such as %00 or %0A once percent-decoded); remove it"
             )
 

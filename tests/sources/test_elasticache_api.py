@@ -549,6 +549,29 @@ def test_elasticache_api__url_hides_endpoint_user_info() -> None:
     assert source.url == "elasticache-api://mc?endpoint_url=https://proxy.example:8443"
 
 
+def test_elasticache_api__url_hides_secret_options_of_the_endpoint() -> None:
+    """The endpoint's own query (a gateway's ``?token=``) is as secret as its user info."""
+    source = parse_source(
+        "elasticache-api://mc?endpoint_url=https%3A%2F%2Fgw.example%2Fv1%3Ftoken%3Dtopsecretvalue"
+    )
+
+    assert source.url == "elasticache-api://mc?endpoint_url=https://gw.example/v1"
+
+
+def test_elasticache_api__a_secret_key_that_is_not_utf8_is_named_as_the_cause(
+    aws_env: ElastiCacheAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte that is not UTF-8 in the variable ("\\udcff" in os.environ) fails SigV4 signing."""
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "stand-in\udcffkey")
+
+    with pytest.raises(SourceError, match="credentials hold bytes that are not UTF-8") as raised:
+        _source(aws_env).resolve(5.0)
+
+    assert raised.value.permanent
+    assert aws_env.actions() == []
+
+
 def test_elasticache_api__import_does_not_import_boto3() -> None:
     code = (
         "import sys, cache_settings.sources.elasticache_api; "
