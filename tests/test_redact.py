@@ -329,3 +329,25 @@ def test_parse_source__a_file_path_that_is_not_utf8_is_refused_with_its_bytes() 
     """A path from a command line in another encoding: the message shows its bytes."""
     with pytest.raises(ConfigurationError, match="file:///srv/%FF: the path holds a character"):
         parse_source("file:///srv/\udcff")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "consul:///memcached;token=tok-5678-abcd",
+        "consul://agent:8500/memcached;tag=prod;token=tok-5678-abcd",
+    ],
+)
+def test_parse_source__an_option_written_in_the_path_is_refused_without_the_secret(
+    url: str,
+) -> None:
+    """consul:///mc;token=T read 'mc;token=T' as the service name: sent, logged, a snapshot key."""
+    with pytest.raises(ConfigurationError) as raised:
+        parse_source(url)
+
+    assert "options go after '?'" in str(raised.value)
+    assert "tok-5678" not in str(raised.value)
+
+
+def test_parse_source__a_service_name_holding_a_semicolon_is_written_escaped() -> None:
+    assert parse_source("consul:///mem%3Bcached").url == "consul:///mem%3Bcached"

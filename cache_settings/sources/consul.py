@@ -155,6 +155,15 @@ class Consul:
         """Build the source from ``consul://[TOKEN@][agent:port]/SERVICE?tag=…&dc=…``."""
         query = Query(url, _OPTIONS, repeatable=("tag", "node-meta"))
         where = query.where
+        if ";" in url.path:
+            # consul:///mc;token=T: an option written as a path parameter would be read as
+            # part of the service name, which is sent, logged and the snapshot key. A name
+            # that really holds ';' is written %3B.
+            agent = url.netloc.rpartition("@")[2]  # the path is not quoted: it may hold a token
+            raise ConfigurationError(
+                f"consul://{agent}/…: the path holds ';'; options go after '?', joined with "
+                "'&' (consul:///memcached?tag=prod&token=…)"
+            )
         service = decoded(url.path.strip("/"), where, "the service name")
         userinfo, _, hostport = url.netloc.rpartition("@")
         if not service and hostport and not url.path and ":" not in hostport:
