@@ -583,6 +583,24 @@ def test_watcher__an_unchanged_answer_keeps_the_snapshot_within_max_age(
     assert entry.age() < 1.0
 
 
+def _seeded_snapshot(
+    endpoint: ConfigEndpointServer, node: MemcachedServer, tmp_path: Path
+) -> tuple[Source, Path, list[Node]]:
+    """An endpoint source of *node*, and a snapshot holding its nodes as fetched 3,000 s ago."""
+    endpoint.set_nodes(endpoint_nodes(node), version=1)
+    source = parse_source(f"elasticache://{endpoint.address}")
+    snapshot = tmp_path / "nodes.json"
+    seed = source.resolve(2.0)
+    write_snapshot(snapshot, source.url, seed, version=1, fetched_at=time.time() - 3000)
+    return source, snapshot, seed
+
+
+def _stamped(snapshot: Path, url: str) -> bool:
+    """True when the snapshot's entry for *url* was written in the last minute."""
+    entry = read_snapshot(snapshot, url)
+    return entry is not None and entry.age() < 60
+
+
 def test_watcher__a_list_seeded_from_the_snapshot_is_stamped_at_the_first_live_answer(
     config_endpoint: ConfigEndpointServer, fresh_memcached_nodes: list[MemcachedServer],
     tmp_path: Path,
@@ -590,23 +608,14 @@ def test_watcher__a_list_seeded_from_the_snapshot_is_stamped_at_the_first_live_a
     """A watcher seeded by a settings-time snapshot fallback has written nothing: the first
     live answer with the same nodes re-stamps the entry, instead of leaving it to age for
     max_age / 2 (here 30 min) past the source's recovery."""
-    first = fresh_memcached_nodes[0]
-    config_endpoint.set_nodes(endpoint_nodes(first), version=1)
-    url = f"elasticache://{config_endpoint.address}"
-    snapshot = tmp_path / "nodes.json"
+    source, snapshot, seed = _seeded_snapshot(config_endpoint, fresh_memcached_nodes[0], tmp_path)
+    url = source.url
     policy = Policy(refresh=0.1, snapshot=str(snapshot), max_age=3600.0)
-    source = parse_source(url)
-    seed = source.resolve(2.0)
-    write_snapshot(snapshot, url, seed, version=1, fetched_at=time.time() - 3000)
     watcher = Watcher(source, policy, nodes=seed, answered_by=url)  # as _watch() seeds it
-
-    def stamped() -> bool:
-        entry = read_snapshot(snapshot, url)
-        return entry is not None and entry.age() < 60
 
     watcher.start()
     try:
-        fresh = wait_until(stamped, 3.0)
+        fresh = wait_until(lambda: _stamped(snapshot, url), 3.0)
     finally:
         watcher.stop()
 
@@ -620,29 +629,20 @@ def test_watcher__a_failed_stamp_is_tried_again_at_the_next_answer(
 ) -> None:  # fmt: skip
     """A re-stamp that could not be written counted as written: the entry then aged for
     max_age / 2 more (here 30 min) after the snapshot became writable again."""
-    first = fresh_memcached_nodes[0]
-    config_endpoint.set_nodes(endpoint_nodes(first), version=1)
-    url = f"elasticache://{config_endpoint.address}"
-    snapshot = tmp_path / "nodes.json"
+    source, snapshot, seed = _seeded_snapshot(config_endpoint, fresh_memcached_nodes[0], tmp_path)
+    url = source.url
     policy = Policy(refresh=0.1, snapshot=str(snapshot), max_age=3600.0)
-    source = parse_source(url)
-    seed = source.resolve(2.0)
-    write_snapshot(snapshot, url, seed, version=1, fetched_at=time.time() - 3000)
     lock = tmp_path / "nodes.json.lock"
     lock.unlink()  # left by write_snapshot()
     lock.mkdir()  # every write fails until it is gone, as on a disk gone read-only
     caplog.set_level(logging.WARNING, "cache_settings")
     watcher = Watcher(source, policy, nodes=seed, answered_by=url)
 
-    def stamped() -> bool:
-        entry = read_snapshot(snapshot, url)
-        return entry is not None and entry.age() < 60
-
     watcher.start()
     try:
         failed = wait_until(lambda: "cannot write snapshot" in caplog.text, 3.0)
         lock.rmdir()
-        fresh = wait_until(stamped, 3.0)
+        fresh = wait_until(lambda: _stamped(snapshot, url), 3.0)
     finally:
         watcher.stop()
 

@@ -46,24 +46,21 @@ def test_http_source__a_real_memcached_node_is_named_as_one(
 
 
 def test_http_source__another_protocol_is_quoted_with_what_to_check(faults: Faults) -> None:
-    address = faults.endless(b"SSH-2.0-OpenSSH_9.6\r\n")
-
-    with pytest.raises(SourceError) as raised:
-        parse_source(f"consul://{address}/memcached").resolve(2.0)
-
-    message = str(raised.value)
+    message = _refusal(faults.endless(b"SSH-2.0-OpenSSH_9.6\r\n"))
     assert "does not speak HTTP: its reply began 'SSH-2.0-OpenSSH_9.6'" in message
     assert "check the address and port" in message
 
 
 def test_http_source__an_unprintable_first_line_is_escaped(faults: Faults) -> None:
-    address = faults.endless(b"\x1b[31m\x00\xff junk\r\n")
-
-    with pytest.raises(SourceError) as raised:
-        parse_source(f"consul://{address}/memcached").resolve(2.0)
-
-    message = str(raised.value)
+    message = _refusal(faults.endless(b"\x1b[31m\x00\xff junk\r\n"))
     assert "does not speak HTTP" in message
     assert "\x1b" not in message
     assert "\x00" not in message
     assert message.isprintable()
+
+
+def _refusal(address: str) -> str:
+    """The error of a Consul source whose agent address is *address*."""
+    with pytest.raises(SourceError) as raised:
+        parse_source(f"consul://{address}/memcached").resolve(2.0)
+    return str(raised.value)
