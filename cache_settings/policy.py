@@ -196,7 +196,7 @@ def as_path(value: str | os.PathLike[str] | None) -> str | None:
 def _snapshot_path(value: object) -> str:
     # snapshot.py refuses what no snapshot can live at (a directory, a link, a NUL); the
     # path is kept as given, so that messages and the CLI show what the settings say.
-    from .snapshot import check_snapshot_path
+    from ._snapshot_path import check_snapshot_path
 
     if not isinstance(value, str | os.PathLike):
         raise ConfigurationError(

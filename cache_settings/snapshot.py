@@ -13,7 +13,8 @@ humans; it is written but never read back). ``version`` is the source's config v
 Consul index, or null. The file is plain JSON: never pickle, never a token.
 
 Where to put the file: in a directory owned by the site's user and not writable by others,
-e.g. ``BASE_DIR / "var" / "cache-nodes.json"``; never ``/tmp``. Whoever can write to the
+e.g. ``BASE_DIR / "var" / "cache-nodes.json"``; never ``/tmp``, never a URL (refused: its
+query, which may hold a token, would become a file name). Whoever can write to the
 directory can replace the snapshot, and so the node list the site falls back to. In a
 shared or world-writable directory this module still never follows a symbolic link, never
 opens anything but a regular file and never writes into an existing file (see
@@ -30,8 +31,7 @@ Decisions this module documents:
   an entry the reader would refuse, logs a warning and writes nothing.
 - Only a regular file is read or written: a symbolic link, directory, FIFO, socket or
   device at the snapshot path (or at its ``.lock``) makes a read fail at once, without
-  blocking, and a write log a warning. :func:`check_snapshot_path` turns these into a
-  :class:`ConfigurationError` when settings are loaded.
+  blocking, and a write log a warning; :func:`check_snapshot_path` refuses them at settings.
 - ``fetched_at`` is always updated on write, even when nodes and version are unchanged: it
   records the last time a live source confirmed the list, which is what ``max_age`` measures.
 - Writes are read-modify-write of the whole file under a POSIX record lock
@@ -69,7 +69,6 @@ import contextlib
 import errno
 import logging
 import os
-import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -85,7 +84,9 @@ from ._snapshot_format import (
     dump,
     parse,
 )
-from .exceptions import ConfigurationError, SnapshotError, brief
+from ._snapshot_path import DIRECTORY_NAMES as _DIRECTORY_NAMES
+from ._snapshot_path import check_snapshot_path
+from .exceptions import SnapshotError
 from .nodes import Node, unique_sorted
 from .redact import SECRET_KEYS, redact_url
 
@@ -111,68 +112,6 @@ LOCK_TIMEOUT = 10.0
 # Seconds an entry's fetched_at may lie in the future (clock skew between the writer and the
 # reader) before read_snapshot stops trusting it.
 _FUTURE_TOLERANCE = 300.0
-
-# Last components that name a directory whatever exists: "var/", "var/.", "var/..".
-_DIRECTORY_NAMES = frozenset({"", os.curdir, os.pardir})
-
-
-def check_snapshot_path(path: str | os.PathLike[str]) -> str:
-    """Return *path* as an absolute, normalised path string fit to be a snapshot file.
-
-    A path that does not exist yet is fine (its missing directories are created by the first
-    write). Called where settings are validated, so that a snapshot that could never be read
-    or written fails when the site starts, not when the source first fails.
-
-    Raises:
-        ConfigurationError: *path* is not a ``str`` or ``os.PathLike[str]``, is empty, holds a
-            NUL character, names a directory (ends in ``/``, ``.`` or ``..``), is an existing
-            directory, symbolic link or other non-regular file, or one of its parents exists
-            and is not a directory.
-    """
-    try:
-        filename = os.fspath(path)
-    except TypeError:
-        filename = None
-    if not isinstance(filename, str) or not filename or "\x00" in filename:
-        raise ConfigurationError(
-            f"snapshot must be the path of a JSON file (str or pathlib.Path), not {brief(path)}"
-        )
-    if os.path.basename(filename) in _DIRECTORY_NAMES:
-        raise ConfigurationError(
-            f"snapshot={brief(filename, 300)} names a directory; give the path of a JSON file, "
-            f"e.g. {brief(os.path.join(filename, 'cache-nodes.json'), 300)}"
-        )
-    filename = os.path.abspath(filename)
-    try:
-        mode = os.lstat(filename).st_mode
-    except (FileNotFoundError, PermissionError):
-        # Missing: created by the first write. Not searchable by this user (a deploy user
-        # loading the site's settings): reads and writes log why when they happen.
-        return filename
-    except NotADirectoryError:
-        raise ConfigurationError(
-            f"snapshot={brief(filename, 300)}: a parent of it is not a directory"
-        ) from None
-    except OSError as exc:  # a loop of symbolic links, a name too long
-        raise ConfigurationError(
-            f"snapshot={brief(filename, 300)}: cannot be used ({_safefile.reason(exc)})"
-        ) from None
-    if stat.S_ISDIR(mode):
-        raise ConfigurationError(
-            f"snapshot={brief(filename, 300)} is a directory; give the path of a JSON file in it, "
-            f"e.g. {brief(os.path.join(filename, 'cache-nodes.json'), 300)}"
-        )
-    if stat.S_ISLNK(mode):
-        raise ConfigurationError(
-            f"snapshot={brief(filename, 300)} is a symbolic link, which is never followed; "
-            f"give the path of the file itself ({brief(os.path.realpath(filename), 300)})"
-        )
-    if not stat.S_ISREG(mode):
-        raise ConfigurationError(
-            f"snapshot={brief(filename, 300)} is not a regular file (a FIFO, socket or device); "
-            "give the path of a JSON file in a directory owned by the site's user"
-        )
-    return filename
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, SnapshotEntry]:

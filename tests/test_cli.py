@@ -118,6 +118,23 @@ def test_resolve_url__prints_nodes_as_json_and_writes_the_snapshot(
     assert [n.location for n in stored.nodes] == ["10.7.0.1:11211", "10.7.0.2:11211"]
 
 
+def test_resolve_url__a_url_given_as_snapshot__exit_2_masked_and_no_file_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two arguments swapped: the token must reach neither the output nor a file name."""
+    monkeypatch.chdir(tmp_path)
+
+    status = main(
+        ["resolve", "memcached://10.0.0.1:11211", "--snapshot", "consul://a/mc?token=S3CRET"]
+    )
+
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "is a URL; snapshot takes the path of a JSON file" in captured.err
+    assert "S3CRET" not in captured.out + captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resolve_url__console_script_prints_json_and_writes_the_snapshot(tmp_path: Path) -> None:
     if not CONSOLE_SCRIPT.exists():
         pytest.skip(f"{CONSOLE_SCRIPT} is not installed")

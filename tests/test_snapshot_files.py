@@ -460,6 +460,38 @@ def test_check_snapshot_path__not_a_path__configuration_error(value: object) -> 
         check_snapshot_path(value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "consul://agent:8500/memcached?token=S3CRET-TOKEN",
+        "consul:///svc?token=S3CRET-TOKEN",
+        "elasticache://cfg.example.com:11211",
+        "file:///srv/nodes.json",
+        "https://user:S3CRET-TOKEN@example.com/nodes.json",
+        "dns+srv://_memcached._tcp.example.com",
+    ],
+)
+def test_check_snapshot_path__a_url__configuration_error_naming_it_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A source URL in the path's place would become a directory named ``consul:`` and a file
+    named after the URL's query, token included; it is refused, and nothing is created."""
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigurationError, match="is a URL; snapshot takes the path") as info:
+        check_snapshot_path(value)
+
+    assert "S3CRET" not in str(info.value)
+    assert value.split("?")[0].split("@")[-1] in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_snapshot_path__colon_in_a_file_name__still_a_path(tmp_path: Path) -> None:
+    """Only "scheme://" is a URL: a name such as "nodes:prod.json" is a file."""
+    assert check_snapshot_path(tmp_path / "nodes:prod.json") == str(tmp_path / "nodes:prod.json")
+    assert check_snapshot_path(tmp_path / "http:" / "x.json") == str(tmp_path / "http:/x.json")
+
+
 @pytest.mark.parametrize("suffix", ["/", "/.", "/.."])
 def test_check_snapshot_path__name_of_a_directory__configuration_error(
     tmp_path: Path, suffix: str
