@@ -5,12 +5,16 @@ by :mod:`._transport`, on sockets the attempt tracks, under its deadline and siz
 
 Credentials in botocore's DEBUG logs. Two of botocore's loggers print a signed request:
 ``botocore.auth`` its canonical request (with ``x-amz-security-token:``) and signature,
-``botocore.endpoint`` its headers (``Authorization``, ``X-Amz-Security-Token``). So the
-first session checked out adds one filter to exactly those two loggers, and while a
-session is checked out (that is, during this package's calls, in the thread making them)
-the filter rewrites their records: the security token, the ``Authorization`` header, the
-signature and the access key id become ``***``, as does any credential of the AWS
-environment (:func:`cache_settings.redact.environment_secrets`); the rest of each line is
+``botocore.endpoint`` its headers (``Authorization``, ``X-Amz-Security-Token``); others
+print the endpoint URL with its query (``botocore.regions``), which may hold a gateway's
+token. A logger's filter sees only that logger's own records, so every ``botocore`` logger
+gets one filter, when a session is checked out and again once its client exists (botocore
+makes loggers as it imports its modules). While a session is checked out (that is, during
+this package's calls, in the thread making them) the filter rewrites the records of those
+loggers: the security token, the ``Authorization`` header, the
+signature and the access key id become ``***``, as do ``token=`` values, URL user info and
+any credential of the AWS environment (:func:`cache_settings.redact.environment_secrets`);
+the rest of each line is
 kept, so the DEBUG log still shows what was sent. Records of other boto3 users are left as
 they are, and the site's logging configuration (levels, handlers) is never changed. A
 filter rather than a level: raising those loggers' level would hide them from everyone.
@@ -54,6 +58,8 @@ _MAX_KEYS = 16
 
 #: The botocore loggers that print signed requests (botocore/auth.py, botocore/endpoint.py).
 SIGNING_LOGGERS = ("botocore.auth", "botocore.endpoint")
+# How many loggers logging knew when every botocore logger last had its filter.
+_filtered_at = 0
 # What they print of a signed request, in its two forms: "x-amz-security-token:VALUE" in a
 # canonical request, "'X-Amz-Security-Token': b'VALUE'" in a headers dict; "Signature:\nHEX".
 _SIGNED = re.compile(
@@ -159,6 +165,7 @@ def client(
     # inside the client's private endpoint object. The stubs type handlers as returning None.
     handler = cast("Callable[..., None]", _Sender(attempt, session))
     made.meta.events.register("before-send.elasticache", handler)
+    _install_filter()  # the loggers of the modules botocore imported to make the client
     return made
 
 
@@ -234,9 +241,15 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def _install_filter() -> None:
-    """Add :class:`_MaskSigned` to the signing loggers, once."""
+    """Add :class:`_MaskSigned` to every ``botocore`` logger that has none yet."""
+    global _filtered_at
+    known = logging.Logger.manager.loggerDict
+    if len(known) == _filtered_at:
+        return  # no logger was made since the last pass
     with _install_lock:
-        for name in SIGNING_LOGGERS:
-            target = logging.getLogger(name)
-            if not any(isinstance(f, _MaskSigned) for f in target.filters):
-                target.addFilter(_MaskSigned())
+        for name in (*SIGNING_LOGGERS, *list(known)):
+            if name == "botocore" or name.startswith("botocore."):
+                target = logging.getLogger(name)
+                if not any(isinstance(f, _MaskSigned) for f in target.filters):
+                    target.addFilter(_MaskSigned())
+        _filtered_at = len(known)

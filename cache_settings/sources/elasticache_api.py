@@ -1,8 +1,8 @@
 """ElastiCache clusters and serverless caches found through the AWS API: ``elasticache-api://NAME``.
 
 Credentials never reach a message or a log line: errors are scrubbed here, and botocore's
-own DEBUG records of a signed request, made during our calls, are masked by a filter on
-``botocore.auth`` and ``botocore.endpoint`` (see :mod:`._aws` for what it does and leaves).
+own DEBUG records made during our calls (the signed request, the endpoint URL) are masked
+by a filter on each of botocore's loggers (see :mod:`._aws` for what it does and leaves).
 """
 
 from __future__ import annotations

@@ -220,7 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
         signed = auth["signed"].split(";")
         headers = {name: self.headers.get(name, "") for name in signed}
         request = AWSRequest(
-            method="POST", url=f"http://{self.headers['Host']}/", data=body, headers=headers
+            # The path and query as sent: SigV4 signs both (a gateway's endpoint may hold them).
+            method="POST",
+            url=f"http://{self.headers['Host']}{self.path}",
+            data=body,
+            headers=headers,
         )
         request.context["timestamp"] = self.headers.get("X-Amz-Date", "")
         token = self.headers.get("X-Amz-Security-Token")

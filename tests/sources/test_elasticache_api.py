@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -831,6 +831,23 @@ def test_elasticache_api__botocore_debug_logs_hold_no_credential(
     assert "x-amz-security-token:***" in signed  # the canonical request, masked
     assert "'X-Amz-Security-Token': b'***', 'Authorization': b'***'" in signed  # the headers
     assert "Signature:\n***" in signed
+
+
+def test_elasticache_api__botocore_debug_logs_hold_no_token_of_the_endpoint_url(
+    aws_env: ElastiCacheAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway's ``?token=`` in endpoint_url: botocore.regions logs the endpoint it resolves,
+    and every logger of botocore's is masked, not only the two that print signatures."""
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    caplog.set_level(logging.DEBUG)
+    endpoint = quote(f"{aws_env.endpoint_url}/?token=topsecretvalue", safe="")
+
+    answer = resolve(f"{SOURCE}?region=us-east-1&endpoint_url={endpoint}", attempts=1)
+
+    assert answer.nodes == (Node("a.example", 11211),)  # signed with its query, as SigV4 does
+    assert "topsecretvalue" not in caplog.text
+    regions = [r.getMessage() for r in caplog.records if r.name == "botocore.regions"]
+    assert any("token=***" in message for message in regions)
 
 
 def test_elasticache_api__log_masking_touches_only_our_calls(
