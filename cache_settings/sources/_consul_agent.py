@@ -1,21 +1,24 @@
 """Talking to a Consul agent: where it is, and the consul client's health API over our transport.
 
 The agent's address, token and TLS come from the source's arguments, else from the consul
-CLI's variables, which are read and never changed. The request itself is built and its
-reply decoded by the installed consul client library (python-consul2 or py-consul): its
-``Health.service`` sends the documented parameters and its callback turns the HTTP status
-into ``consul`` exceptions and the body into JSON. Only the library's ``http`` object is
-ours (:class:`_AgentHTTP`): one bounded request per call (:mod:`._transport`), because the
-library's own constructor reads and trusts the environment, and its requests session neither
-ends at a deadline nor caps a reply.
+CLI's variables, which are read and never changed (the token: ``CONSUL_HTTP_TOKEN_FILE``, read
+at each attempt so that a rotated token is used, then ``CONSUL_HTTP_TOKEN``). The request
+itself is built and its reply decoded by the installed consul client library (python-consul2
+or py-consul): its ``Health.service`` sends the documented parameters and its callback turns
+the HTTP status into ``consul`` exceptions and the body into JSON. Only the library's ``http``
+object is ours (:class:`_AgentHTTP`): one bounded request per call (:mod:`._transport`),
+because the library's own constructor reads and trusts the environment, and its requests
+session neither ends at a deadline nor caps a reply.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,6 +57,8 @@ _GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 # A token goes into an HTTP header: printable ASCII only (a stray newline is refused).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
+# Bytes read of CONSUL_HTTP_TOKEN_FILE: an ACL token is a 36-character UUID.
+_TOKEN_FILE_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +89,17 @@ def agent_settings(source: Consul, environ: Mapping[str, str]) -> Agent:
         tls = _go_bool(environ, "CONSUL_HTTP_SSL", False) if tls is None else tls
         scheme = "https" if tls else "http"
     if token is None:
-        token = environ.get("CONSUL_HTTP_TOKEN") or None
-        check_token(token, f"{source.url}: CONSUL_HTTP_TOKEN")
+        # As consul's Go API client (api/api.go, NewClient): the file's token, trimmed of
+        # white space, wins over CONSUL_HTTP_TOKEN unless it is empty.
+        path = environ.get("CONSUL_HTTP_TOKEN_FILE")
+        where = f"{source.url}: CONSUL_HTTP_TOKEN_FILE ({brief(path)})"
+        token = _token_in_file(path, where) if path else None
+        if token is None:
+            token, where = (
+                environ.get("CONSUL_HTTP_TOKEN") or None,
+                f"{source.url}: CONSUL_HTTP_TOKEN",
+            )
+        check_token(token, where)
     context = None
     if scheme == "https":
         context = TLSConfig(
@@ -103,6 +117,31 @@ def agent_settings(source: Consul, environ: Mapping[str, str]) -> Agent:
         context,
         hint,
     )
+
+
+def _token_in_file(path: str, where: str) -> str | None:
+    """Return the token in the file at *path*, or None when it holds only white space.
+
+    The file may be a symbolic link (Kubernetes mounts secrets so); a FIFO or device is
+    refused without blocking (``O_NONBLOCK``), and so is a file over 4 KiB.
+
+    Raises:
+        ConfigurationError: the file cannot be read, is not a regular file, or is too large.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            data = os.read(fd, _TOKEN_FILE_LIMIT + 1) if regular else b""
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ConfigurationError(f"{where}: cannot read the file ({exc.strerror or exc})") from None
+    if not regular or len(data) > _TOKEN_FILE_LIMIT:
+        raise ConfigurationError(
+            f"{where} is not a token file: give the path of a file holding the ACL token alone"
+        )
+    return data.decode("utf-8", "replace").strip() or None
 
 
 def parse_agent(text: str, *, where: str) -> tuple[str | None, str]:

@@ -41,7 +41,9 @@ class Consul:
 
     Unset fields default, when the source is asked (not when it is built), to the
     consul CLI's variables: ``CONSUL_HTTP_ADDR`` (then 127.0.0.1:8500),
-    ``CONSUL_HTTP_TOKEN``, ``CONSUL_HTTP_SSL``, ``CONSUL_HTTP_SSL_VERIFY``,
+    ``CONSUL_HTTP_TOKEN_FILE`` (a file holding the token, read at each attempt; it wins over
+    ``CONSUL_HTTP_TOKEN``, as in consul's Go client), ``CONSUL_HTTP_TOKEN``,
+    ``CONSUL_HTTP_SSL``, ``CONSUL_HTTP_SSL_VERIFY``,
     ``CONSUL_CACERT``, ``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``, ``CONSUL_NAMESPACE``.
     The environment is only read, never changed.
 

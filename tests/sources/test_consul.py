@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -223,6 +224,75 @@ def test_consul__explicit_agent_and_token_win_over_environment(
 
     assert source.resolve(timeout=1) == [Node("10.0.0.1", 11211)]
     assert consul_agent.health_requests("memcached")[-1].headers["x-consul-token"] == TOKEN
+
+
+def test_consul__token_file_wins_over_the_token_variable_and_is_read_each_time(
+    consul_agent: ConsulAgent, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As consul's Go client: the file's token, trimmed, wins; a rotated file is used at once.
+    The file is reached through a symbolic link, as Kubernetes mounts a secret."""
+    consul_agent.add("memcached", "10.0.0.1", 11211)
+    secret = tmp_path / "..data" / "token"
+    secret.parent.mkdir()
+    secret.write_text(f"{TOKEN}\n")
+    (tmp_path / "token").symlink_to(secret)
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "variable-token")
+    source = Consul("memcached", agent=consul_agent.address)
+
+    source.resolve(timeout=2)
+    secret.write_text("rotated-token")
+    source.resolve(timeout=2)
+    secret.write_text(" \n")  # only white space: the variable's token
+    source.resolve(timeout=2)
+
+    sent = [r.headers["x-consul-token"] for r in consul_agent.health_requests("memcached")]
+    assert sent == [TOKEN, "rotated-token", "variable-token"]
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _large(path: Path) -> None:
+    path.write_text(TOKEN * 200)
+
+
+def _spaced(path: Path) -> None:
+    path.write_text(f"{TOKEN} {TOKEN}\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda path: None, "cannot read the file"),
+        (_fifo, "is not a token file"),
+        (_large, "is not a token file"),
+        (_spaced, "holds spaces"),
+    ],
+    ids=["missing", "fifo", "large", "spaced"],
+)
+def test_consul__unusable_token_file__configuration_error_naming_it_sending_nothing(
+    consul_agent: ConsulAgent,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make: Any,
+    words: str,
+) -> None:
+    """Refused at once (a FIFO never blocks the open), with the variable and the path, and
+    never the token; the agent is not asked with another token instead."""
+    path = tmp_path / "token"
+    make(path)
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(path))
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", TOKEN)
+    source = Consul("memcached", agent=consul_agent.address)
+
+    with pytest.raises(ConfigurationError, match=words) as info:
+        source.resolve(timeout=2)
+
+    assert f"CONSUL_HTTP_TOKEN_FILE ('{path}')" in str(info.value)
+    assert TOKEN not in str(info.value)
+    assert consul_agent.state is None or consul_agent.requests == [], "a request was sent"
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
