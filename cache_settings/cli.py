@@ -129,10 +129,18 @@ def add_verbs(parser: argparse.ArgumentParser, *, with_settings: bool = True) ->
                 "(default: DJANGO_SETTINGS_MODULE)",
             )
         else:
-            # Django's common options also work after the verb (manage.py cache_nodes show
-            # --settings mysite.settings); Django itself acts on them before the command runs.
-            sub.add_argument("--settings", help=argparse.SUPPRESS)
-            sub.add_argument("--pythonpath", help=argparse.SUPPRESS)
+            # Django's default options (its docs, "django-admin and manage.py", "Default
+            # options") also work after the verb, as after any command's own arguments:
+            # manage.py cache_nodes resolve -v 2. Given there, they set what they set before
+            # the verb; left out, they leave it as it was (SUPPRESS).
+            hidden = argparse.SUPPRESS
+            sub.add_argument("--settings", help=hidden, default=hidden)
+            sub.add_argument("--pythonpath", help=hidden, default=hidden)
+            sub.add_argument(
+                "-v", "--verbosity", type=int, choices=range(4), help=hidden, default=hidden
+            )
+            for flag in ("--traceback", "--no-color", "--force-color"):
+                sub.add_argument(flag, action="store_true", help=hidden, default=hidden)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if with_settings:  # manage.py has its own -v/--verbosity
             sub.add_argument(

@@ -767,6 +767,25 @@ def test_resolve_settings__bad_memcached_argument_is_its_own_message_in_one_line
     ]
 
 
+@pytest.mark.parametrize(
+    "options",
+    [["-v", "2"], ["--verbosity=2", "--traceback", "--no-color"], ["-v2", "--force-color"]],
+)
+def test_cache_nodes__django_default_options_work_after_the_verb(options: list[str]) -> None:
+    """``manage.py migrate app -v 2`` is how Django users write it; after a verb too."""
+    manage = ROOT / "examples" / "mysite" / "manage.py"
+    url = "memcached://10.5.0.1:11211"
+
+    after = python(str(manage), "cache_nodes", "resolve", url, *options, cwd=manage.parent, env={})
+    quiet = python(str(manage), "cache_nodes", "-v", "2", "resolve", url, "-v", "0",
+                   cwd=manage.parent, env={})  # fmt: skip
+
+    assert after.returncode == 0, after.stderr
+    assert f"INFO: {url}: resolved 1 node(s)" in after.stderr  # verbosity 2: each resolution
+    assert quiet.returncode == 0, quiet.stderr
+    assert "resolved 1 node(s)" not in quiet.stderr  # given after the verb, it wins
+
+
 def test_cache_nodes__call_command_shows_a_snapshot_file(tmp_path: Path) -> None:
     snapshot = tmp_path / "nodes.json"
     write_snapshot(snapshot, "memcached://10.5.0.1:11211", [Node("10.5.0.1")], version=3)
