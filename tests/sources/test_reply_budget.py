@@ -139,23 +139,39 @@ def test_file__large_file_ends_within_the_deadline(
     _assert_within_deadline(_timed(source))
 
 
-def test_check_json_nesting__30_mb_in_well_under_a_second() -> None:
-    # The pure-Python scan it replaces took 1.6 s and more on this input.
-    body = _nested()
-    started = time.monotonic()
+def _fastest(work: Callable[[], object], times: int = 3) -> float:
+    best = float("inf")
+    for _ in range(times):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
 
-    check_json_nesting(body, source="consul://agent/memcached")
 
-    assert time.monotonic() - started < 0.8
+def test_check_json_nesting__a_small_part_of_decoding_the_same_body(
+    without_collections: None,
+) -> None:
+    """Measured against json.loads of the same 3 MB in the same process, so that a loaded
+    machine slows both: 0.04x here; a pure-Python scan of the brackets took 0.8x."""
+    body = b"[" + b"[[1]]," * (500_000 - 1) + b"[[1]]]"
+
+    checking = _fastest(lambda: check_json_nesting(body, source="consul://agent/memcached"))
+    decoding = _fastest(lambda: json.loads(body))
+
+    assert checking < decoding / 4
 
 
-def test_check_json_nesting__100_000_levels_refused_fast() -> None:
+def test_check_json_nesting__100_000_levels_refused_after_the_limit(
+    without_collections: None,
+) -> None:
+    """Peeling all 100,000 levels, one a round, would take about 35 s; the limit's 64 rounds
+    took 0.05 s here."""
     started = time.monotonic()
 
     with pytest.raises(SourceError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
         check_json_nesting(b"[" * 100_000 + b"]" * 100_000, source="consul://agent/memcached")
 
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0
 
 
 def test_json_seconds__bounds_the_decoding_of_consul_replies() -> None:
