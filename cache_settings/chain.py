@@ -185,6 +185,16 @@ def is_source_url(item: object) -> bool:
     return _SCHEME.match(text) is not None or text.startswith(_DNS_PREFIXES)
 
 
+def may_change(item: object) -> bool:
+    """Return True when *item* is a source URL whose node list can change at run time.
+
+    A static list (``memcached://``, ``pylibmc://``, ``pymemcache://``) never changes, nor
+    does a ``host:port`` node; every other source URL may.
+    """
+    scheme = item.strip().lower().partition("://")[0] if isinstance(item, str) else ""
+    return is_source_url(item) and scheme not in ("memcached", "pylibmc", "pymemcache")
+
+
 def source_urls(location: object, *, where: str) -> list[str] | None:
     """Return a ``CACHES`` ``LOCATION`` as source URLs, or None when it lists nodes.
 

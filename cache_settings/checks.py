@@ -33,7 +33,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .capabilities import check_pylibmc_clients, entry_behaviors
-from .chain import members
+from .chain import may_change, members
 from .entries import Entry, entries, reported
 from .exceptions import ResolutionError, SnapshotError, SourceError
 from .policy import OPTION_KEYS, seconds_text
@@ -303,7 +303,7 @@ def check_backends(
 def check_hashing(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """W007: a refreshing pylibmc entry whose behaviors leave libmemcached's ``modula``.
+    """W007: a refreshing pylibmc entry of a source that can change, hashing with ``modula``.
 
     ``modula`` sends a key to node ``hash % len(nodes)``: a node joining or leaving moves
     nearly every key (a measured 0 of 3,000 keys were found after one of three nodes was
@@ -313,7 +313,8 @@ def check_hashing(
     messages: list[CheckMessage] = []
     for alias, config in _caches():
         behaviors = entry_behaviors(config)
-        if config.get("BACKEND") != _REFRESHING_PYLIBMC or behaviors is None:
+        changing = any(may_change(item) for item in _locations(config))  # not a fixed list
+        if config.get("BACKEND") != _REFRESHING_PYLIBMC or behaviors is None or not changing:
             continue
         distribution = str(behaviors.get("distribution", "modula"))
         if behaviors.get("ketama") or behaviors.get("ketama_weighted"):

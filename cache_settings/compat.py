@@ -26,6 +26,7 @@ every cache operation raises :class:`SettingsError`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -38,7 +39,7 @@ from django.core.cache import InvalidCacheBackendError
 
 from .backends import PyLibMCCache
 from .clients import _merge_options, client_defaults
-from .exceptions import ConfigurationError, brief, cut, some
+from .exceptions import ConfigurationError, brief, close_matches, cut, some
 from .nodes import Node, parse_node, parse_port
 from .policy import DEFAULT_REFRESH, Policy, check_seconds
 from .redact import redact_address, scrub
@@ -66,6 +67,8 @@ _PYTHON_MEMCACHED_OPTIONS = frozenset(
         "socket_timeout", "cache_cas", "flush_on_reconnect", "check_keys",
     }
 )  # fmt: skip
+#: The OPTIONS keys of both backends that are ours, not pylibmc's (_CompatCache._policy).
+_OWN_KEYS = ("REFRESH", "SNAPSHOT", "DEADLINE")
 _FILE_BASED = "django.core.cache.backends.filebased.FileBasedCache"
 _LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 
@@ -134,7 +137,7 @@ class ElastiCache(_CompatCache):
                 stacklevel=2,
             )
         policy = self._policy(params, refresh=DEFAULT_REFRESH)
-        _replace(options, _pylibmc_options(options, where))
+        _replace(options, _pylibmc_options(options, where, ours=("IGNORE_CLUSTER_ERRORS",)))
         source = ConfigEndpoint(
             endpoint.host, endpoint.port, fallback="single" if ignore else "none"
         )
@@ -216,6 +219,12 @@ def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
             f"'HOST:PORT', not {_shown(server)}"
         )
     locations = [location.strip() for location in locations if location.strip()]
+    if any("://" in location for location in locations):
+        raise SettingsError(
+            f"{where}: LOCATION {_shown(server)} is a URL; django-elasticache's LOCATION is the "
+            "configuration endpoint as HOST:PORT, without a scheme (a source URL is what "
+            "cache_settings.memcached() takes)"
+        )
     if len(locations) != 1:
         raise SettingsError(
             f"{where}: LOCATION must be exactly one server, the cluster's configuration "
@@ -232,6 +241,14 @@ def _agent(params: Mapping[str, Any], where: str) -> str | None:
     if host is None and port is None:
         return None  # CONSUL_HTTP_ADDR, then 127.0.0.1:8500, as the consul CLI does
     host = str(host or "127.0.0.1")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # "[::1]": an IPv6 address, bracketed as in a URL
+    if "://" in host or (":" in host and not _is_ipv6(host)):
+        raise SettingsError(
+            f"{where}: CONSUL_HOST must be the agent's host name or address alone, not "
+            f"{brief(host)}; give its port as CONSUL_PORT, and HTTPS through "
+            "CONSUL_HTTP_SSL=true, as the consul CLI takes it"
+        )
     if not isinstance(port, str | int | None) or (isinstance(port, int) and port.bit_length() > 16):
         raise SettingsError(f"{where}: CONSUL_PORT must be a port 1..65535, not {brief(port)}")
     try:
@@ -239,6 +256,14 @@ def _agent(params: Mapping[str, Any], where: str) -> str | None:
     except ConfigurationError as exc:
         raise SettingsError(str(exc)) from None
     return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _snapshot_for_cache(alias: str, where: str) -> str | None:
@@ -269,8 +294,14 @@ def _snapshot_for_cache(alias: str, where: str) -> str | None:
     return None
 
 
-def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Return pylibmc Client arguments: flat behaviors gathered, our defaults under them."""
+def _pylibmc_options(
+    options: Mapping[str, Any], where: str, *, ours: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Return pylibmc Client arguments: flat behaviors gathered, our defaults under them.
+
+    *ours* are this backend's own upper-case keys, besides ``REFRESH``, ``SNAPSHOT`` and
+    ``DEADLINE``: an unknown key is named with the closest of all of them.
+    """
     try:
         import pylibmc
     except ImportError as exc:
@@ -296,13 +327,22 @@ def _pylibmc_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
         flat = {}
     unknown = sorted(set(flat) - set(pylibmc.all_behaviors) - {"_retry_timeout"}, key=repr)
     if unknown:
+        known = [*pylibmc.all_behaviors, *_CLIENT_ARGUMENTS, *_OWN_KEYS, *ours]
         raise SettingsError(
             f"{where}: OPTIONS {', '.join(map(repr, unknown))} are neither pylibmc behaviors "
             f"nor pylibmc.Client arguments ({', '.join(sorted(_CLIENT_ARGUMENTS))})"
+            + "".join(_guess(key, known) for key in unknown)
         )
     if flat:
         given["behaviors"] = {**flat, **(nested or {})}
     return _merge_options(client_defaults("pylibmc"), given)
+
+
+def _guess(key: object, known: Sequence[str]) -> str:
+    # Case aside: our own keys are upper case ("REFRESH"), pylibmc's lower ("ketama").
+    by_lower = {name.lower(): name for name in known}
+    close = close_matches(key.lower(), by_lower) if isinstance(key, str) else []
+    return f"; for {key!r}, did you mean {by_lower[close[0]]!r}?" if close else ""
 
 
 def _shown(location: object) -> str:

@@ -68,9 +68,10 @@ def _reported_under_check(make: Callable[P, CacheConfig]) -> Callable[P, CacheCo
     @functools.wraps(make)
     def memcached(*args: P.args, **kwargs: P.kwargs) -> CacheConfig:
         try:
+            _check_positional(args, kwargs)
             return make(*args, **kwargs)
         except CacheSettingsError as exc:
-            if management_command() is None:
+            if management_command() is None or _as_backend(args):
                 raise
             # Registers E003 also when "cache_settings" is not in INSTALLED_APPS.
             from . import checks  # noqa: F401
@@ -79,6 +80,35 @@ def _reported_under_check(make: Callable[P, CacheConfig]) -> Callable[P, CacheCo
             return _fallback("dummy", exc.source if isinstance(exc, ResolutionError) else "", {})
 
     return memcached
+
+
+def _as_backend(args: tuple[object, ...]) -> bool:
+    # Django builds a BACKEND as backend(LOCATION, params), params a dict of the other keys.
+    return len(args) == 2 and isinstance(args[1], Mapping)
+
+
+def _check_positional(args: tuple[object, ...], kwargs: Mapping[str, object]) -> None:
+    # Python's TypeError ("takes 1 positional argument but 2 were given") names neither the
+    # mistake nor the fix, and under `manage.py check` it is a traceback.
+    if _as_backend(args):
+        raise ConfigurationError(
+            "cache_settings.memcached is not a BACKEND: it returns a whole CACHES entry; "
+            "write CACHES = {'default': cache_settings.memcached('consul:///memcached', ...)}, "
+            "or BACKEND 'cache_settings.backends.PyLibMCCache' (or PyMemcacheCache) with the "
+            "source URL as LOCATION"
+        )
+    if len(args) > 1:
+        extra = ", ".join(brief(arg) for arg in args[1:])
+        raise ConfigurationError(
+            f"memcached() takes the source as its only positional argument, and got "
+            f"{len(args) - 1} more ({extra}); pass the others by keyword, "
+            "as snapshot=PATH, refresh=SECONDS, ..."
+        )
+    if not args and "source" not in kwargs:
+        raise ConfigurationError(
+            "memcached() needs the source as its first argument, "
+            "as memcached('consul:///memcached') or memcached('memcached://HOST:PORT')"
+        )
 
 
 def _fallback(kind: str, source: str, django: CacheConfig) -> CacheConfig:

@@ -334,6 +334,27 @@ def test_w007__a_refreshing_pylibmc_entry_that_hashes_with_modula(
         assert f"hashes keys with {warned}" in messages[0].msg
 
 
+@pytest.mark.parametrize(
+    ("location", "warned"),
+    [
+        (["10.0.0.1:11211", "10.0.0.2:11211"], False),
+        ("10.0.0.1:11211;10.0.0.2:11211", False),
+        ("memcached://10.0.0.1:11211,10.0.0.2:11211", False),
+        ("pylibmc://10.0.0.1:11211", False),
+        ("dns+memcached.cache.svc.cluster.local:11211", True),
+        (["consul:///mc", "memcached://10.0.0.1:11211"], True),
+    ],
+)
+def test_w007__only_a_location_whose_nodes_can_change(location: Any, warned: bool) -> None:
+    """A fixed node list never changes: modula moves no key, and W007 told users it did."""
+    entry = {"BACKEND": REFRESHING_PYLIBMC, "LOCATION": location, "OPTIONS": {"refresh": 30}}
+
+    with override_settings(CACHES={"default": entry}):
+        messages = check_hashing(None)
+
+    assert [m.id for m in messages] == (["cache_settings.W007"] if warned else [])
+
+
 def test_w007__memcached_entries_that_refresh_hash_consistently() -> None:
     entry = cache_settings.memcached("memcached://10.0.0.1:11211", backend="pylibmc", refresh=60)
 

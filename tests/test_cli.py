@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from cache_settings.snapshot import load_snapshot, write_snapshot
 from tests.servers.config_endpoint import ConfigEndpointServer
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
+from tests.servers.memcached import MemcachedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "tests.settings.cli_site"
@@ -858,3 +860,35 @@ def test_check_settings__static_list_without_snapshot_is_ok(
     [result] = json.loads(capsys.readouterr().out)["results"]
     assert status == 0
     assert (result["status"], result["detail"]) == ("static", "a static list needs no snapshot")
+
+
+def _documented_json_fields() -> dict[str, tuple[set[str], set[str]]]:
+    """docs/reference.md's table of each verb's JSON: (document keys, row keys)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    fields = {}
+    for verb, document, row in re.findall(r"^\| `(\w+)` \| (.*?) \| (.*?) \|$", text, re.M):
+        row = re.sub(r"\([^)]*\)", "", row)  # status values and notes, not fields
+        fields[verb] = (set(re.findall(r"`(\w+)`", document)), set(re.findall(r"`(\w+)`", row)))
+    return fields
+
+
+def test_reference_json_fields__match_what_each_verb_prints(
+    memcached_node: MemcachedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The JSON of resolve, show and check was documented as 'plain data', its fields nowhere."""
+    url, snapshot = f"memcached://{memcached_node.location}", str(tmp_path / "nodes.json")
+    documented = _documented_json_fields()
+    printed = {}
+    for verb, arguments in [
+        ("resolve", [url, "--snapshot", snapshot, "--probe"]),
+        ("show", [snapshot]),
+        ("check", [url, "--snapshot", snapshot, "--probe"]),
+    ]:
+        assert main([verb, "--json", *arguments]) == 0
+        printed[verb] = json.loads(capsys.readouterr().out)
+
+    for verb, document in printed.items():
+        rows = document["results" if verb != "show" else "entries"]
+        assert documented[verb] == (set(document), set(rows[0])), verb
+    probe = printed["check"]["results"][0]["probe"][0]
+    assert set(probe) == {"node", "version", "error"}

@@ -482,3 +482,68 @@ def test_compat__seconds_written_as_text_are_read_as_numbers() -> None:
     assert (watcher.policy.refresh, watcher.policy.deadline) == (45.0, 2.0)
     with pytest.raises(SettingsError, match=r"REFRESH.* must be a positive number of seconds"):
         handler["broken"].get("key")
+
+
+def test_elasticache__a_source_url_as_location__says_to_write_host_port() -> None:
+    """LOCATION 'elasticache://cfg:11211' read as a node: "too many ':'", no fix named."""
+    handler = CacheHandler(
+        {"default": {"BACKEND": ELASTICACHE, "LOCATION": "elasticache://cfg.example:11211"}}
+    )
+
+    with pytest.raises(SettingsError) as raised:
+        handler["default"].get("key")
+
+    assert "LOCATION 'elasticache://cfg.example:11211' is a URL" in str(raised.value)
+    assert "the configuration endpoint as HOST:PORT, without a scheme" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "guess"),
+    [
+        ({"BACKEND": ELASTICACHE, "LOCATION": "cfg.example:11211",
+          "OPTIONS": {"IGNORE_CLUSTER_ERROR": True}},
+         "for 'IGNORE_CLUSTER_ERROR', did you mean 'IGNORE_CLUSTER_ERRORS'?"),
+        ({"BACKEND": ELASTICACHE, "LOCATION": "cfg.example:11211", "OPTIONS": {"refresh": 30}},
+         "for 'refresh', did you mean 'REFRESH'?"),
+        ({"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "OPTIONS": {"snapshot": "/app/n.json"}},
+         "for 'snapshot', did you mean 'SNAPSHOT'?"),
+        ({"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "OPTIONS": {"ketma": True}},
+         "for 'ketma', did you mean 'ketama'?"),
+    ],
+    ids=["ignore-errors", "refresh-lower-case", "snapshot-lower-case", "behavior"],
+)  # fmt: skip
+def test_compat_options__a_misspelt_key__names_the_closest(
+    entry: dict[str, Any], guess: str
+) -> None:
+    """Our keys are upper case, pylibmc's lower: 'refresh' was refused without saying so."""
+    handler = CacheHandler({"default": entry})
+
+    with pytest.raises(SettingsError) as raised:
+        handler["default"].get("key")
+
+    assert guess in str(raised.value)
+
+
+@pytest.mark.parametrize("host", ["http://consul.example:8500", "consul.example:8500"])
+def test_consul__consul_host_with_a_scheme_or_port__says_to_use_consul_port(host: str) -> None:
+    """The agent read as '[http://consul.example:8500]:8500', naming neither key nor fix."""
+    handler = CacheHandler(
+        {"default": {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "CONSUL_HOST": host}}
+    )
+
+    with pytest.raises(SettingsError) as raised:
+        handler["default"].get("key")
+
+    assert f"CONSUL_HOST must be the agent's host name or address alone, not {host!r}" in str(
+        raised.value
+    )
+    assert "give its port as CONSUL_PORT" in str(raised.value)
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_consul__an_ipv6_consul_host__is_the_agent(host: str) -> None:
+    entry = {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "CONSUL_HOST": host, "CONSUL_PORT": 8501}
+    cache = CacheHandler({"default": entry})["default"]
+
+    assert cache.cache_settings_error is None  # type: ignore[attr-defined]
+    assert cache._watcher.source.url == "consul://[::1]:8501/mc"  # type: ignore[attr-defined]

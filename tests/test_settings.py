@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import CacheHandler
 
 from cache_settings import ConfigurationError, ResolutionError, SourceError, memcached
 from cache_settings.capabilities import ejects_silent_nodes
@@ -119,6 +120,41 @@ def test_memcached__a_list_of_nodes_says_how_to_write_them() -> None:
         "['10.0.0.1:11211', '10.0.0.2:11211'] lists nodes; for a fixed list of these nodes "
         "write memcached://10.0.0.1:11211,10.0.0.2:11211;"
     ) in str(caught.value)
+
+
+def test_memcached__a_second_positional_argument_says_to_pass_it_by_keyword() -> None:
+    """memcached(URL, "var/nodes.json") was Python's TypeError, naming neither fix nor value."""
+    call: Any = memcached  # the mistake, as a settings file makes it
+
+    with pytest.raises(ConfigurationError) as caught:
+        call("memcached://10.0.0.1", "var/nodes.json")
+
+    assert str(caught.value) == (
+        "memcached() takes the source as its only positional argument, and got 1 more "
+        "('var/nodes.json'); pass the others by keyword, as snapshot=PATH, refresh=SECONDS, ..."
+    )
+
+
+def test_memcached__no_source_says_what_the_first_argument_is() -> None:
+    call: Any = memcached
+
+    with pytest.raises(ConfigurationError, match="needs the source as its first argument"):
+        call(snapshot="var/nodes.json")
+
+
+def test_memcached__given_as_backend_says_it_returns_an_entry() -> None:
+    """BACKEND "cache_settings.memcached": Django built it as memcached(LOCATION, params)."""
+    caches = CacheHandler(
+        {"default": {"BACKEND": "cache_settings.memcached", "LOCATION": "consul:///memcached"}}
+    )
+
+    with pytest.raises(ConfigurationError) as caught:
+        caches["default"]
+
+    assert "cache_settings.memcached is not a BACKEND: it returns a whole CACHES entry" in str(
+        caught.value
+    )
+    assert "BACKEND 'cache_settings.backends.PyLibMCCache'" in str(caught.value)
 
 
 def test_memcached__backend_conflicting_with_url_scheme_is_an_error() -> None:

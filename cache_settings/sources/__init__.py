@@ -194,7 +194,15 @@ def no_scheme_message(items: list[str]) -> str:
 
 
 def parse_source(url: str | Source) -> Source:
-    """Return the source a URL names; a Source object is returned as it is."""
+    """Return the source a URL names; a Source object is returned as it is.
+
+    *url* is one source URL (``consul:///memcached?tag=prod``, ``dns+NAME:PORT``, ...; see
+    docs/sources.md). Nothing is contacted and no client is imported here.
+
+    Raises:
+        ConfigurationError: not text, no or an unknown scheme (naming the closest), an
+            unknown or malformed option, or a value the scheme cannot take.
+    """
     if not isinstance(url, str):
         if isinstance(url, Source):
             return url
