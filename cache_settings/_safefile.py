@@ -28,6 +28,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 import threading
 import time
@@ -60,6 +61,12 @@ _KINDS = (
     (stat.S_ISCHR, errno.EINVAL, "is a character device, not a regular file"),
     (stat.S_ISBLK, errno.EINVAL, "is a block device, not a regular file"),
 )
+
+# A temporary file's name is the caller's prefix, this many random bytes in hex, and ".tmp".
+# remove_stale() removes only names of exactly that shape: another file that shares the
+# prefix (the temp file of a snapshot named "<name>.d", a user's ".<name>.bak.tmp") is not
+# one of ours, and its writer may still be using it.
+_TEMP_RANDOM_BYTES = 8
 
 # Poll interval bounds while another process holds a lock: short, so a write waits about as
 # long as the one before it takes, and capped, so many waiters do not spin.
@@ -225,14 +232,17 @@ def _lock_record(fd: int, shown: str, deadline: float, timeout: float) -> None:
         pause = min(pause * 2, _POLL_MAX)
 
 
-def remove_stale(prefix: str, suffix: str, *, dir_fd: int) -> None:
-    """Remove the entries named ``<prefix>…<suffix>`` a killed writer left behind.
+def remove_stale(temp_prefix: str, *, dir_fd: int) -> None:
+    """Remove the temporary files of :func:`replace` with *temp_prefix* a killed writer left.
 
-    Only directory entries go: a symbolic link is removed, never its target. An entry that
-    cannot be removed (another user's, in a sticky directory) is left alone.
+    Only names :func:`replace` makes with *temp_prefix* go (the prefix, 16 hex digits,
+    ``.tmp``): a file that merely starts with the prefix is another's. Only directory
+    entries go: a symbolic link is removed, never its target. An entry that cannot be
+    removed (another user's, in a sticky directory) is left alone.
     """
+    ours = re.compile(re.escape(temp_prefix) + rf"[0-9a-f]{{{2 * _TEMP_RANDOM_BYTES}}}\.tmp")
     with os.scandir(dir_fd) as it:
-        stale = [e.name for e in it if e.name.startswith(prefix) and e.name.endswith(suffix)]
+        stale = [e.name for e in it if ours.fullmatch(e.name)]
     for name in stale:
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=dir_fd)
@@ -243,7 +253,7 @@ def replace(
 ) -> None:
     """Make *name* a new regular file holding *content*, atomically.
 
-    A fresh temporary file ``<temp_prefix><random>.tmp`` is written, ``fsync``-ed and renamed
+    A fresh temporary file ``<temp_prefix><16 hex digits>.tmp`` is written, ``fsync``-ed and renamed
     over *name*; then the directory is ``fsync``-ed. With *like* (the ``fstat`` of the file
     being replaced), the new file gets its permission bits; without, ``0o666`` less the
     umask, like any new file.
@@ -251,7 +261,7 @@ def replace(
     Raises:
         OSError: the temporary file cannot be written or renamed; it is removed.
     """
-    temp = f"{temp_prefix}{os.urandom(8).hex()}.tmp"
+    temp = f"{temp_prefix}{os.urandom(_TEMP_RANDOM_BYTES).hex()}.tmp"
     fd = os.open(temp, _NEW, 0o666, dir_fd=dir_fd)
     try:
         try:

@@ -22,6 +22,14 @@ DIRECTORY_NAMES = frozenset({"", os.curdir, os.pardir})
 # RFC 3986 section 3.1's scheme, then "//": a source URL given where the path goes. Its query
 # may hold a token, which would become part of a file name.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# What a shell would have expanded, but Python does not: "~" or "~user" as the first
+# component, "$NAME" or "${NAME}" anywhere. Given as text, each becomes a directory of that
+# literal name under the working directory ("./~/nodes.json", "./$HOME/nodes.json").
+_HOME = re.compile(r"~[^/]*(?:/|\Z)")
+_VARIABLE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[^}]*\})")
+# A control character: from a variable or file read with its newline, or a typo. A file
+# name holding one is almost surely not the one meant; file:// refuses them as well.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_snapshot_path(path: str | os.PathLike[str]) -> str:
@@ -33,7 +41,8 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
 
     Raises:
         ConfigurationError: *path* is not a ``str`` or ``os.PathLike[str]``, is empty, holds a
-            NUL character, is a URL (``consul://...``), names a directory (ends in ``/``,
+            control character or space at either end, starts with ``~`` or holds ``$NAME``
+            (never expanded here), is a URL (``consul://...``), names a directory (ends in ``/``,
             ``.`` or ``..``), is an existing directory, symbolic link or other non-regular
             file, or one of its parents exists and is not a directory.
     """
@@ -45,6 +54,7 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
         raise ConfigurationError(
             f"snapshot must be the path of a JSON file (str or pathlib.Path), not {brief(path)}"
         )
+    _check_written_as_meant(filename)
     if _URL.match(filename):
         raise ConfigurationError(
             f"snapshot={brief(filename, 300)} is a URL; snapshot takes the path of a JSON file, "
@@ -86,3 +96,31 @@ def check_snapshot_path(path: str | os.PathLike[str]) -> str:
             "give the path of a JSON file in a directory owned by the site's user"
         )
     return filename
+
+
+def _check_written_as_meant(filename: str) -> None:
+    # Each of these is a legal file name that no one means: the write would create a file or
+    # directory of that literal name (under the working directory, if relative).
+    if _CONTROL.search(filename):
+        raise ConfigurationError(
+            f"snapshot={brief(filename, 300)} holds a control character (a newline read with "
+            "the value?); remove it"
+        )
+    if filename != filename.strip():
+        raise ConfigurationError(
+            f"snapshot={brief(filename, 300)} starts or ends with a space; remove it "
+            f"(snapshot={brief(filename.strip(), 300)})"
+        )
+    if _HOME.match(filename):
+        raise ConfigurationError(
+            f"snapshot={brief(filename, 300)} starts with '~', which is not expanded here "
+            "(it would be a directory named '~'); write os.path.expanduser(...) or "
+            "Path.home() / ..., or better a path under BASE_DIR"
+        )
+    variable = _VARIABLE.search(filename)
+    if variable:
+        raise ConfigurationError(
+            f"snapshot={brief(filename, 300)} holds {variable.group()!r}, which is not "
+            "expanded here (it would be part of a file name); write os.path.expandvars(...) "
+            "or build the path from os.environ"
+        )

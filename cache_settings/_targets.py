@@ -118,16 +118,19 @@ def _fresh_modules(module: str) -> Iterator[None]:
     saved = {name: mod for name, mod in sys.modules.items() if ours(name)}
     for name in saved:
         del sys.modules[name]
-    # Like ``python -m``: the current directory is importable, as it is for manage.py.
-    added = os.getcwd() not in sys.path and "" not in sys.path
+    # Like ``python -m``: the current directory is importable, as it is for manage.py. The
+    # entry added is the one removed: settings that chdir (to BASE_DIR, say) would otherwise
+    # leave it in sys.path and remove an entry of the same name as their new directory.
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
     if added:
-        sys.path.insert(0, os.getcwd())
+        sys.path.insert(0, cwd)
     try:
         yield
     finally:
         if added:
             with contextlib.suppress(ValueError):
-                sys.path.remove(os.getcwd())
+                sys.path.remove(cwd)
         for name in [n for n in sys.modules if ours(n)]:
             del sys.modules[name]
         sys.modules.update(saved)

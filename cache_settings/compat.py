@@ -26,7 +26,6 @@ every cache operation raises :class:`SettingsError`.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ from django.core.cache import InvalidCacheBackendError
 from .backends import PyLibMCCache
 from .clients import _merge_options, client_defaults
 from .exceptions import ConfigurationError, brief, close_matches, cut, some
-from .nodes import Node, parse_node, parse_port
+from .nodes import Node, is_host, parse_node, parse_port
 from .policy import DEFAULT_REFRESH, Policy, check_seconds
 from .redact import redact_address, scrub
 from .sources import Source
@@ -237,33 +236,39 @@ def _one_endpoint(server: str | Sequence[str], where: str) -> Node:
 
 
 def _agent(params: Mapping[str, Any], where: str) -> str | None:
+    # django-memcached-consul: consul.Consul(host=CONSUL_HOST, port=CONSUL_PORT), which
+    # writes "http://HOST:PORT"; a scheme or a port in CONSUL_HOST never worked there.
     host, port = params.get("CONSUL_HOST"), params.get("CONSUL_PORT")
     if host is None and port is None:
         return None  # CONSUL_HTTP_ADDR, then 127.0.0.1:8500, as the consul CLI does
-    host = str(host or "127.0.0.1")
-    if host.startswith("[") and host.endswith("]"):
+    if host is None:
+        host = "127.0.0.1"
+    if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # "[::1]": an IPv6 address, bracketed as in a URL
-    if "://" in host or (":" in host and not _is_ipv6(host)):
+    if not isinstance(host, str) or not is_host(host):
+        # User info is masked whole: it is no URL's, so brief() would not find it.
+        shown = brief(redact_address(host)) if isinstance(host, str) else brief(host)
+        extra = " (user info removed: the token comes from CONSUL_HTTP_TOKEN)"
         raise SettingsError(
-            f"{where}: CONSUL_HOST must be the agent's host name or address alone, not "
-            f"{brief(host)}; give its port as CONSUL_PORT, and HTTPS through "
-            "CONSUL_HTTP_SSL=true, as the consul CLI takes it"
+            f"{where}: CONSUL_HOST must be the agent's host name or IP address, not "
+            f"{shown}{extra if isinstance(host, str) and '@' in host else ''}; the port "
+            "goes in CONSUL_PORT, and no scheme is needed (or leave both out to use "
+            "CONSUL_HTTP_ADDR)"
         )
-    if not isinstance(port, str | int | None) or (isinstance(port, int) and port.bit_length() > 16):
+    if port is None:
+        port = 8500
+    if (
+        not isinstance(port, str | int)
+        or isinstance(port, bool)
+        or port == ""
+        or (isinstance(port, int) and not 0 < port < 65536)
+    ):
         raise SettingsError(f"{where}: CONSUL_PORT must be a port 1..65535, not {brief(port)}")
     try:
-        number = parse_port(str(port or 8500), where=f"{where}: CONSUL_PORT")
+        number = parse_port(str(port), where=f"{where}: CONSUL_PORT")
     except ConfigurationError as exc:
         raise SettingsError(str(exc)) from None
     return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _snapshot_for_cache(alias: str, where: str) -> str | None:

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from .sources import Traits
 
 __all__ = [
-    "FLUSH_TIMEOUT", "MAX_FLUSHERS", "REJOIN_POLICIES", "Departures", "Rejoins", "flush_node",
-    "flush_nodes",
+    "FLUSH_TIMEOUT", "MAX_DEPARTURES", "MAX_FLUSHERS", "REJOIN_POLICIES", "Departures", "Rejoins",
+    "flush_node", "flush_nodes",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -53,20 +53,30 @@ logger = logging.getLogger(__name__)
 #: Seconds one flush may take at most (less when the policy's deadline is shorter). It
 #: runs on the watcher thread, never on the request path.
 FLUSH_TIMEOUT = 1.0
+#: Departures a watcher remembers (about 180 bytes each); beyond, the oldest is forgotten,
+#: and that node, should it ever return, is used without a flush (docs/refresh.md).
+MAX_DEPARTURES = 10_000
 #: Threads that flush the nodes returning in one answer, together within FLUSH_TIMEOUT:
 #: a thousand silent nodes then cost one FLUSH_TIMEOUT, not a thousand.
 MAX_FLUSHERS = 32
 
 
 class Departures:
-    """The nodes that left a watcher's list and have not come back flushed."""
+    """The nodes that left a watcher's list and have not come back flushed.
+
+    At most :data:`MAX_DEPARTURES` are remembered, the oldest departure forgotten first: a
+    fleet whose nodes come back under new addresses (DNS or Consul instances that get a new
+    IP at each restart, nodes replaced by autoscaling) would otherwise grow this memory for
+    the life of the process, by every node that ever left.
+    """
 
     def __init__(self) -> None:
-        self._left: set[Node] = set()
+        # Insertion-ordered: the first key left longest ago.
+        self._left: dict[Node, None] = {}
 
     def returning(self, old: Iterable[Node], new: Iterable[Node]) -> set[Node]:
         """Return the nodes of *new*, not in *old*, that left a published list; record nothing."""
-        return (set(new) - set(old)) & self._left
+        return (set(new) - set(old)) & self._left.keys()
 
     def update(self, old: Iterable[Node], new: Iterable[Node]) -> set[Node]:
         """Record a published move from *old* to *new*; return the nodes of *new* that left before.
@@ -74,16 +84,24 @@ class Departures:
         Only a list that is published counts: a node of *old* missing from an answer that
         was not used never left this process's list, and must not be flushed as a rejoin.
         """
-        old_set, new_set = set(old), set(new)
-        self._left |= old_set - new_set
-        return new_set & self._left
+        new_set = set(new)
+        for node in old:
+            if node not in new_set:
+                self._left.pop(node, None)  # left again: now the latest departure
+                self._left[node] = None
+        for _ in range(len(self._left) - MAX_DEPARTURES):
+            del self._left[next(iter(self._left))]
+        return new_set & self._left.keys()
 
     def returned(self, node: Node) -> None:
         """Forget *node*: it is back, flushed (or the policy keeps its data)."""
-        self._left.discard(node)
+        self._left.pop(node, None)
 
     def __contains__(self, node: object) -> bool:
         return node in self._left
+
+    def __len__(self) -> int:
+        return len(self._left)
 
 
 def flush_node(node: Node, *, timeout: float, tls_context: ssl.SSLContext | None = None) -> str:
@@ -269,6 +287,9 @@ class Rejoins:
         self.departures.update(current, admitted)
         for node in flushed:
             self.departures.returned(node)
+        # A refused node that never returns stays a departure; one forgotten there is
+        # forgotten here too, so this set stays within MAX_DEPARTURES as well.
+        self._warned = {node for node in self._warned if node in self.departures}
         return admitted
 
     def _flush_all(self, nodes: list[Node], timeout: float) -> dict[Node, tuple[str, float]]:

@@ -246,7 +246,7 @@ def write_snapshot(
         _make_parent(filename)
         with _locked(filename, LOCK_TIMEOUT if lock_timeout is None else lock_timeout) as dir_fd:
             name = os.path.basename(os.path.abspath(filename))  # as _locked() splits it
-            _safefile.remove_stale(f".{name}.", ".tmp", dir_fd=dir_fd)
+            _safefile.remove_stale(f".{name}.", dir_fd=dir_fd)
             entries, like = _load_for_update(filename, name, source, dir_fd=dir_fd)
             entries[source] = entry
             content = dump(entries)

@@ -1,7 +1,7 @@
 """Per-process watchers: one daemon thread per source keeps its node list fresh.
 
-docs/architecture.md, "One path to a source": one watcher per source per process
-(:mod:`cache_settings.watchers` keeps them), started lazily on first cache use,
+docs/architecture.md, "One path to a source": one watcher per source and policy per
+process (:mod:`cache_settings.watchers` keeps them), started lazily on first cache use,
 restarted after ``fork``, stopped at exit. A watcher publishes an
 immutable :class:`State` ``(generation, nodes)`` in one attribute; readers (the backends,
 one per thread) take no lock: under the GIL, reading an attribute is atomic, and the

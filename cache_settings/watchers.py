@@ -1,7 +1,14 @@
-"""This process's watchers: one per source URL, stopped at exit, carried across ``fork``.
+"""This process's watchers: one per source and policy, stopped at exit, carried across ``fork``.
 
 The refreshing backends ask :func:`get_watcher` for the watcher of their source; tests and
 the interpreter's exit stop them all with :func:`stop_all`.
+
+Entries that watch one source with the same policy share a watcher, and the shortest
+``refresh`` among them is used: each would otherwise ask the source for the same answer.
+Entries whose policies differ otherwise (``min_nodes``, ``snapshot``, ``rejoin``,
+``max_age``, ...) get a watcher each, so that each gets the guards it asked for: a shared
+one applied the first entry's policy to all, so a ``min_nodes=2`` entry took a one-node
+list and its snapshot was never written.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ __all__ = ["get_watcher", "stop_all", "watchers"]
 
 EXIT_JOIN = 0.5  # seconds, in total, to join watcher threads at interpreter exit
 
-_registry: dict[str, Watcher] = {}
+# Keyed by the source's URL and the policy without its refresh (which the entries share).
+_registry: dict[tuple[str, Policy], Watcher] = {}
 _registry_lock = threading.Lock()
 
 
@@ -35,18 +43,20 @@ def get_watcher(
     answered_by: str | None = None,
     written_at: float | None = None,
 ) -> Watcher:
-    """Return this process's watcher of *source* (keyed by its URL), made on first request.
+    """Return this process's watcher of *source* under *policy*, made on first request.
 
-    When several cache entries watch one source, the first made sets the policy and the
-    shortest ``refresh`` (seconds) wins. *nodes*, *version* and *answered_by* (the URL of
-    the source, or chain member, that gave them) are the settings-time answer to start
-    from; *written_at* is when (``time.time()``) it was written to the snapshot, if live.
-    The watcher is not started: backends start it on first use.
+    Keyed by the source's URL and *policy* apart from its ``refresh``: entries that differ
+    only there share one watcher, which polls at the shortest ``refresh`` (seconds) of
+    them. *nodes*, *version* and *answered_by* (the URL of the source, or chain member,
+    that gave them) are the settings-time answer to start from; *written_at* is when
+    (``time.time()``) it was written to the snapshot, if live. The watcher is not
+    started: backends start it on first use.
     """
+    key = (source.url, replace(policy, refresh=None))
     with _registry_lock:
-        watcher = _registry.get(source.url)
+        watcher = _registry.get(key)
         if watcher is None:
-            watcher = _registry[source.url] = Watcher(
+            watcher = _registry[key] = Watcher(
                 source,
                 policy,
                 nodes=nodes,

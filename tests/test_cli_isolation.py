@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,26 @@ def test_cli_settings_import__offline_for_that_import_only(
     assert seen["other_thread"] == {"offline": False, "collecting": False}
     assert dict(os.environ) == environ
     assert logging.root.manager.disable == disable
+
+
+def test_cli_settings_import__settings_that_change_directory__sys_path_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The directory made importable for the settings is the one taken out again: settings
+    that chdir left it in sys.path, and took out an entry naming their new directory."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    site.mkdir()
+    elsewhere.mkdir()
+    (site / "chdir_settings.py").write_text(f"import os\nos.chdir({str(elsewhere)!r})\n")
+    monkeypatch.chdir(site)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(site))])
+    sys.path.append(str(elsewhere))  # someone's entry that happens to name that directory
+    before = list(sys.path)
+
+    status = main(["show", "--settings", "chdir_settings"])
+
+    assert status == 1, capsys.readouterr().err  # the settings call memcached() nowhere
+    assert sys.path == before
 
 
 def test_call_command_cache_nodes__leaves_environ_and_logging_as_they_were(

@@ -534,10 +534,10 @@ def test_consul__consul_host_with_a_scheme_or_port__says_to_use_consul_port(host
     with pytest.raises(SettingsError) as raised:
         handler["default"].get("key")
 
-    assert f"CONSUL_HOST must be the agent's host name or address alone, not {host!r}" in str(
+    assert f"CONSUL_HOST must be the agent's host name or IP address, not {host!r}" in str(
         raised.value
     )
-    assert "give its port as CONSUL_PORT" in str(raised.value)
+    assert "the port goes in CONSUL_PORT" in str(raised.value)
 
 
 @pytest.mark.parametrize("host", ["::1", "[::1]"])

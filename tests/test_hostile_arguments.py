@@ -19,6 +19,8 @@ from cache_settings.exceptions import (
     ConfigurationError,
     ResolutionError,
 )
+from cache_settings.nodes import Node
+from cache_settings.snapshot import write_snapshot
 
 # A value that could forge a log line and fill a screen, if quoted as it is.
 FORGED = "x\nCRITICAL django.security: forged line \x1b[2J" + "h" * 100_000
@@ -135,7 +137,7 @@ def test_snapshot_path__a_forged_directory_name_is_quoted_on_one_short_line(
     with pytest.raises(ConfigurationError) as raised:
         cache_settings.memcached(STATIC, snapshot=directory)
 
-    assert "is a directory" in _message(raised.value)
+    assert "holds a control character" in _message(raised.value)
     assert len(str(raised.value)) <= SHORT + 300
 
 
@@ -224,22 +226,28 @@ def test_elasticache_api_options__a_malformed_region_or_endpoint_is_a_configurat
 def test_cli_output__a_forged_snapshot_path_stays_in_its_row_and_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A newline and a terminal escape in --snapshot went raw into the table and the errors."""
+    """A newline and a terminal escape in --snapshot went raw into the table and the errors.
+
+    Such a path is refused as a snapshot= (a control character), so the file shown is one
+    another program wrote there.
+    """
     from cache_settings.cli import main
 
     forged = str(tmp_path / "nodes\nFORGED ROW  ok\x1b[2J.json")
     missing = str(tmp_path / "missing\nforged\x1b[2J.json")
+    assert write_snapshot(forged, "memcached://127.0.0.1:11211", [Node("127.0.0.1", 11211)])
 
     resolved = main(["resolve", "memcached://127.0.0.1:11211", "--snapshot", forged])
     shown = main(["show", forged])
     not_found = main(["show", missing])
 
     out, err = capsys.readouterr()
-    assert (resolved, shown, not_found) == (0, 0, 1)
+    assert (resolved, shown, not_found) == (2, 0, 1)
     assert "\x1b" not in out + err
-    assert out.count("\n") == 4  # two tables of a header and one row each
+    assert out.count("\n") == 2  # one table of a header and one row
     assert "nodes\\nFORGED ROW  ok\\x1b[2J.json" in out
-    assert err.count("\n") == 1
+    assert err.count("\n") == 2
+    assert "holds a control character" in err
     assert "missing forged\\x1b[2J.json: no such snapshot file" in err
 
 

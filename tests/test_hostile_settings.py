@@ -108,6 +108,43 @@ def test_compat_backends__settings_of_odd_types_are_a_configuration_error(
     assert re.search(message, text), text
 
 
+@pytest.mark.parametrize(
+    ("agent", "says"),
+    [
+        ({"CONSUL_HOST": "consul.example:8500"}, "CONSUL_HOST must be the agent's host name"),
+        ({"CONSUL_HOST": "http://consul.example"}, "CONSUL_HOST must be the agent's host name"),
+        ({"CONSUL_HOST": f"ops:{PASSWORD}@consul.example"}, "user info removed"),
+        ({"CONSUL_HOST": ["consul.example"]}, "CONSUL_HOST must be .* not a JSON array"),
+        ({"CONSUL_HOST": ""}, "CONSUL_HOST must be the agent's host name"),
+        ({"CONSUL_HOST": "consul.example", "CONSUL_PORT": 0}, "CONSUL_PORT must be a port"),
+        ({"CONSUL_HOST": "consul.example", "CONSUL_PORT": ""}, "CONSUL_PORT must be a port"),
+    ],
+    ids=["host-with-port", "host-url", "host-user-info", "host-list", "host-empty", "port-0",
+         "port-empty"],
+)  # fmt: skip
+def test_consul_compat__agent_settings_that_never_worked__name_the_setting_and_the_fix(
+    agent: dict[str, Any], says: str
+) -> None:
+    """django-memcached-consul wrote http://CONSUL_HOST:CONSUL_PORT: a port or scheme in
+    CONSUL_HOST never worked there. Here it was bracketed as an IPv6 address (the message
+    quoted '[consul.example:8500]:8500' and named no setting), and an empty or zero value
+    was silently replaced by 127.0.0.1 or 8500."""
+    text = _error_of({"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", **agent})
+
+    assert re.search(says, text), text
+    assert "cache_settings.compat.ConsulMemcachedCache (CONSUL_SERVICE='mc')" in text
+    assert PASSWORD not in text
+    assert "]:8500" not in text
+
+
+def test_consul_compat__an_ipv6_agent_in_consul_host__is_bracketed() -> None:
+    cache = CacheHandler(
+        {"default": {"BACKEND": CONSUL, "CONSUL_SERVICE": "mc", "CONSUL_HOST": "::1"}}
+    )["default"]
+
+    assert cache._watcher.url == "consul://[::1]:8500/mc"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("location", [11211, 3.5, object()])
 def test_system_checks__a_location_of_any_type_is_checked_without_crashing(location: Any) -> None:
     """``manage.py check`` runs every check: one raising stops it with a traceback."""

@@ -11,7 +11,7 @@ import pytest
 from cache_settings import ConfigurationError, memcached, parse_source
 from cache_settings.nodes import Node
 from cache_settings.policy import Policy
-from cache_settings.rejoin import Departures, Rejoins, flush_node
+from cache_settings.rejoin import MAX_DEPARTURES, Departures, Rejoins, flush_node
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedFactory, MemcachedServer
 from tests.servers.tls import TLSFiles
@@ -38,6 +38,42 @@ def test_departures__a_node_never_seen_before_is_not_a_rejoin() -> None:
     departures = Departures()
 
     assert departures.update([Node("10.0.0.1")], [Node("10.0.0.1"), Node("10.0.0.9")]) == set()
+
+
+def test_rejoins__nodes_replaced_for_good__memory_stays_bounded() -> None:
+    """A fleet whose nodes come back under new addresses (a DNS or Consul service whose pods
+    get a new IP at each restart) does not grow a watcher's memory for the process's life."""
+    source = parse_source("memcached://10.0.0.1:11211")
+    rejoins = Rejoins(source.url, source.traits)
+    rounds = MAX_DEPARTURES // 10 + 100
+    current: tuple[Node, ...] = ()
+    for generation in range(rounds + 1):
+        # Ten new nodes replace the ten in use, none of which ever comes back.
+        fresh = tuple(Node(f"10.{generation >> 8}.{generation & 255}.{i}") for i in range(10))
+        admitted = rejoins.admit(current, fresh, Policy())
+        assert admitted == fresh
+        current = fresh
+
+    assert len(rejoins.departures) == MAX_DEPARTURES
+    latest_to_leave = Node(f"10.{(rounds - 1) >> 8}.{(rounds - 1) & 255}.0")
+    assert latest_to_leave in rejoins.departures  # the most recent departures are kept
+    assert Node("10.0.0.0") not in rejoins.departures  # the oldest forgotten first
+
+
+def test_departures__a_node_that_leaves_again_is_the_latest_departure() -> None:
+    """Forgetting goes by the last time a node left, not the first."""
+    departures = Departures()
+    first = Node("10.0.0.1")
+    departures.update([first], [])
+    departures.update([], [first])  # back, but never flushed (refused): still a departure
+    others = [Node(f"10.1.{n >> 8}.{n & 255}") for n in range(MAX_DEPARTURES - 1)]
+    departures.update([*others, first], [])  # first leaves again, after the others
+
+    departures.update([Node("10.2.0.1")], [])  # one more: the oldest is forgotten
+
+    assert first in departures
+    assert others[0] not in departures
+    assert len(departures) == MAX_DEPARTURES
 
 
 def test_flush_node__old_values_are_gone(fresh_memcached_nodes: list[MemcachedServer]) -> None:

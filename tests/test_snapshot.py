@@ -506,6 +506,26 @@ def test_write_snapshot__leftover_temp_files__ignored_then_removed(path: Path) -
     assert os.stat(path).st_size > 0
 
 
+def test_write_snapshot__files_that_only_share_the_temp_prefix__kept(path: Path) -> None:
+    """Only temp files of this snapshot's own writers are stale: others sharing the prefix stay.
+
+    The snapshot ``cache-nodes.json.d`` in the same directory writes its temp files as
+    ``.cache-nodes.json.d.<hex>.tmp`` under a lock of its own, so one may be in flight.
+    """
+    in_flight = path.parent / f".{path.name}.d.0123456789abcdef.tmp"
+    in_flight.write_text("another snapshot's write in progress")
+    users = path.parent / f".{path.name}.bak.tmp"
+    users.write_text("a user's copy")
+    short = path.parent / f".{path.name}.0123.tmp"
+    short.write_text("not a name a writer makes")
+
+    assert write_snapshot(path, SOURCE, NODES, version=1)
+
+    assert in_flight.read_text() == "another snapshot's write in progress"
+    assert users.read_text() == "a user's copy"
+    assert short.exists()
+
+
 # -- locking: threads, fork, bounded wait ------------------------------------------------------
 
 

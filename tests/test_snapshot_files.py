@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import threading
@@ -484,6 +485,42 @@ def test_check_snapshot_path__a_url__configuration_error_naming_it_masked(
     assert "S3CRET" not in str(info.value)
     assert value.split("?")[0].split("@")[-1] in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("~/nodes.json", "starts with '~', which is not expanded"),
+        ("~deploy/var/nodes.json", "starts with '~', which is not expanded"),
+        ("$HOME/nodes.json", "holds '$HOME', which is not expanded"),
+        ("${BASE_DIR}/var/nodes.json", "holds '${BASE_DIR}', which is not expanded"),
+        ("var/$RELEASE/nodes.json", "holds '$RELEASE', which is not expanded"),
+        (" var/nodes.json", "starts or ends with a space"),
+        ("var/nodes.json ", "starts or ends with a space"),
+        ("var/nodes.json\n", "holds a control character"),
+        ("var/\tnodes.json", "holds a control character"),
+    ],
+)
+def test_check_snapshot_path__written_for_a_shell__configuration_error_nothing_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    """Python expands neither "~" nor "$NAME", and keeps a newline read with a variable: each
+    became a file or directory of that literal name under the working directory ("./~/",
+    "./$HOME/", "./ var/"), so the snapshot was written where nobody looks for it."""
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigurationError, match=re.escape(says)) as info:
+        memcached("memcached://127.0.0.1:11211", snapshot=value)
+
+    assert str(info.value).isprintable()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_snapshot_path__tilde_or_dollar_inside_a_name__still_a_path(tmp_path: Path) -> None:
+    """Only what a shell would expand is refused: "~" starting a later name, or a "$" not
+    followed by a variable name, is part of the file's name."""
+    for name in ("var/~backup/nodes.json", "nodes~.json", "price$.json", "a$-b.json"):
+        assert check_snapshot_path(tmp_path / name) == str(tmp_path / name)
 
 
 def test_check_snapshot_path__colon_in_a_file_name__still_a_path(tmp_path: Path) -> None:

@@ -120,6 +120,55 @@ def test_watcher__shortest_refresh_wins(consul_agent: ConsulAgent) -> None:
     assert first.refresh == 5.0
 
 
+def test_watcher__entries_on_one_source_with_other_policies__each_keeps_its_own(
+    consul_agent: ConsulAgent,
+    fresh_memcached_nodes: list[MemcachedServer],
+    handlers: Callable[[dict[str, Any]], BaseCache],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two entries on one service, one with min_nodes=2: one watcher served both with the
+    first entry's policy, so the strict entry took a one-node list and its snapshot stayed
+    as it was at settings time."""
+    first, second = fresh_memcached_nodes[:2]
+    service, url = consul_source(consul_agent)
+    consul_agent.add(service, first.host, first.port)
+    leaving = consul_agent.add(service, second.host, second.port)
+    loose_file, strict_file = tmp_path / "loose.json", tmp_path / "strict.json"
+    loose = handlers(dict(memcached(url, refresh=30, snapshot=loose_file)))
+    strict = handlers(dict(memcached(url, refresh=30, snapshot=strict_file, min_nodes=2)))
+    caplog.set_level(logging.WARNING, WATCH_LOGGER)
+    loose.set("k", 1)
+    strict.set("k", 1)  # both watchers run
+
+    consul_agent.remove(leaving)
+
+    loose_watcher, strict_watcher = loose._watcher, strict._watcher  # type: ignore[attr-defined]
+    assert loose_watcher is not strict_watcher
+    assert loose_watcher.wait_for_generation(1, 5.0)
+    assert locations(loose_watcher.nodes) == [first.location]
+    assert wait_until(lambda: "fewer than min_nodes=2" in caplog.text, 5.0)
+    assert locations(strict_watcher.nodes) == sorted([first.location, second.location])
+    assert strict.get("k") == 1  # still served from both nodes
+    # The list is published first, then written.
+    assert wait_until(lambda: len(read_snapshot(loose_file, url).nodes) == 1, 5.0)  # type: ignore[union-attr]
+    assert len(read_snapshot(strict_file, url).nodes) == 2  # type: ignore[union-attr]
+
+
+def test_watcher__entries_that_differ_only_in_refresh__share_one_watcher(
+    consul_agent: ConsulAgent,
+) -> None:
+    source = parse_source(f"consul://{consul_agent.address}/svc-{uuid.uuid4().hex[:6]}")
+
+    shared = get_watcher(source, Policy(refresh=30, min_nodes=2))
+    again = get_watcher(source, Policy(refresh=5, min_nodes=2))
+    other = get_watcher(source, Policy(refresh=5, min_nodes=1))
+
+    assert again is shared
+    assert other is not shared
+    assert (shared.policy.min_nodes, other.policy.min_nodes) == (2, 1)
+
+
 def test_watcher__without_nodes_first_use_is_bounded_and_uses_the_snapshot(
     faults: Faults, tmp_path: Path
 ) -> None:
