@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypedDict, cast
@@ -160,7 +161,9 @@ def memcached(
             it as it is (see :mod:`cache_settings.rejoin`).
         options: the entry's ``OPTIONS``; each key overrides our defaults, and a
             ``behaviors`` dict is merged key by key.
-        django_keys: ``timeout``, ``key_prefix``, ``version``, ``key_function``.
+        django_keys: ``timeout`` (seconds, or None: never expire), ``key_prefix`` (str),
+            ``version`` (int), ``key_function`` (a callable or its dotted path); each is
+            checked as Django reads it, which it does only when it builds the backend.
 
     Raises:
         ResolutionError: with ``on_failure="raise"``, when neither the source nor the
@@ -262,4 +265,39 @@ def _django_keys(given: Mapping[str, Any]) -> CacheConfig:
         if any(name != name.lower() for name in unknown):
             hint += "; Django's keys (TIMEOUT, KEY_PREFIX, ...) are written in lower case here"
         raise ConfigurationError(f"memcached() got unknown argument(s) {named}{hint}")
+    for key, value in given.items():
+        _check_django_key(key, value)
     return cast(CacheConfig, {_DJANGO_KEYS[key]: value for key, value in given.items()})
+
+
+def _check_django_key(key: str, value: Any) -> None:
+    # Django reads these only when it builds the backend, and reads some of them leniently:
+    # BaseCache.__init__ turns a TIMEOUT that int() refuses into 300 seconds without a word,
+    # and a VERSION or KEY_FUNCTION of the wrong type fails at the first cache operation.
+    if key == "timeout":
+        number = value
+        if isinstance(value, str):  # Django applies int(): "300" works, "5m" does not
+            try:
+                number = int(value)
+            except ValueError:
+                number = None
+        if value is None or (
+            isinstance(number, int | float)
+            and not isinstance(number, bool)
+            and math.isfinite(number)
+        ):
+            return
+        problem = "seconds (a number; 0 expires at once) or None (never expires)"
+    elif key == "version":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return
+        problem = "an integer (Django adds to it for incr_version)"
+    elif key == "key_prefix":
+        if isinstance(value, str):
+            return
+        problem = "a string"
+    else:  # key_function
+        if callable(value) or (isinstance(value, str) and value.strip()):
+            return
+        problem = "a callable or the dotted path of one, e.g. 'mysite.cache.make_key'"
+    raise ConfigurationError(f"memcached(): {key} must be {problem}, not {brief(value)}")

@@ -26,6 +26,39 @@ def static_url(servers: list[MemcachedServer]) -> str:
     return "memcached://" + ",".join(server.location for server in servers)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("timeout", "5m", "timeout must be seconds"),
+        ("timeout", float("nan"), "timeout must be seconds"),
+        ("timeout", True, "timeout must be seconds"),
+        ("timeout", "\u00b2", "timeout must be seconds"),  # str.isdigit() says yes, int() no
+        ("version", "2", "version must be an integer"),
+        ("key_prefix", 7, "key_prefix must be a string"),
+        ("key_function", 5, "key_function must be a callable or the dotted path"),
+    ],
+)
+def test_memcached__a_django_key_django_would_misread__configuration_error(
+    key: str, value: object, words: str
+) -> None:
+    """Django turns an unreadable TIMEOUT into 300 s without a word, and fails on a VERSION or
+    KEY_FUNCTION of the wrong type at the first cache operation: refused at settings time."""
+    with pytest.raises(ConfigurationError, match=words):
+        memcached("memcached://10.0.0.1:11211", **{key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("timeout", None), ("timeout", 0), ("timeout", -1), ("timeout", 2.5), ("timeout", " 300 "),
+     ("version", 3), ("key_prefix", ""), ("key_function", "mysite.cache.make_key"),
+     ("key_function", lambda key, prefix, version: key)],
+)  # fmt: skip
+def test_memcached__django_keys_as_django_reads_them__kept(key: str, value: object) -> None:
+    entry = memcached("memcached://10.0.0.1:11211", **{key: value})
+
+    assert entry[key.upper()] == value  # type: ignore[literal-required]
+
+
 @pytest.mark.parametrize("backend", CLIENTS)
 def test_memcached__entry_stores_and_reads_through_django(
     backend: str, memcached_nodes: list[MemcachedServer]
