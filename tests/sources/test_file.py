@@ -62,7 +62,10 @@ def test_file__a_utf8_percent_encoded_path_is_read(tmp_path: Path) -> None:
     assert resolve(f"file://{tmp_path}/nodes-%C3%A9").nodes == (Node("10.0.0.1", 11211),)
 
 
-@pytest.mark.parametrize("nowhere", ["0.0.0.0:11211", "[::]:11211", "239.1.2.3:11211"])
+@pytest.mark.parametrize(
+    "nowhere",
+    ["0.0.0.0:11211", "[::]:11211", "239.1.2.3:11211", "[::ffff:0.0.0.0]:11211"],
+)
 def test_file__an_address_no_node_has_fails_the_attempt(tmp_path: Path, nowhere: str) -> None:
     """0.0.0.0 or :: reach each client's own host, a multicast group no server: never a node."""
     path = tmp_path / "nodes"
