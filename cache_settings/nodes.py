@@ -247,7 +247,10 @@ def is_nowhere(text: str) -> bool:
     its own host, so each web server would use a cache of its own) or a multicast group
     (``224.0.0.0/4``, ``ff00::/8``: no TCP server). A source that answers one (a service
     registered with its bind address, a DNS filter's ``0.0.0.0``) is not telling where a
-    node is.
+    node is. An IPv4-mapped IPv6 address is the IPv4 address it maps (RFC 4291, 2.5.5.2):
+    ``::ffff:0.0.0.0`` reaches this host as ``0.0.0.0`` does (Linux connects an IPv6 socket
+    to it over IPv4), though ``ipaddress`` calls it neither unspecified nor multicast on any
+    Python version up to 3.13.
     """
     if not _MAYBE_NOWHERE.fullmatch(text):
         return False
@@ -255,6 +258,8 @@ def is_nowhere(text: str) -> bool:
         address = ipaddress.ip_address(text.partition("%")[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return address.is_unspecified or address.is_multicast
 
 

@@ -12,7 +12,7 @@ import socket
 
 from ..attempt import DEFAULT_MAX_REPLY_SIZE, Attempt
 from ..exceptions import ConfigurationError, SourceError, brief
-from ..nodes import Node, canonical_host, parse_node
+from ..nodes import Node, canonical_host, is_nowhere, parse_node
 from ._budget import paced
 
 __all__ = ["CONFIG_GET", "LEGACY_GET", "NotAnEndpoint", "Reader", "parse_cluster_config"]
@@ -130,8 +130,9 @@ def _parse_entry(entry: bytes, *, source: str) -> Node:
         except ValueError:
             raise SourceError(source, f"node entry {_show(entry)}: bad IP {brief(ip)}") from None
         # A node's IP is one a client can connect to: not 0.0.0.0 or :: (this very host), not
-        # a multicast group, and without a zone (the sender's interface name, meaningless here).
-        if address.is_unspecified or address.is_multicast or "%" in ip:
+        # a multicast group, in any spelling (is_nowhere: ::ffff:0.0.0.0 too), and without a
+        # zone (the sender's interface name, meaningless here).
+        if is_nowhere(ip) or "%" in ip:
             raise SourceError(
                 source, f"node entry {_show(entry)}: bad IP {brief(ip)} (not a node's address)"
             )

@@ -31,7 +31,7 @@ from ..redact import environment_secrets, redact_address, scrub
 from ..tls import TLSConfig
 from ._budget import check_json
 from ._consul_modes import go_duration, mode_params, staleness
-from ._http import request
+from ._http import check_status, request
 
 if TYPE_CHECKING:
     from .consul import Consul
@@ -347,15 +347,13 @@ class _AgentHTTP:
     ) -> Any:
         query = [*(params or ()), *self._extra]
         url = self._agent.url + quote(path, safe="/:") + (f"?{urlencode(query)}" if query else "")
+        peer, context = f"the agent {self._agent.url}", self._agent.context
         reply = request(
-            self._attempt,
-            "GET",
-            url,
-            peer=f"the agent {self._agent.url}",
-            headers=headers,
-            context=self._agent.context,
+            self._attempt, "GET", url, peer=peer, headers=headers, context=context,
             hint=self._agent.hint,
-        )
+        )  # fmt: skip
+        # The clients raise for 4xx and 5xx only: any other body would be decoded as the answer.
+        check_status(reply, self._attempt.source, peer, "in the URL or in CONSUL_HTTP_ADDR")
         marker = reply.headers.get("X-Consul-Results-Filtered-By-ACLs") or ""
         self.filtered = marker.strip().lower() == "true"
         self.age = staleness(reply.headers)

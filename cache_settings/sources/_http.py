@@ -14,15 +14,17 @@ import ssl
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from ..attempt import Attempt
 from ..exceptions import ConfigurationError, SourceError, brief, excerpt
+from ..nodes import is_host
 from ..redact import basic_credentials, proxy_url, redact_address
 from ._transport import close, connect, failure, start_tls
 
-__all__ = ["Reply", "request"]
+__all__ = ["Reply", "check_status", "request"]
 
 _CHUNK = 65536
 
@@ -110,6 +112,38 @@ def request(
             response.close()
         close(attempt, conn.sock)
         conn.sock = None
+
+
+def check_status(reply: Reply, source: str, peer: str, where: str) -> None:
+    """Raise SourceError for a status other than 200 that is not a 4xx or 5xx error.
+
+    For a client that raises for errors only and decodes any other body as the answer (both
+    consul clients): a redirect's JSON body was taken as the instances, a 204 or 304 failed
+    as "JSONDecodeError". A redirect is not followed; the error names where it points by
+    scheme and host only (a path or query may hold a token), and *where* the address goes.
+    """
+    if reply.status == 200 or 400 <= reply.status < 600:
+        return
+    try:
+        said = f"{reply.status} {HTTPStatus(reply.status).phrase}"
+    except ValueError:  # a status no RFC defines: the number alone, never the peer's words
+        said = str(reply.status)
+    if not 300 <= reply.status < 400:
+        raise SourceError(source, f"{peer} answered HTTP {said}, not 200 OK with the answer")
+    shown = ""
+    try:
+        to = urlsplit(reply.headers.get("Location") or "")
+        host = to.hostname or ""
+        if to.scheme in ("http", "https") and is_host(host):
+            host = f"[{host}]" if ":" in host else host
+            shown = f" to {to.scheme}://{host}" + (f":{to.port}" if to.port else "")
+    except ValueError:  # an unclosed '[' or a port that is not one: not said
+        pass
+    raise SourceError(
+        source,
+        f"{peer} answered HTTP {said}, a redirect{shown}, which is not followed; put the "
+        f"address it points to {where}",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ Decisions this module documents:
 - Every lookup must succeed: a failed AAAA query or an SRV target without addresses fails the
   attempt, as Thanos does, rather than returning a shorter list.
 - Replies use EDNS0 with a 1232-byte payload (DNS Flag Day 2020); a truncated reply is asked
-  again over TCP. All replies of one attempt together are capped at the attempt's
-  ``max_reply_size``.
+  again over TCP; one truncated over TCP too (TC set, RFC 1035 4.1.1: some records only) fails
+  that nameserver. All replies of one attempt together are capped at ``max_reply_size``.
 - A UDP datagram that is not the reply (another ID or question, not DNS at all) is dropped
   and the wait goes on, as dnspython's ``Resolver`` and stub resolvers do (RFC 5452 9.1): a
   forged packet cannot fail a nameserver. A TCP connection closed before the reply is whole
@@ -315,6 +315,10 @@ class _Lookup:
                         self.source,
                         f"replies larger than {self.max_size} bytes (max_reply_size)",
                     )
+                if response.flags & dns.flags.TC:  # only a TCP reply gets here with it
+                    failures[where] = "sent a truncated reply over TCP too (TC bit set)"
+                    live.remove(server)
+                    continue
                 rcode = response.rcode()
                 if rcode == dns.rcode.NXDOMAIN:
                     # Retrying within this resolution cannot make the name exist.
@@ -351,10 +355,7 @@ class _Lookup:
                 port=port,
                 ignore_unexpected=True,
                 raise_on_truncation=True,
-                # A datagram that is not the reply (another ID or question, not DNS) is
-                # dropped and the wait goes on, as dnspython's Resolver does (RFC 5452 9.1):
-                # one forged packet must not fail the nameserver.
-                ignore_errors=True,
+                ignore_errors=True,  # a stray datagram is dropped (module docstring)
             )
         except dns.message.Truncated:
             left = self.deadline - time.monotonic()
@@ -370,6 +371,7 @@ class _Lookup:
 def _import_dnspython() -> ModuleType:
     try:
         import dns.exception
+        import dns.flags
         import dns.message
         import dns.name
         import dns.nameserver

@@ -164,6 +164,7 @@ class ElastiCacheAPI:
                             CacheClusterId=self.name, ShowCacheNodeInfo=True
                         ),
                         source=self.url,
+                        asked=self.name,
                     )
                 except ClientError as exc:
                     if _error_code(exc) not in _NOT_FOUND:
@@ -179,7 +180,7 @@ class ElastiCacheAPI:
                         f"no ElastiCache cluster or serverless cache named {self.name} "
                         f"in {self.region or client.meta.region_name}",
                     ) from None
-                return nodes_from_serverless(reply, source=self.url)
+                return nodes_from_serverless(reply, source=self.url, asked=self.name)
         except ProfileNotFound:
             raise ConfigurationError(
                 f"{self.url}: AWS profile {brief(self.profile)} is not in the AWS config files"
@@ -241,11 +242,14 @@ class ElastiCacheAPI:
         return f"{reason}: {text}{hint}" if text else reason + hint
 
 
-def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
+def nodes_from_clusters(
+    reply: Mapping[str, Any], *, source: str, asked: str | None = None
+) -> list[Node]:
     """Return the available nodes of a ``DescribeCacheClusters`` reply (a memcached cluster).
 
     Nodes that are being created, rebooted or removed are left out. A reply with no
-    available node, a non-memcached engine or an unexpected shape raises SourceError.
+    available node, a non-memcached engine or an unexpected shape raises SourceError, and
+    so does one that lists a cluster other than *asked* (when given).
     """
     clusters = reply.get("CacheClusters")
     if not isinstance(clusters, list) or not clusters:
@@ -256,6 +260,7 @@ def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
             raise SourceError(
                 source, f"DescribeCacheClusters reply has a malformed cluster {brief(cluster)}"
             )
+        _check_name(cluster.get("CacheClusterId"), asked, source, "cluster")
         name = word(cluster.get("CacheClusterId", "?"))
         _check_engine(cluster, source, f"cluster {name}")
         # A cluster that is still being created lists no CacheNodes at all.
@@ -280,16 +285,19 @@ def nodes_from_clusters(reply: Mapping[str, Any], *, source: str) -> list[Node]:
     return list(unique_sorted(nodes))
 
 
-def nodes_from_serverless(reply: Mapping[str, Any], *, source: str) -> list[Node]:
+def nodes_from_serverless(
+    reply: Mapping[str, Any], *, source: str, asked: str | None = None
+) -> list[Node]:
     """Return the one TLS endpoint of a ``DescribeServerlessCaches`` reply.
 
     Serverless caches accept only TLS, so the node has ``tls=True``; a cache whose
-    status is not ``available`` raises SourceError naming the status.
+    status is not ``available``, or that is not *asked* (when given), raises SourceError.
     """
     caches = reply.get("ServerlessCaches")
     if not isinstance(caches, list) or len(caches) != 1 or not isinstance(caches[0], Mapping):
         raise SourceError(source, "DescribeServerlessCaches reply does not list exactly one cache")
     cache = caches[0]
+    _check_name(cache.get("ServerlessCacheName"), asked, source, "serverless cache")
     name = word(cache.get("ServerlessCacheName", "?"))
     _check_engine(cache, source, f"serverless cache {name}")
     status = cache.get("Status")
@@ -298,6 +306,20 @@ def nodes_from_serverless(reply: Mapping[str, Any], *, source: str) -> list[Node
         raise SourceError(source, f"serverless cache {name} is {shown}")
     node = _endpoint(cache.get("Endpoint"), source, f"serverless cache {name}")
     return [Node(node.host, node.port, tls=True)]
+
+
+def _check_name(listed: object, asked: str | None, source: str, kind: str) -> None:
+    """Raise SourceError when a reply lists another cache than *asked* (names: any case).
+
+    AWS answers only the one named in the request; an endpoint that ignores the name (an
+    emulator, a proxy, a wrong ``endpoint_url``) would add another cache's nodes.
+    """
+    if asked is not None and not (isinstance(listed, str) and listed.lower() == asked.lower()):
+        raise SourceError(
+            source,
+            f"the reply lists {kind} {brief(listed)}, not {asked}, which was asked for: "
+            "does endpoint_url name an ElastiCache API that honours the name?",
+        )
 
 
 def _check_engine(item: Mapping[str, Any], source: str, what: str) -> None:

@@ -8,7 +8,8 @@ The first character that is not white space tells the format apart:
   [...]}}}``, what ``cache-settings resolve`` writes): the nodes of its single source, or of
   the one named by ``?source=URL`` when it holds several.
 - anything else: one ``host:port`` per line; ``#`` starts a comment, blank lines are
-  skipped, and the file must end with a newline.
+  skipped, and the file must end with a newline. Its first line may be an IPv6 node
+  (``[::1]:11211``): ``[`` and an IPv6 address up to a ``:`` never start a JSON document.
 
 Decisions this module documents:
 
@@ -64,6 +65,9 @@ QUIET = 0.05
 
 _Stamp = tuple[int, int, int, int, int]
 _LINE = re.compile(r"[^\n]*\n")
+# "[" then what an IPv6 address starts with, up to its first ':': the first line of a line
+# list ("[::1]:11211"), which no JSON document starts with (a JSON array holds no bare ':').
+_IPV6_LINE = re.compile(r"\[[0-9A-Fa-f.]*:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +178,7 @@ def parse_node_list(data: bytes, *, source: str = "file", choose: str | None = N
     body = text.lstrip()
     if not body:
         raise SourceError(source, "the file is empty; it must list at least one node")
-    if body[0] in "[{":
+    if body[0] == "{" or (body[0] == "[" and not _IPV6_LINE.match(body)):
         check_json(data, attempt.current(), source=source)
         try:
             value = json.loads(body, object_pairs_hook=unique_keys)

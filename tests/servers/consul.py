@@ -125,7 +125,8 @@ class ConsulState:
             self.acl_filters = False  # anonymous requests: filtered list, not 403
             self.echo_tokens = False  # a 403 quotes the unknown token, escaped as Go's %q
             self.shuffle = False
-            self.raw: tuple[bytes, dict[str, str]] | None = None  # a hostile health reply
+            # A hostile health reply: body, headers, status.
+            self.raw: tuple[bytes, dict[str, str], int] | None = None
             self.ignore_passing = False
             self.generation += 1
             self.released.set()
@@ -426,8 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self._reply(200, "[]" if anonymous else state.encode(entries), index=current,
                            filtered=filtered, headers=meta)  # fmt: skip
 
-    def _send_raw(self, body: bytes, headers: Mapping[str, str]) -> None:
-        self.send_response(200)
+    def _send_raw(self, body: bytes, headers: Mapping[str, str], status: int) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         for name, value in {"X-Consul-Index": "7", **headers}.items():
@@ -638,9 +639,11 @@ class ConsulAgent:
         """Return entries in a random order (stand-in only)."""
         self._standin("shuffle").shuffle = True
 
-    def answer_raw(self, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        """Answer every health query 200 with exactly *body* (stand-in only)."""
-        self._standin("answer_raw").raw = (body, dict(headers or {}))
+    def answer_raw(
+        self, body: bytes, headers: Mapping[str, str] | None = None, status: int = 200
+    ) -> None:
+        """Answer every health query *status* with exactly *body* (stand-in only)."""
+        self._standin("answer_raw").raw = (body, dict(headers or {}), status)
 
     def ignore_passing(self) -> None:
         """Act as an agent that ignores ``?passing`` (stand-in only)."""

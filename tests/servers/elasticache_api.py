@@ -88,6 +88,9 @@ class ElastiCacheAPIServer:
     mode: str | None = None  # None, "throttle", "access_denied", "hang"
     raw: tuple[int, bytes] | None = None  # (status, body) answered to every signed request
     mode_actions: frozenset[str] | None = None  # None: every action
+    # An emulator or proxy that ignores CacheClusterId / ServerlessCacheName: every cluster
+    # (every serverless cache) is listed whatever was asked.
+    ignore_names: bool = False
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     endpoint_url: str = ""
@@ -147,6 +150,7 @@ class ElastiCacheAPIServer:
             self.requests.clear()
         self.mode = None
         self.mode_actions = None
+        self.ignore_names = False
         self.raw = None
         self.release = threading.Event()
 
@@ -236,36 +240,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _describe_cache_clusters(self, params: dict[str, str]) -> None:
         name = params.get("CacheClusterId", "")
-        with self.server.state.lock:
-            cluster = self.server.state.clusters.get(name)
-        if cluster is None:
+        state = self.server.state
+        with state.lock:
+            cluster = state.clusters.get(name)
+            listed = list(state.clusters.values()) if state.ignore_names else [cluster]
+        if cluster is None and not (state.ignore_names and listed):
             return self._error(404, "CacheClusterNotFound", f"CacheCluster not found: {name}")
         show_nodes = params.get("ShowCacheNodeInfo") == "true"
-        nodes = "".join(_cache_node_xml(i, node) for i, node in enumerate(cluster.nodes, 1))
-        xml = (
-            "<CacheClusters><CacheCluster>"
-            f"<CacheClusterId>{escape(cluster.name)}</CacheClusterId>"
-            "<ConfigurationEndpoint>"
-            f"<Address>{escape(cluster.name)}.abc123.cfg.use1.cache.amazonaws.com</Address>"
-            "<Port>11211</Port></ConfigurationEndpoint>"
-            "<CacheNodeType>cache.t4g.micro</CacheNodeType>"
-            f"<Engine>{escape(cluster.engine)}</Engine><EngineVersion>1.6.22</EngineVersion>"
-            f"<CacheClusterStatus>{escape(cluster.status)}</CacheClusterStatus>"
-            f"<NumCacheNodes>{len(cluster.nodes)}</NumCacheNodes>"
-            "<PreferredAvailabilityZone>Multiple</PreferredAvailabilityZone>"
-            "<CacheClusterCreateTime>2024-05-01T10:00:00.000Z</CacheClusterCreateTime>"
-            + (f"<CacheNodes>{nodes}</CacheNodes>" if show_nodes else "")
-            + "<AutoMinorVersionUpgrade>true</AutoMinorVersionUpgrade>"
-            "<TransitEncryptionEnabled>false</TransitEncryptionEnabled>"
-            f"<ARN>arn:aws:elasticache:us-east-1:{ACCOUNT}:cluster:{escape(cluster.name)}</ARN>"
-            "</CacheCluster></CacheClusters>"
-        )
-        self._reply("DescribeCacheClusters", xml)
+        xml = "".join(_cluster_xml(each, show_nodes) for each in listed if each is not None)
+        self._reply("DescribeCacheClusters", f"<CacheClusters>{xml}</CacheClusters>")
 
     def _describe_serverless_caches(self, params: dict[str, str]) -> None:
         name = params.get("ServerlessCacheName", "")
-        with self.server.state.lock:
-            cache = self.server.state.serverless.get(name)
+        state = self.server.state
+        with state.lock:
+            cache = state.serverless.get(name)
+            if cache is None and state.ignore_names and state.serverless:
+                cache = next(iter(state.serverless.values()))
+                name = cache.name
         if cache is None:
             return self._error(
                 404, "ServerlessCacheNotFoundFault", f"Serverless cache {name} not found"
@@ -315,6 +307,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _cluster_xml(cluster: _Cluster, show_nodes: bool) -> str:
+    nodes = "".join(_cache_node_xml(i, node) for i, node in enumerate(cluster.nodes, 1))
+    return (
+        "<CacheCluster>"
+        f"<CacheClusterId>{escape(cluster.name)}</CacheClusterId>"
+        "<ConfigurationEndpoint>"
+        f"<Address>{escape(cluster.name)}.abc123.cfg.use1.cache.amazonaws.com</Address>"
+        "<Port>11211</Port></ConfigurationEndpoint>"
+        "<CacheNodeType>cache.t4g.micro</CacheNodeType>"
+        f"<Engine>{escape(cluster.engine)}</Engine><EngineVersion>1.6.22</EngineVersion>"
+        f"<CacheClusterStatus>{escape(cluster.status)}</CacheClusterStatus>"
+        f"<NumCacheNodes>{len(cluster.nodes)}</NumCacheNodes>"
+        "<PreferredAvailabilityZone>Multiple</PreferredAvailabilityZone>"
+        "<CacheClusterCreateTime>2024-05-01T10:00:00.000Z</CacheClusterCreateTime>"
+        + (f"<CacheNodes>{nodes}</CacheNodes>" if show_nodes else "")
+        + "<AutoMinorVersionUpgrade>true</AutoMinorVersionUpgrade>"
+        "<TransitEncryptionEnabled>false</TransitEncryptionEnabled>"
+        f"<ARN>arn:aws:elasticache:us-east-1:{ACCOUNT}:cluster:{escape(cluster.name)}</ARN>"
+        "</CacheCluster>"
+    )
 
 
 def _cache_node_xml(index: int, node: CacheNode) -> str:

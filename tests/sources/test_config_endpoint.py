@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from cache_settings.attempt import DEFAULT_MAX_REPLY_SIZE
 from cache_settings.exceptions import ConfigurationError, SourceError
-from cache_settings.nodes import Node
+from cache_settings.nodes import Node, is_nowhere
 from cache_settings.sources import WatchableSource, parse_source
 from cache_settings.sources.config_endpoint import ConfigEndpoint, parse_cluster_config
 from cache_settings.tls import TLSConfig
@@ -218,8 +218,8 @@ _hosts = st.builds(
     lambda labels, last: ".".join([*labels, last]), st.lists(_labels, max_size=3), _last_labels
 )
 # Node IPs are RFC 5952 text, an IPv4-mapped one in mixed notation on every Python; never
-# 0.0.0.0, :: or a multicast group (refused: no node has such an address).
-_ips = st.ip_addresses().filter(lambda ip: not (ip.is_unspecified or ip.is_multicast)).map(
+# 0.0.0.0, :: or a multicast group, in any spelling (refused: no node has such an address).
+_ips = st.ip_addresses().filter(lambda ip: not is_nowhere(str(ip))).map(
     lambda ip: f"::ffff:{ip.ipv4_mapped}" if ip.version == 6 and ip.ipv4_mapped else str(ip)
 ) | st.just("")
 _entries = st.tuples(_hosts, _ips, st.integers(1, 65535))
@@ -612,7 +612,18 @@ def test_config_endpoint__a_tls_alert_to_a_plain_command_says_add_tls(config_end
         endpoint(config_endpoint).resolve(timeout=2)
 
 
-@pytest.mark.parametrize("ip", [b"0.0.0.0", b"::", b"224.0.0.1", b"ff02::1", b"fe80::1%eth0"])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        b"0.0.0.0",
+        b"::",
+        b"224.0.0.1",
+        b"ff02::1",
+        b"fe80::1%eth0",
+        b"::ffff:0.0.0.0",  # IPv4-mapped: connects to 0.0.0.0, this host
+        b"::ffff:239.1.2.3",
+    ],
+)
 def test_parse_cluster_config__an_ip_no_client_can_reach_is_refused(ip: bytes):
     """0.0.0.0 reaches this host, a multicast group no node, a zone names the sender's NIC."""
     reply = reply_with(b"1\nn1.example|" + ip + b"|11211\n")

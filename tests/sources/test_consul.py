@@ -947,6 +947,13 @@ UNUSABLE_INSTANCES = [
     pytest.param(entry("", node_address="0.0.0.0"), "'0.0.0.0' .no node", id="node-unspecified"),
     pytest.param(entry("224.0.0.5"), "unusable address '224.0.0.5' .no node", id="multicast"),
     pytest.param(entry("FF02::1"), "unusable address 'FF02::1' .no node", id="multicast-v6"),
+    # IPv4-mapped: connects over IPv4 to 0.0.0.0 (this host) or to the group.
+    pytest.param(
+        entry("::ffff:0.0.0.0"), "unusable address '::ffff:0.0.0.0' .no node", id="mapped-any"
+    ),
+    pytest.param(
+        entry("::FFFF:E000:5"), "unusable address '::FFFF:E000:5' .no node", id="mapped-multicast"
+    ),
 ]
 
 

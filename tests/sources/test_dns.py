@@ -332,6 +332,22 @@ def test_resolve__an_unspecified_address_in_dns_falls_back_to_the_snapshot(
         resolve(built, attempts=1, deadline=2)
 
 
+@pytest.mark.parametrize("mapped", ["::ffff:0.0.0.0", "::ffff:224.0.0.1"])
+def test_resolve__an_ipv4_mapped_address_no_node_has_is_refused_as_its_ipv4_form(
+    dns_server: DNSServer, mapped: str
+) -> None:
+    """An AAAA record ::ffff:0.0.0.0 connects to this host (as 0.0.0.0 does), ::ffff:224.0.0.1
+    to a multicast group; ipaddress calls neither unspecified nor multicast, so both were
+    nodes."""
+    name = dns_server.name()
+    dns_server.set_addresses(name, ["10.0.0.1", mapped])
+
+    with pytest.raises(ResolutionError, match="which no memcached node has") as raised:
+        resolve(source(f"dns+{name}:11211", dns_server), attempts=1, deadline=2)
+
+    assert f"'{mapped}'" in str(raised.value)
+
+
 # --- following changes ---------------------------------------------------------------------
 
 

@@ -124,6 +124,27 @@ def test_dns__the_tcp_answer_after_a_truncated_one_is_the_answer(scripted_dns: S
     assert ("mc.test.", "A", True) in server.queries
 
 
+def test_dns__a_tcp_reply_truncated_too_is_a_source_error_not_a_shorter_list(
+    scripted_dns: Start,
+) -> None:
+    """A server whose answer does not fit even over TCP sets TC there too and sends some of
+    its records (RFC 1035 4.1.1); those were taken as all of them: one node of many."""
+
+    def cut_over_tcp(query: dns.message.Message, tcp: bool) -> list[bytes]:
+        if _type(query) == "AAAA":
+            return [answer(query)]
+        reply = dns.message.from_wire(answer(query, f"{_name(query)} 60 IN A 10.0.0.1"))
+        reply.flags |= dns.flags.TC
+        return [reply.to_wire()]
+
+    server = scripted_dns(_truncated_then(cut_over_tcp))
+
+    error = _failure(source("dns://mc.test:11211", server.address))
+
+    assert f"{server.address} sent a truncated reply over TCP too" in str(error)
+    assert ("mc.test.", "A", True) in server.queries
+
+
 # --- SRV records ---------------------------------------------------------------------------
 
 

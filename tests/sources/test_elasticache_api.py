@@ -169,6 +169,41 @@ def test_elasticache_api__unknown_name_raises_source_error_naming_it(
     assert aws_env.actions() == ["DescribeCacheClusters", "DescribeServerlessCaches"]
 
 
+def test_elasticache_api__a_reply_listing_other_clusters_too_is_a_source_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    """An endpoint that ignores CacheClusterId (an emulator, a proxy) lists every cluster:
+    the nodes of 'other' were added to those of 'mc'."""
+    aws_env.add_cluster("mc", [("a.example", 11211)])
+    aws_env.add_cluster("other", [("b.example", 11211)])
+    aws_env.ignore_names = True
+
+    with pytest.raises(SourceError, match="lists cluster 'other', not mc, which was asked for"):
+        _source(aws_env).resolve(timeout=5)
+
+
+def test_elasticache_api__a_reply_naming_another_cluster_is_a_source_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    """Its nodes were taken as those of the cluster asked for."""
+    aws_env.add_cluster("other", [("b.example", 11211)])
+    aws_env.ignore_names = True
+
+    with pytest.raises(SourceError, match="lists cluster 'other', not mc"):
+        _source(aws_env).resolve(timeout=5)
+    assert _source(aws_env, "OTHER").resolve(timeout=5) == [Node("b.example", 11211)]
+
+
+def test_elasticache_api__a_serverless_reply_naming_another_cache_is_a_source_error(
+    aws_env: ElastiCacheAPIServer,
+) -> None:
+    aws_env.add_serverless("other", "other-x.serverless.use1.cache.amazonaws.com")
+    aws_env.ignore_names = True
+
+    with pytest.raises(SourceError, match="lists serverless cache 'other', not sl"):
+        _source(aws_env, "sl").resolve(timeout=5)
+
+
 # --- serverless caches ----------------------------------------------------------------------
 
 

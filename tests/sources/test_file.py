@@ -22,6 +22,7 @@ from cache_settings import (
     resolve,
 )
 from cache_settings.attempt import Attempt, run
+from cache_settings.nodes import parse_node, unique_sorted
 from cache_settings.policy import Policy
 from cache_settings.snapshot import write_snapshot
 from cache_settings.sources.file import QUIET, File, parse_node_list
@@ -62,7 +63,10 @@ def test_file__a_utf8_percent_encoded_path_is_read(tmp_path: Path) -> None:
     assert resolve(f"file://{tmp_path}/nodes-%C3%A9").nodes == (Node("10.0.0.1", 11211),)
 
 
-@pytest.mark.parametrize("nowhere", ["0.0.0.0:11211", "[::]:11211", "239.1.2.3:11211"])
+@pytest.mark.parametrize(
+    "nowhere",
+    ["0.0.0.0:11211", "[::]:11211", "239.1.2.3:11211", "[::ffff:0.0.0.0]:11211"],
+)
 def test_file__an_address_no_node_has_fails_the_attempt(tmp_path: Path, nowhere: str) -> None:
     """0.0.0.0 or :: reach each client's own host, a multicast group no server: never a node."""
     path = tmp_path / "nodes"
@@ -92,6 +96,24 @@ def test_file__each_format_lists_sorted_unique_nodes(tmp_path: Path, content: st
     aged(path)
 
     assert file_source(path).resolve(timeout=1) == NODES
+
+
+@pytest.mark.parametrize(
+    "first", ["[::1]:11300", "[2001:db8::7]:11211", "[::ffff:10.0.0.1]", "  [fe80::1%eth0]:11211"]
+)
+def test_file__a_line_list_starting_with_an_ipv6_node_is_read_as_lines(
+    tmp_path: Path, first: str
+) -> None:
+    """'[' first was taken for JSON: a valid list failed as 'not valid JSON (Expecting
+    value: line 1 column 2)', on every attempt, while the same lines in another order read."""
+    path = tmp_path / "nodes"
+    path.write_text(f"{first}\n10.0.0.1:11211\n")
+    aged(path)
+
+    nodes = file_source(path).resolve(timeout=1)
+
+    assert nodes == list(unique_sorted([parse_node(first), Node("10.0.0.1", 11211)]))
+    assert len(nodes) == 2
 
 
 def test_file__snapshot_format_with_one_source(tmp_path: Path) -> None:

@@ -397,6 +397,55 @@ def test_consul__bad_index_header_is_a_source_error(
         parse_source(f"consul://{consul_agent.address}/memcached").resolve(timeout=2)
 
 
+# One instance, as the agent would list it: a body that decodes as an answer.
+ONE_INSTANCE = json.dumps(
+    [{"Node": {"Address": "10.0.0.1"}, "Service": {"Port": 11211, "Address": ""}, "Checks": []}]
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (203, "HTTP 203 Non-Authoritative Information"),
+        (204, "HTTP 204 No Content"),
+        (299, "HTTP 299,"),
+        (304, "HTTP 304 Not Modified"),
+        (999, "HTTP 999,"),
+    ],
+)
+def test_consul__an_answer_that_is_not_200_is_a_source_error_naming_its_status(
+    consul_agent: ConsulAgent, status: int, said: str
+) -> None:
+    """The clients raise for 4xx and 5xx only: a 203 or 999 with a JSON body was the
+    instances, a 204 or 304 a 'malformed reply ... JSONDecodeError'."""
+    consul_agent.answer_raw(ONE_INSTANCE, status=status)
+
+    with pytest.raises(SourceError) as raised:
+        parse_source(f"consul://{consul_agent.address}/memcached").resolve(timeout=2)
+
+    assert f"answered {said}" in str(raised.value)
+    assert "JSONDecodeError" not in str(raised.value)
+
+
+def test_consul__a_redirect_is_a_source_error_naming_where_without_its_query(
+    consul_agent: ConsulAgent,
+) -> None:
+    """A 302 whose body decoded as JSON was taken as the answer; what it points to is named
+    by scheme and host only (a path or query may carry a token)."""
+    to = "https://consul.example:8501/v1/health/service/memcached?token=S3CRET-T0KEN"
+    consul_agent.answer_raw(ONE_INSTANCE, {"Location": to}, status=302)
+
+    with pytest.raises(SourceError) as raised:
+        parse_source(f"consul://{consul_agent.address}/memcached").resolve(timeout=2)
+
+    message = str(raised.value)
+    assert (
+        "answered HTTP 302 Found, a redirect to https://consul.example:8501, which is not "
+        "followed" in message
+    )
+    assert "S3CRET" not in message
+
+
 def test_https_proxy__its_refusal_is_quoted_briefly_and_escaped(
     faults: Faults, monkeypatch: pytest.MonkeyPatch
 ) -> None:
