@@ -36,8 +36,12 @@ from tests.servers.faults import Faults
 T = TypeVar("T")
 
 SOURCE = "consul://agent:8500/memcached"
-# Each example must finish well within this: a parser is never the slow part of an attempt.
-BOUND = timedelta(milliseconds=500)
+# Each example must finish within this: a parser is never the slow part of an attempt, and a
+# quadratic or exponential path on a hostile reply takes far longer. Not tighter: a full
+# garbage collection of the test process's heap took up to 0.66 s inside one example while
+# both test corners ran (tests/conftest.py, without_collections), and hypothesis then fails
+# the test as "unreliable timings" when the re-run is fast.
+BOUND = timedelta(seconds=5)
 FAST = settings(deadline=BOUND, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 
 
