@@ -187,6 +187,13 @@ class Consul:
         status = tuple(s.strip() for s in (query.get("status") or "").split(",") if s.strip())
         if status and query.get("passing") is not None:
             raise ConfigurationError(f"{where}: give status= or passing=, not both")
+        if ":" in userinfo:  # the agent takes an ACL token, never a user name and password
+            raise ConfigurationError(
+                f"{where}: the URL holds a user name and password ('USER:***@'); a Consul agent "
+                "takes an ACL token: consul://TOKEN@AGENT/SERVICE, token=, or CONSUL_HTTP_TOKEN"
+            )
+        if userinfo and query.get("token") is not None:
+            raise ConfigurationError(f"{where}: give the token once, before '@' or as token=")
         token = unquote(userinfo) or query.get("token") or None
         _agent.check_token(token, f"{where}: the token in the URL")
         consistency = query.choice("consistency", _modes.CONSISTENCY, "default")

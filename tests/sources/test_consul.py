@@ -1083,6 +1083,24 @@ def test_consul_url__odd_service_names_parse_back(service: str) -> None:
     assert parse_source(source.url).url == source.url
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("consul://admin:pa55word@agent:8500/mc", "holds a user name and password"),
+        (f"consul://{TOKEN}@agent:8500/mc?token=other", "give the token once"),
+    ],
+)
+def test_consul_url__user_info_that_is_no_single_token__refused_unechoed(
+    url: str, words: str
+) -> None:
+    """The user info was sent as the token ('admin:pa55word'), and won over token=."""
+    with pytest.raises(ConfigurationError, match=words) as info:
+        parse_source(url)
+
+    assert "pa55word" not in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
 def test_consul_url__https_agent_is_written_as_tls() -> None:
     assert Consul("memcached", agent="https://agent:8501").url == (
         "consul://agent:8501/memcached?tls=true"
