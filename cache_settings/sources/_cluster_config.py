@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from typing import NoReturn
 
 from ..attempt import DEFAULT_MAX_REPLY_SIZE, Attempt
 from ..exceptions import ConfigurationError, SourceError, brief
@@ -26,6 +27,9 @@ _ENTRY = re.compile(rb"[^ ]+")
 # The first bytes of a TLS record (alert 21 or handshake 22, then major version 3): what a
 # cluster with in-transit encryption sends back to a plain command.
 _TLS_RECORDS = (b"\x15\x03", b"\x16\x03")
+# The first byte of every RESP reply (Redis's protocol: "*0" for CONFIG GET of an unknown
+# parameter, "-ERR ..." or "-NOAUTH ..."): an ElastiCache Redis or Valkey endpoint.
+_RESP = frozenset(b"*-+$:")
 
 
 class NotAnEndpoint(SourceError):
@@ -60,6 +64,9 @@ def parse_cluster_config(
 
 def _parse_header(line: bytes, *, source: str, command: bytes, max_size: int) -> int:
     """Return the data length a reply's first line (without ``\\r\\n``) announces."""
+    foreign = _foreign(line)
+    if foreign:
+        raise SourceError(source, f"{foreign} (it answered {_show(line)})", permanent=True)
     words = line.split(b" ")
     if line in (b"ERROR", b"END"):
         # Plain memcached: "config" is an unknown command, the legacy key is a miss.
@@ -144,6 +151,22 @@ def _is_number(text: bytes) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 20
 
 
+def _foreign(data: bytes | bytearray) -> str | None:
+    """Name the protocol a peer that is no memcached server speaks, from its first bytes."""
+    if data.startswith(b"HTTP/") or data.lstrip()[:1] == b"<":
+        return (
+            "not a configuration endpoint: it speaks HTTP (a Consul agent, a web server?); "
+            "elasticache:// takes the cluster's configuration endpoint and its memcached port, "
+            "as in elasticache://mycluster.xxxxxx.cfg.use1.cache.amazonaws.com:11211"
+        )
+    if data[:1] and data[0] in _RESP:
+        return (
+            "not a configuration endpoint: it speaks Redis's protocol (an ElastiCache Redis "
+            "or Valkey endpoint?); cache_settings finds memcached nodes only"
+        )
+    return None
+
+
 def _show(data: bytes | bytearray, limit: int = 80) -> str:
     return repr(bytes(data[:limit])) + ("..." if len(data) > limit else "")
 
@@ -163,15 +186,9 @@ class Reader:
         # Read the header line, then exactly <len> bytes and the trailer, however the
         # bytes are split into TCP segments; never more, so a second command can follow.
         while b"\r\n" not in self._buffer:
-            if len(self._buffer) > _MAX_HEADER:
-                raise SourceError(self._source, f"reply line too long: {_show(self._buffer)}")
-            if not self._receive():
-                if self._buffer.startswith(_TLS_RECORDS):
-                    raise SourceError(self._source, "the endpoint answered in TLS; add ?tls=true")
-                raise SourceError(
-                    self._source,
-                    f"connection closed before a complete reply line ({_show(self._buffer)})",
-                )
+            too_long = len(self._buffer) > _MAX_HEADER
+            if too_long or not self._receive():
+                self._refuse(too_long=too_long)
         end = self._buffer.index(b"\r\n")
         header = bytes(self._buffer[:end])
         del self._buffer[: end + 2]
@@ -190,6 +207,22 @@ class Reader:
         reply = header + b"\r\n" + self._buffer[:need]
         del self._buffer[:need]
         return parse_cluster_config(reply, source=self._source, max_size=limit)
+
+    def _refuse(self, *, too_long: bool) -> NoReturn:
+        """Raise SourceError for a reply with no complete first line, naming its protocol."""
+        foreign = _foreign(self._buffer)  # an HTML page has no \r\n; a peer may close
+        if foreign:
+            raise SourceError(
+                self._source, f"{foreign} (it answered {_show(self._buffer)})", permanent=True
+            )
+        if self._buffer.startswith(_TLS_RECORDS):
+            raise SourceError(self._source, "the endpoint answered in TLS; add ?tls=true")
+        if too_long:
+            raise SourceError(self._source, f"reply line too long: {_show(self._buffer)}")
+        raise SourceError(
+            self._source,
+            f"connection closed before a complete reply line ({_show(self._buffer)})",
+        )
 
     def _receive(self) -> bool:
         self._conn.settimeout(self._attempt.check())

@@ -416,6 +416,38 @@ def test_config_endpoint__header_line_too_long(config_endpoint):
         endpoint(config_endpoint).resolve(timeout=2)
 
 
+_HTML = b'<!DOCTYPE HTML>\n<html lang="en">\n<head><title>Error response</title>' + b" " * 400
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n400 Bad Request", "HTTP"),
+        (_HTML, "HTTP"),  # an HTTP/0.9 error page: no \r\n at all
+        (b"*0\r\n", "Redis's protocol"),  # CONFIG GET of a parameter Redis does not have
+        (b"-NOAUTH Authentication required.\r\n", "Redis's protocol"),
+    ],
+    ids=["http", "html", "redis", "redis-auth"],
+)
+def test_config_endpoint__another_protocol__named_with_the_fix(config_endpoint, reply, words):
+    """Read as "reply line too long" or "unexpected reply", naming neither peer nor fix."""
+    config_endpoint.set_raw(reply, close=True)
+
+    with pytest.raises(
+        SourceError, match=f"not a configuration endpoint: it speaks {words}"
+    ) as info:
+        endpoint(config_endpoint).resolve(timeout=2)
+
+    assert info.value.permanent  # no retry makes it speak memcached
+
+
+def test_config_endpoint__pointed_at_a_consul_agent__says_it_speaks_http(consul_agent):
+    source = parse_source(f"elasticache://{consul_agent.address}")
+
+    with pytest.raises(SourceError, match="it speaks HTTP .a Consul agent, a web server.."):
+        source.resolve(timeout=2)
+
+
 def test_config_endpoint__oversize_reply_refused(config_endpoint):
     config_endpoint.set_raw(b"CONFIG cluster 0 %d\r\n" % (DEFAULT_MAX_REPLY_SIZE * 4))
 
