@@ -64,6 +64,13 @@ MAX_FLUSHERS = 32
 class Departures:
     """The nodes that left a watcher's list and have not come back flushed.
 
+    A node is known by the address a client connects to (:attr:`Node.location`), not by
+    how a source names it: sources (and a chain's members) name one server differently
+    (``10.0.0.3:11211`` from Consul, ``mc3.internal`` with IP ``10.0.0.3`` from DNS SRV or
+    a configuration endpoint), and the clients hash and connect by location. A server
+    that leaves under one name and returns under another is a rejoin; a list that only
+    renames servers that stay in it moves nothing away.
+
     At most :data:`MAX_DEPARTURES` are remembered, the oldest departure forgotten first: a
     fleet whose nodes come back under new addresses (DNS or Consul instances that get a new
     IP at each restart, nodes replaced by autoscaling) would otherwise grow this memory for
@@ -71,12 +78,13 @@ class Departures:
     """
 
     def __init__(self) -> None:
-        # Insertion-ordered: the first key left longest ago.
-        self._left: dict[Node, None] = {}
+        # Locations, insertion-ordered: the first key left longest ago.
+        self._left: dict[str, None] = {}
 
     def returning(self, old: Iterable[Node], new: Iterable[Node]) -> set[Node]:
         """Return the nodes of *new*, not in *old*, that left a published list; record nothing."""
-        return (set(new) - set(old)) & self._left.keys()
+        kept = {node.location for node in old}
+        return {node for node in new if node.location not in kept and node.location in self._left}
 
     def update(self, old: Iterable[Node], new: Iterable[Node]) -> set[Node]:
         """Record a published move from *old* to *new*; return the nodes of *new* that left before.
@@ -84,21 +92,22 @@ class Departures:
         Only a list that is published counts: a node of *old* missing from an answer that
         was not used never left this process's list, and must not be flushed as a rejoin.
         """
-        new_set = set(new)
+        new = list(new)
+        staying = {node.location for node in new}
         for node in old:
-            if node not in new_set:
-                self._left.pop(node, None)  # left again: now the latest departure
-                self._left[node] = None
+            if node.location not in staying:
+                self._left.pop(node.location, None)  # left again: now the latest departure
+                self._left[node.location] = None
         for _ in range(len(self._left) - MAX_DEPARTURES):
             del self._left[next(iter(self._left))]
-        return new_set & self._left.keys()
+        return {node for node in new if node.location in self._left}
 
     def returned(self, node: Node) -> None:
         """Forget *node*: it is back, flushed (or the policy keeps its data)."""
-        self._left.pop(node, None)
+        self._left.pop(node.location, None)
 
     def __contains__(self, node: object) -> bool:
-        return node in self._left
+        return isinstance(node, Node) and node.location in self._left
 
     def __len__(self) -> int:
         return len(self._left)

@@ -150,6 +150,9 @@ class Watcher(Publishing):
         self._write_lock = threading.RLock()  # publishing a new state
         self._changed = threading.Condition()
         self._stop = threading.Event()
+        # Set when the poll interval shrinks (poll_within) or the watcher stops: a polling
+        # thread's wait under way is then cut to the new interval.
+        self._wake = threading.Event()
         self._scope = Scope()  # the prime's and the thread's attempts, cancelled by stop()
         # Swaps _stop and _scope; never held for long, so stop() cancels a prime in flight
         # while start() holds _lock.
@@ -199,6 +202,17 @@ class Watcher(Publishing):
             )
             self._thread.start()
 
+    def poll_within(self, refresh: float) -> None:
+        """Poll at least every *refresh* seconds from now on, if that is sooner.
+
+        An entry that shares this watcher asked for a shorter ``refresh``: the wait under
+        way (up to the longer interval) is cut to the new one, so that entry's first change
+        is followed within its own ``refresh``, not the first entry's.
+        """
+        if refresh < self.refresh:
+            self.policy = replace(self.policy, refresh=refresh)
+            self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread and wait up to *timeout* seconds; return True once it has ended.
 
@@ -225,6 +239,7 @@ class Watcher(Publishing):
         """Tell the thread to stop and cancel the attempts in flight; never waits long."""
         with self._swap_lock:
             self._stop.set()
+            self._wake.set()
             self._scope.cancel()
 
     def wait_for_generation(self, generation: int, timeout: float) -> bool:
@@ -284,7 +299,7 @@ class Watcher(Publishing):
 
     def _run_polling(self, stop: threading.Event) -> None:
         delay = self._interval() if self.state.nodes else 0.0
-        while not stop.wait(wait_time(delay)):
+        while not self._pause(stop, delay):
             try:
                 # One source, or a chain's members in order, within the policy's deadline.
                 deadline_at = time.monotonic() + self.policy.deadline
@@ -298,6 +313,18 @@ class Watcher(Publishing):
             else:
                 self._publish(answer, ordered=versions_grow(self.source, answer.source))
             delay = self._interval()
+
+    def _pause(self, stop: threading.Event, delay: float) -> bool:
+        """Wait *delay* seconds, less once poll_within() shortens refresh; True once stopped."""
+        until = time.monotonic() + delay
+        while not stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            if self._wake.wait(wait_time(left)):
+                self._wake.clear()
+                until = min(until, time.monotonic() + self._interval())
+        return True
 
     def _run_blocking(self, stop: threading.Event) -> None:
         index: int | None = None  # the first query answers at once: catch up since settings

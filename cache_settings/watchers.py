@@ -47,8 +47,9 @@ def get_watcher(
 
     Keyed by the source's URL and *policy* apart from its ``refresh``: entries that differ
     only there share one watcher, which polls at the shortest ``refresh`` (seconds) of
-    them. *nodes*, *version* and *answered_by* (the URL of the source, or chain member,
-    that gave them) are the settings-time answer to start from; *written_at* is when
+    them from the moment an entry asks (a wait under way is cut short). *nodes*,
+    *version* and *answered_by* (the URL of the source, or chain member, that gave
+    them) are the settings-time answer to start from; *written_at* is when
     (``time.time()``) it was written to the snapshot, if live. The watcher is not
     started: backends start it on first use.
     """
@@ -64,8 +65,8 @@ def get_watcher(
                 answered_by=answered_by,
                 written_at=written_at,
             )
-        elif policy.refresh is not None and policy.refresh < watcher.refresh:
-            watcher.policy = replace(watcher.policy, refresh=policy.refresh)
+        elif policy.refresh is not None:
+            watcher.poll_within(policy.refresh)
         return watcher
 
 

@@ -13,11 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cache_settings import Node, parse_source
+from cache_settings import Node, memcached, parse_source
 from cache_settings.policy import Policy
 from cache_settings.snapshot import write_snapshot
 from cache_settings.watch import BLOCKING_TIMEOUT, Watcher
-from tests.helpers import wait_until
+from tests.helpers import django_cache, wait_until
 from tests.servers.consul import ConsulAgent
 from tests.servers.faults import Faults
 from tests.servers.memcached import MemcachedServer
@@ -199,3 +199,33 @@ def test_watcher__stop_cancels_the_question_in_flight(faults: Faults, scheme: st
     assert stopped
     assert took < 1.0, took
     assert wait_until(lambda: not ours(), 2.0), ours()
+
+
+@pytest.mark.parametrize("client", ["pylibmc", "pymemcache"])
+def test_backend__an_entry_sharing_a_watcher_follows_within_its_own_shorter_refresh(
+    client: str, fresh_memcached_nodes: list[MemcachedServer], tmp_path: Path
+) -> None:
+    """Two entries on one rendered file, refresh=30 used first, then refresh=0.5: they share
+    one watcher, which was told the shorter interval but slept out the longer one, so the
+    second entry followed a change after 32.7 s instead of within its own 0.5 s."""
+    rendered = tmp_path / "nodes.txt"
+    first, second, third = fresh_memcached_nodes
+    rendered.write_text(f"{first.location}\n{second.location}\n")
+    url = f"file://{rendered}"
+    with django_cache(dict(memcached(url, backend=client, refresh=30))) as slow:
+        slow.set("k", 1)  # the watcher starts, waiting 30 s ± 10 % for its next poll
+        time.sleep(0.2)
+        # Django builds a backend at its alias's first use: this one joins a running watcher.
+        with django_cache(dict(memcached(url, backend=client, refresh=0.5))) as fast:
+            fast.set("k", 2)
+            watcher: Watcher = fast._watcher  # type: ignore[attr-defined]
+            assert watcher is slow._watcher  # type: ignore[attr-defined]
+            temporary = tmp_path / "nodes.new"
+            temporary.write_text(f"{first.location}\n{second.location}\n{third.location}\n")
+            temporary.replace(rendered)
+            started = time.monotonic()
+
+            assert wait_until(lambda: len(watcher.nodes) == 3, 10.0)
+            took = time.monotonic() - started
+
+    assert took < 0.5 * 1.1 + 1.0, took
