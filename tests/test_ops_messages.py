@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cache_settings import Node, SourceError, parse_source
+from cache_settings import Node, Source, SourceError, parse_source
+from tests.servers.dns import DNSServer
 
 
 def _aged(path: Path) -> Path:
@@ -56,3 +57,56 @@ def test_file_last_line_without_newline__message_says_the_fix(tmp_path: Path) ->
     assert "end every line with a newline (in a ConfigMap, a `|` block, not `|-`)" in str(
         caught.value
     )
+
+
+# --- dns://, dnssrv:// ----------------------------------------------------------------------
+
+
+def _dns(url: str, server: DNSServer) -> Source:
+    return parse_source(f"{url}?nameserver={server.address}")
+
+
+def test_dnssrv_name_without_service_labels__names_the_srv_form(dns_server: DNSServer) -> None:
+    # A Kubernetes Service name written where its SRV name belongs.
+    name = dns_server.name("memcached")
+    dns_server.set_addresses(name, ["10.0.7.1"])
+
+    with pytest.raises(SourceError) as caught:
+        _dns(f"dnssrv+{name}", dns_server).resolve(timeout=2)
+
+    reason = caught.value.reason
+    assert "SRV names start with _SERVICE._PROTO." in reason
+    assert f"write dns+{name}:PORT" in reason
+
+
+def test_dns_srv_name_asked_for_addresses__says_to_write_dnssrv(dns_server: DNSServer) -> None:
+    name = f"_memcache._tcp.{dns_server.name('svc')}"
+    dns_server.set_srv(name, [("node.test", 11211, 0, 0)])
+
+    with pytest.raises(SourceError) as caught:
+        _dns(f"dns+{name}:11211", dns_server).resolve(timeout=2)
+
+    assert f"looks like an SRV name: write dnssrv+{name}" in caught.value.reason
+
+
+def test_dns_short_name__says_search_domains_are_not_tried(dns_server: DNSServer) -> None:
+    # Thanos and Go resolvers complete "memcached.cache" with /etc/resolv.conf's search list.
+    with pytest.raises(SourceError) as caught:
+        _dns("dns+memcached.test:11211", dns_server).resolve(timeout=2)
+
+    reason = caught.value.reason
+    assert "as written, without search domains (write the whole name" in reason
+    assert "memcached.test.svc.cluster.local" in reason
+
+
+def test_dnssrv_target_nxdomain__names_the_srv_record_that_gave_it(dns_server: DNSServer) -> None:
+    service = f"_memcache._tcp.{dns_server.name('svc')}"
+    gone = dns_server.name("gone")
+    dns_server.set_srv(service, [(gone, 11211, 0, 0)])
+
+    with pytest.raises(SourceError) as caught:
+        _dns(f"dnssrv+{service}", dns_server).resolve(timeout=2)
+
+    reason = caught.value.reason
+    assert f"yet the SRV records of {service} name it as a target" in reason
+    assert "/etc/hosts" not in reason  # not the fix for a record that names a missing host
