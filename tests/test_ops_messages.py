@@ -7,13 +7,17 @@ are not where the URL says, AWS pods without credentials, a snapshot on a read-o
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from cache_settings import Node, Source, SourceError, parse_source
+import cache_settings
+from cache_settings import ConfigurationError, Node, Source, SourceError, parse_source
 from tests.servers.dns import DNSServer
+from tests.servers.tls import TLSFiles
 
 
 def _aged(path: Path) -> Path:
@@ -110,3 +114,30 @@ def test_dnssrv_target_nxdomain__names_the_srv_record_that_gave_it(dns_server: D
     reason = caught.value.reason
     assert f"yet the SRV records of {service} name it as a target" in reason
     assert "/etc/hosts" not in reason  # not the fix for a record that names a missing host
+
+
+# --- TLS files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_ca", "why"),
+    [
+        (lambda d: d / "missing.pem", "cannot read the file (No such file or directory)"),
+        (lambda d: d, "cannot read the file (Is a directory)"),
+        (lambda d: d / "key.pem", "not a usable PEM file (NO_CERTIFICATE_OR_CRL_FOUND)"),
+    ],
+)
+def test_memcached_tls_ca_wrong__names_source_file_and_fix(
+    tmp_path: Path, tls_files: TLSFiles, make_ca: Callable[[Path], Path], why: str
+) -> None:
+    shutil.copy(tls_files.key, tmp_path / "key.pem")  # a private key where the CA belongs
+    ca = make_ca(tmp_path)
+    url = f"pymemcache://127.0.0.1:11211?tls=true&ca={ca}"
+
+    with pytest.raises(ConfigurationError) as caught:
+        cache_settings.memcached(url)
+
+    message = str(caught.value)
+    assert message.startswith("pymemcache://127.0.0.1:11211?tls=true&ca=")  # the source
+    assert f"TLS settings ca='{ca}': {why}; give ca= " in message
+    assert "_ssl.c" not in message  # no C-library location
