@@ -6,6 +6,7 @@ are not where the URL says, AWS pods without credentials, a snapshot on a read-o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -16,6 +17,7 @@ import pytest
 
 import cache_settings
 from cache_settings import ConfigurationError, Node, Source, SourceError, parse_source
+from cache_settings.cli import main
 from tests.servers.dns import DNSServer
 from tests.servers.tls import TLSFiles
 
@@ -141,3 +143,25 @@ def test_memcached_tls_ca_wrong__names_source_file_and_fix(
     assert message.startswith("pymemcache://127.0.0.1:11211?tls=true&ca=")  # the source
     assert f"TLS settings ca='{ca}': {why}; give ca= " in message
     assert "_ssl.c" not in message  # no C-library location
+
+
+# --- the pre-deploy command ------------------------------------------------------------------
+
+
+def test_cli_resolve_unwritable_snapshot__json_error_says_why_and_where_to_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /proc takes no new file, even for root: the read-only mount of a container's image.
+    nodes = tmp_path / "nodes"
+    nodes.write_text("10.0.0.1:11211\n")
+    _aged(nodes)
+    snapshot = "/proc/cache-settings-nodes.json"
+
+    status = main(["resolve", f"file://{nodes}", "--snapshot", snapshot, "--json"])
+
+    document = json.loads(capsys.readouterr().out)
+    assert status == 1
+    assert document["ok"] is False
+    error = document["results"][0]["error"]
+    assert f"could not write snapshot {snapshot} (cannot create a file in /proc: " in error
+    assert "a path in a directory this user can write, such as an emptyDir volume" in error
