@@ -19,6 +19,7 @@ import cache_settings
 from cache_settings import ConfigurationError, Node, Source, SourceError, parse_source
 from cache_settings.cli import main
 from tests.servers.dns import DNSServer
+from tests.servers.elasticache_api import ElastiCacheAPIServer
 from tests.servers.tls import TLSFiles
 
 
@@ -165,3 +166,22 @@ def test_cli_resolve_unwritable_snapshot__json_error_says_why_and_where_to_write
     error = document["results"][0]["error"]
     assert f"could not write snapshot {snapshot} (cannot create a file in /proc: " in error
     assert "a path in a directory this user can write, such as an emptyDir volume" in error
+
+
+# --- elasticache-api:// ------------------------------------------------------------------------
+
+
+def test_elasticache_api_without_credentials__says_where_pods_get_them(
+    elasticache_api: ElastiCacheAPIServer,
+) -> None:
+    # No keys, no profile, instance metadata off (the autouse fixture): boto3 finds nothing.
+    elasticache_api.add_cluster("sessions", [("node1.cache.test", 11211)])
+    url = f"elasticache-api://sessions?region=eu-west-1&endpoint_url={elasticache_api.endpoint_url}"
+
+    with pytest.raises(SourceError) as caught:
+        parse_source(url).resolve(timeout=2)
+
+    reason = caught.value.reason
+    assert "NoCredentialsError for sessions: Unable to locate credentials" in reason
+    assert "IAM role, through IRSA or EKS Pod Identity" in reason
+    assert elasticache_api.actions() == []  # nothing unsigned was sent
