@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from .exceptions import ConfigurationError, brief
+from .exceptions import ConfigurationError, brief, cut
 
 __all__ = ["TLSConfig"]
 
@@ -30,7 +30,7 @@ class TLSConfig:
         *where* (a redacted source URL) begins the messages. Raises ConfigurationError
         naming the file that cannot be read or is not PEM, and what to give instead.
         """
-        prefix = f"{where}: " if where else ""
+        prefix = f"{cut(where, 100)}: " if where else ""  # the URL repeats the paths
         if self.key and not self.cert:
             raise ConfigurationError(
                 f"{prefix}TLS settings: key= needs cert= (the client certificate)"
@@ -40,8 +40,8 @@ class TLSConfig:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(
                 f"{prefix}TLS settings ca={brief(self.ca)}: {_why(exc)}; give ca= (node_ca= "
-                "on consul://, dns:// and file:// URLs) the path of a PEM file of the CA that "
-                "signed the nodes' certificates, readable by this process"
+                "on consul://, dns://, file://) a readable PEM file of the CA that signed the "
+                "nodes' certificates"
             ) from None
         if self.cert:
             try:
@@ -49,8 +49,8 @@ class TLSConfig:
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigurationError(
                     f"{prefix}TLS settings cert={brief(self.cert)}: {_why(exc)}; give cert= "
-                    "(and key=, unless cert= holds it) PEM files of the client certificate "
-                    "and its private key, readable by this process"
+                    "(and key=, unless cert= holds it) readable PEM files of the client "
+                    "certificate and its private key"
                 ) from None
         return context
 
