@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tempfile
 
 from . import _safefile
 from .exceptions import ConfigurationError, brief
 
-__all__ = ["DIRECTORY_NAMES", "check_snapshot_path"]
+__all__ = ["DIRECTORY_NAMES", "check_snapshot_path", "snapshot_unwritable"]
 
 # Last components that name a directory whatever exists: "var/", "var/.", "var/..".
 DIRECTORY_NAMES = frozenset({"", os.curdir, os.pardir})
@@ -124,3 +125,22 @@ def _check_written_as_meant(filename: str) -> None:
             "expanded here (it would be part of a file name); write os.path.expandvars(...) "
             "or build the path from os.environ"
         )
+
+
+def snapshot_unwritable(snapshot: str) -> str | None:
+    """Say why no file can be created beside *snapshot*; None when one can.
+
+    Tried for real, with a temporary file removed at once: permissions alone do not tell
+    (root may write anywhere, yet not in /proc; a read-only mount).
+    """
+    directory = os.path.dirname(os.path.abspath(snapshot))
+    while not os.path.isdir(directory):  # the first write creates the missing ones
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".cache_settings-check."):
+            return None
+    except OSError as exc:
+        return f"cannot create a file in {directory}: {exc.strerror or exc}"

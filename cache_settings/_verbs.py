@@ -23,6 +23,7 @@ from ._report import (
     age,
     secrets,
 )
+from ._snapshot_path import snapshot_unwritable
 from ._targets import SettingsTargets, Target, UsageError, load_settings
 from .chain import as_source, members
 from .exceptions import ResolutionError, SnapshotError
@@ -168,7 +169,13 @@ def _resolve_one(target: Target) -> _Resolved:
     )
     if target.policy.snapshot is not None and not _written(target.policy.snapshot, resolution):
         # write_snapshot() only logs when it cannot write; a release must not ship without.
-        result["error"] = f"{target.source.url}: could not write snapshot {target.policy.snapshot}"
+        path = target.policy.snapshot
+        why = snapshot_unwritable(path) or "see the warning above"
+        result["error"] = (
+            f"{target.source.url}: could not write snapshot {path} ({why}); give snapshot= "
+            "(or --snapshot) a path in a directory this user can write, such as an emptyDir "
+            "volume under a read-only root filesystem"
+        )
         return result, target, resolution.nodes, _node_tls(target, resolution)
     # A static list is read from the settings, never contacted: "live" would claim it was.
     static = not _answered_by(target, resolution).traits.needs_network

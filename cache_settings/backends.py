@@ -195,7 +195,7 @@ class _RefreshingCache(memcached.BaseMemcachedCache):
         """Give a source's TLS nodes a verifying context, unless OPTIONS has one."""
         tls = source.traits.node_tls
         if tls is not None and "tls_context" not in options:
-            options["tls_context"] = tls.context()
+            options["tls_context"] = tls.context(source.url)
 
     @property
     def client_servers(self) -> list[str]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +30,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from ._snapshot_path import snapshot_unwritable
 from .capabilities import check_pylibmc_clients, entry_behaviors
 from .chain import may_change, members
 from .entries import Entry, entries, reported
@@ -111,7 +110,7 @@ def check_snapshots(
                 )
             )
             continue
-        unwritable = _unwritable(snapshot) if stored is None else None
+        unwritable = snapshot_unwritable(snapshot) if stored is None else None
         if unwritable is not None:
             # The settings import asked the source and could not save its answer.
             messages.append(
@@ -146,25 +145,6 @@ def check_snapshots(
                 )
             )
     return messages
-
-
-def _unwritable(snapshot: str) -> str | None:
-    """Say why no file can be created beside *snapshot*; None when one can.
-
-    Tried for real, with a temporary file removed at once: permissions alone do not tell
-    (root may write anywhere, yet not in /proc; a read-only mount).
-    """
-    directory = os.path.dirname(os.path.abspath(snapshot))
-    while not os.path.isdir(directory):  # the first write creates the missing ones
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".cache_settings-check."):
-            return None
-    except OSError as exc:
-        return f"cannot create a file in {directory}: {exc.strerror or exc}"
 
 
 @register(Tags.caches)

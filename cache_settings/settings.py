@@ -218,7 +218,7 @@ def memcached(
     chosen, entry_options = choose_client(src, backend, tls, resolution.nodes, options or {})
     record(Entry(src, policy, chosen, resolution, secrets))
     if tls is not None:
-        entry_options.setdefault("tls_context", tls.context())
+        entry_options.setdefault("tls_context", tls.context(src.url))
     entry: CacheConfig = {
         "BACKEND": BACKENDS[chosen],
         "LOCATION": resolution.locations,

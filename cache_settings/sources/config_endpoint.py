@@ -178,7 +178,7 @@ class ConfigEndpoint:
             # a CNAME to one of the nodes, and AWS repoints it when that node goes away.
             conn = connect(attempt, self.host, self.port)
             if self.tls is not None:  # SNI and certificate verification use the endpoint's name
-                conn = start_tls(attempt, conn, self.tls.context(), self.host)
+                conn = start_tls(attempt, conn, self.tls.context(self.url), self.host)
             reader = Reader(conn, attempt)
             try:
                 version, nodes = reader.ask(CONFIG_GET)

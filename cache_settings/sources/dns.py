@@ -47,6 +47,7 @@ from ..exceptions import ConfigurationError, SourceError, excerpt
 from ..nodes import DEFAULT_PORT, Node, canonical_host, is_host, is_ip, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
+from ._dns_hints import no_records, nxdomain
 from ._url import NODE_TLS_OPTIONS, Query, node_tls_params
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ class DNS:
                     nodes.append(Node(target, port))
                     continue
                 if target not in addresses:
-                    addresses[target] = lookup.addresses(target)
+                    addresses[target] = lookup.addresses(target, srv_of=self.name)
                 nodes.extend(Node(target, port, ip) for ip in addresses[target])
         if self.node_tls is not None:  # addressed by name then (Node.location)
             nodes = [Node(node.host, node.port, node.ip, tls=True) for node in nodes]
@@ -241,8 +242,10 @@ class _Lookup:
             )
         return servers
 
-    def addresses(self, name: str) -> list[str]:
+    def addresses(self, name: str, srv_of: str | None = None) -> list[str]:
         """Return every A and AAAA address of *name*; SourceError when it has none.
+
+        *srv_of* is the SRV name whose record gave *name* as a target, for the messages.
 
         NXDOMAIN for one type while the other has records is that server's mistake (RFC
         8020: NXDOMAIN says the name has no records of any type); the records are used.
@@ -251,13 +254,13 @@ class _Lookup:
         missing: SourceError | None = None
         for rdtype in ("A", "AAAA"):
             try:
-                found += [record.address for record in self.query(name, rdtype) or ()]
+                found += [record.address for record in self.query(name, rdtype, srv_of) or ()]
             except SourceError as exc:
                 if not exc.permanent:  # only NXDOMAIN is
                     raise
                 missing = exc
         if not found:
-            raise missing or SourceError(self.source, f"no A or AAAA records for {name}")
+            raise missing or SourceError(self.source, no_records(name, "A or AAAA"))
         return [canonical_host(address) for address in found]  # dnspython gives valid ones
 
     def srv(self, name: str) -> list[tuple[str, int]]:
@@ -266,8 +269,7 @@ class _Lookup:
         # RFC 2782: a lone record with target "." says the service is not offered here.
         usable = [record for record in records if record.target.to_text() != "."]
         if not usable:
-            what = "only the target '.' (service not available)" if records else "no"
-            raise SourceError(self.source, f"{what} SRV records for {name}")
+            raise SourceError(self.source, no_records(name, "SRV", only_dot=bool(records)))
         lowest = min(record.priority for record in usable)
         targets = [
             (record.target.to_text(omit_final_dot=True).lower(), int(record.port))
@@ -281,7 +283,7 @@ class _Lookup:
                 )
         return targets
 
-    def query(self, name: str, rdtype: str) -> Any:
+    def query(self, name: str, rdtype: str, srv_of: str | None = None) -> Any:
         """Return the answer RRset of *name*/*rdtype*, or None when it has no such records.
 
         Each nameserver is tried in turn until one answers, the way a stub resolver does;
@@ -323,11 +325,7 @@ class _Lookup:
                 if rcode == dns.rcode.NXDOMAIN:
                     # Retrying within this resolution cannot make the name exist.
                     raise SourceError(
-                        self.source,
-                        f"NXDOMAIN: {name} does not exist (nameserver {where}); names are "
-                        "looked up in DNS only, never in /etc/hosts (list local nodes with "
-                        "memcached://HOST:PORT)",
-                        permanent=True,
+                        self.source, nxdomain(name, where, srv_of=srv_of), permanent=True
                     )
                 if rcode != dns.rcode.NOERROR:
                     failures[where] = f"answered {dns.rcode.to_text(rcode)}"

@@ -238,6 +238,12 @@ class ElastiCacheAPI:
                 " (needs IAM permissions elasticache:DescribeCacheClusters and "
                 "elasticache:DescribeServerlessCaches)"
             )
+        elif code == "NoCredentialsError":
+            hint = (
+                " (boto3's chain found no credentials: on EKS give the pod's service account an "
+                "IAM role, through IRSA or EKS Pod Identity; elsewhere set AWS_PROFILE or an "
+                "instance role)"
+            )
         reason = f"ElastiCache API error {word(_scrub(code))} for {self.name}"
         return f"{reason}: {text}{hint}" if text else reason + hint
 

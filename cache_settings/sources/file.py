@@ -256,7 +256,7 @@ def _from_lines(text: str, source: str) -> list[Node]:
         raise SourceError(
             source,
             f"the last line {brief(last)} does not end with a newline: the file may be partly "
-            "written",
+            "written; end every line with a newline (in a ConfigMap, a `|` block, not `|-`)",
         )
     nodes = []
     # One line at a time (a file of millions of blank lines is not split in one C call).
@@ -282,11 +282,7 @@ def _read(path: str, cap: int, source: str) -> tuple[bytes, _Stamp] | None:
         raise SourceError(source, "no such file") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP and _is_link(path):
-            raise SourceError(
-                source,
-                "is a symbolic link; name the file it points to (links are never followed)",
-                permanent=True,
-            ) from None
+            raise SourceError(source, _link_fix(path), permanent=True) from None
         raise SourceError(source, f"cannot open the file ({exc.strerror or exc})") from None
     try:
         before = os.fstat(fd)
@@ -321,6 +317,29 @@ def _is_link(path: str) -> bool:
         return stat.S_ISLNK(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _link_fix(path: str) -> str:
+    """Say that *path* is a link, and which path to write instead.
+
+    A key of a Kubernetes ConfigMap, Secret or projected volume is a link ``KEY ->
+    ..data/KEY``, where ``..data`` is itself a link the kubelet swaps on each update
+    (kubernetes ``pkg/volume/util/atomic_writer.go``): ``DIR/..data/KEY`` follows updates,
+    while the file the link resolves to now (``DIR/..2024_…/KEY``) is removed at the next one.
+    """
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = ""
+    directory, name = os.path.split(path)
+    if target == f"..data/{name}":
+        fix = os.path.join(directory, "..data", name)
+        return (
+            f"is a symbolic link to {target} (links are never followed): a key of a "
+            f"Kubernetes ConfigMap or Secret volume; write file://{fix}, which follows updates"
+        )
+    shown = f" ({brief(os.path.realpath(path))})" if target else ""
+    return f"is a symbolic link (links are never followed); name the file it points to{shown}"
 
 
 def _stamp(status: os.stat_result) -> _Stamp:
