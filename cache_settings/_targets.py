@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ImproperlyConfigured
 
 from .entries import Entry, collecting, entries, recorded
-from .exceptions import CacheSettingsError
+from .exceptions import CacheSettingsError, ConfigurationError
 from .policy import Policy
 from .resolve import offline
 from .sources import Source
+from .tls import TLSConfig
 
-__all__ = ["SettingsTargets", "Target", "UsageError", "load_settings", "targets_from_entries"]
+__all__ = [
+    "SettingsTargets",
+    "Target",
+    "UsageError",
+    "check_tls",
+    "load_settings",
+    "targets_from_entries",
+]
 
 
 class UsageError(Exception):
@@ -59,6 +67,26 @@ def targets_from_entries(recorded: Iterable[Entry]) -> list[Target]:
     for entry in recorded:
         seen.setdefault((entry.source.url, entry.policy.snapshot), Target.from_entry(entry))
     return list(seen.values())
+
+
+def check_tls(settings: Iterable[tuple[str, TLSConfig | None]]) -> None:
+    """Build each pair's TLS context, as ``memcached()`` does when the site starts.
+
+    *settings* pairs a redacted source URL with its nodes' TLS settings (None: skipped).
+    Raises UsageError (exit status 2: a settings mistake) naming each source whose ``ca=``,
+    ``cert=`` or ``key=`` cannot be loaded, and the fix.
+    """
+    # At start-up this failure is a ConfigurationError (system check E003 under manage.py
+    # check): a pre-deploy run that passed would ship a release that cannot start.
+    failures: dict[str, None] = {}
+    for where, tls in settings:
+        if tls is not None:
+            try:
+                tls.context(where)
+            except ConfigurationError as exc:
+                failures[str(exc)] = None
+    if failures:
+        raise UsageError("; ".join(failures))
 
 
 def load_settings(module: str) -> SettingsTargets:

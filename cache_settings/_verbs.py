@@ -24,7 +24,7 @@ from ._report import (
     secrets,
 )
 from ._snapshot_path import snapshot_unwritable
-from ._targets import SettingsTargets, Target, UsageError, load_settings
+from ._targets import SettingsTargets, Target, UsageError, check_tls, load_settings
 from .chain import as_source, members
 from .exceptions import ResolutionError, SnapshotError
 from .nodes import Node
@@ -92,6 +92,8 @@ def _live_targets(ctx: Context, *, needs_snapshot: bool = False) -> list[Target]
     targets = [Target(as_source(args.url), Policy(**given))] if args.url else _settings_targets(ctx)
     ctx.output.add_secrets(secrets(args.url, [target.source for target in targets]))
     ctx.output.add_secrets(secret for target in targets for secret in target.secrets)
+    # Before any source is asked: an entry whose nodes' TLS settings cannot load never works.
+    check_tls((m.url, m.traits.node_tls) for t in targets for m in members(t.source))
     return targets
 
 
@@ -128,6 +130,7 @@ def _nodes_json(nodes: Iterable[Node]) -> list[dict[str, object]]:
 
 def _cmd_resolve(ctx: Context) -> int:
     resolved = [_resolve_one(target) for target in _live_targets(ctx)]
+    _check_answer_tls(resolved)
     if ctx.args.probe:
         _probe_all(resolved)
     results = [result for result, *_ in resolved]
@@ -199,6 +202,11 @@ def _probe_all(resolved: Sequence[_Resolved]) -> None:
                 f"{target.source.url}: {len(missed)} of {len(probes)} node(s) did not answer "
                 f"`version`: {', '.join(missed)}"
             )
+
+
+def _check_answer_tls(resolved: Sequence[_Resolved]) -> None:
+    # A source that finds its nodes speak TLS only when it answers (a serverless cache).
+    check_tls((t.source.url, tls) for _, t, nodes, tls in resolved if any(n.tls for n in nodes))
 
 
 def _answered_by(target: Target, resolution: Resolution) -> Source:
@@ -294,6 +302,7 @@ def _missing_row(target: Target, status: str) -> dict[str, Any]:
 
 def _cmd_check(ctx: Context) -> int:
     checked = [_check_one(target) for target in _live_targets(ctx, needs_snapshot=True)]
+    _check_answer_tls(checked)
     if ctx.args.probe:
         _probe_all(checked)
     results = [result for result, *_ in checked]

@@ -63,6 +63,9 @@ class Attempt:
         self._sockets: set[socket.socket] = set()
         self._closers: list[Callable[[], object]] = []
         self.cancelled = False
+        # What the attempt is waiting on now, set by the source as it goes (one assignment,
+        # read by the thread that gives up): a timeout then says what ran out of time.
+        self.waiting_on: str | None = None
 
     def left(self) -> float:
         """Return the seconds left before the deadline, never below zero."""
@@ -72,8 +75,13 @@ class Attempt:
         """Return the seconds left; raise :class:`SourceError` when none are, or if cancelled."""
         left = self.left()
         if left <= 0 or self.cancelled:
-            raise SourceError(self.source, f"no complete answer within {self.timeout:.2f} s")
+            raise self.timed_out()
         return left
+
+    def timed_out(self) -> SourceError:
+        """Return the error for an attempt out of time, naming what it waited on (if set)."""
+        waiting = f" (waiting on {self.waiting_on})" if self.waiting_on else ""
+        return SourceError(self.source, f"no complete answer within {self.timeout:.2f} s{waiting}")
 
     def check_size(self, size: int) -> None:
         """Raise :class:`SourceError` when a reply of *size* bytes is over the cap."""
@@ -237,7 +245,7 @@ def run(attempt: Attempt, call: Callable[[], T]) -> T:
     if worker.is_alive():
         attempt.cancel()
         worker.join(GRACE)
-        raise SourceError(attempt.source, f"no complete answer within {attempt.timeout:.2f} s")
+        raise attempt.timed_out()
     scope = _scope.get()
     if scope is not None and scope.cancelled:
         raise SourceError(attempt.source, "stopped")  # whatever the cut-off reply gave

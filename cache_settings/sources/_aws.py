@@ -165,8 +165,21 @@ def client(
     # inside the client's private endpoint object. The stubs type handlers as returning None.
     handler = cast("Callable[..., None]", _Sender(attempt, session))
     made.meta.events.register("before-send.elasticache", handler)
+    # Signing comes after "before-sign" and may refresh expiring credentials (botocore's
+    # RequestSigner.sign): a timeout there names that, not the API endpoint.
+    made.meta.events.register("before-sign.elasticache", _Signing(attempt))
     _install_filter()  # the loggers of the modules botocore imported to make the client
     return made
+
+
+class _Signing:
+    """A ``before-sign`` handler: the attempt now waits on signing (and credential refresh)."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+
+    def __call__(self, **kwargs: object) -> None:
+        self._attempt.waiting_on = "boto3 signing the request (refreshing its credentials)"
 
 
 class _Sender:
@@ -180,6 +193,8 @@ class _Sender:
         from botocore.compat import HTTPHeaders
 
         parts = urlsplit(request.url)
+        peer = f"the ElastiCache API endpoint {parts.scheme}://{parts.netloc}"
+        self._attempt.waiting_on = peer
         body = request.body
         if body is not None and not isinstance(body, bytes | bytearray | str):
             body = body.read()
@@ -187,7 +202,7 @@ class _Sender:
             self._attempt,
             request.method,
             request.url,
-            peer=f"the ElastiCache API endpoint {parts.scheme}://{parts.netloc}",
+            peer=peer,
             headers=dict(request.headers.items()),
             body=bytes(body) if isinstance(body, bytearray) else body,
             context=self._session.context() if parts.scheme == "https" else None,

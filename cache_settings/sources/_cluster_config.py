@@ -174,7 +174,9 @@ def _show(data: bytes | bytearray, limit: int = 80) -> str:
 class Reader:
     """Send commands and read replies on one connection, all within one attempt."""
 
-    def __init__(self, conn: socket.socket, attempt: Attempt) -> None:
+    def __init__(self, conn: socket.socket, attempt: Attempt, *, hang_up_hint: str = "") -> None:
+        # hang_up_hint follows "connection closed" when the peer sent nothing at all.
+        self._hang_up_hint = hang_up_hint
         self._conn = conn
         self._attempt = attempt
         self._source = attempt.source
@@ -219,9 +221,10 @@ class Reader:
             raise SourceError(self._source, "the endpoint answered in TLS; add ?tls=true")
         if too_long:
             raise SourceError(self._source, f"reply line too long: {_show(self._buffer)}")
+        hint = "" if self._buffer else self._hang_up_hint
         raise SourceError(
             self._source,
-            f"connection closed before a complete reply line ({_show(self._buffer)})",
+            f"connection closed before a complete reply line ({_show(self._buffer)}){hint}",
         )
 
     def _receive(self) -> bool:

@@ -43,8 +43,10 @@ __all__ = ["ConfigEndpoint", "parse_cluster_config"]
 logger = logging.getLogger(__name__)
 
 # A cluster with in-transit encryption answers only TLS: plain text gets a TLS alert (the
-# reader says so) or a hang-up, after which this is said.
+# reader says so) or a hang-up (a reset, or a close with no reply), after which this is
+# said. A refused connection never reached a TLS listener: it says nothing of TLS.
 _TLS_HINT = " (if the cluster has in-transit encryption, add ?tls=true)"
+_HANG_UPS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
 class _FallbackState:
@@ -179,7 +181,7 @@ class ConfigEndpoint:
             conn = connect(attempt, self.host, self.port)
             if self.tls is not None:  # SNI and certificate verification use the endpoint's name
                 conn = start_tls(attempt, conn, self.tls.context(self.url), self.host)
-            reader = Reader(conn, attempt)
+            reader = Reader(conn, attempt, hang_up_hint="" if self.tls else _TLS_HINT)
             try:
                 version, nodes = reader.ask(CONFIG_GET)
             except NotAnEndpoint:
@@ -212,7 +214,7 @@ class ConfigEndpoint:
             return None, [Node(self.host, self.port, tls=self.tls is not None)]
         except (OSError, UnicodeError) as exc:  # ssl.SSLError is an OSError; IDNA: Unicode
             error = failure(exc, attempt, "the endpoint")
-            if self.tls is None and isinstance(exc, ConnectionError) and not attempt.cancelled:
+            if self.tls is None and isinstance(exc, _HANG_UPS) and not attempt.cancelled:
                 error = SourceError(error.source, error.reason + _TLS_HINT)
             raise error from None
         finally:

@@ -42,6 +42,11 @@ _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 _SECRET = re.compile(r"[A-Za-z0-9/+=]{40,}")
 _NOT_FOUND = {"CacheClusterNotFound", "ServerlessCacheNotFoundFault"}
 _INSTALL = 'pip install "django-cache-settings[aws]"'
+# What a timeout names while boto3 looks for credentials (botocore's provider chain).
+_CREDENTIALS = (
+    "boto3's credential lookup: AWS_* variables, config files, then the container "
+    "credentials or instance metadata endpoint"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,10 @@ class ElastiCacheAPI:
             ProfileNotFound,
         )
 
+        # boto3 finds credentials as it makes the client (botocore's provider chain, which
+        # may ask the instance metadata or container credentials endpoint); then _aws.client
+        # names each later step (signing, the API request) in attempt.waiting_on.
+        attempt.waiting_on = _CREDENTIALS
         try:
             with (
                 _aws.checked_out(self.profile) as session,

@@ -637,6 +637,22 @@ def test_config_endpoint__plain_against_tls_endpoint_says_add_tls(tls_endpoint):
     assert len(str(caught.value)) < 300
 
 
+def test_config_endpoint__a_refused_connection_says_nothing_of_tls(faults: Faults):
+    """Nothing listens there: no TLS listener either, so ?tls=true would mislead."""
+    with pytest.raises(SourceError, match="refused") as caught:
+        source_at(faults.refused()).resolve(timeout=2)
+
+    assert "tls" not in str(caught.value).lower()
+
+
+def test_config_endpoint__a_close_with_no_reply_to_a_plain_command_says_add_tls(config_endpoint):
+    """A hang-up (FIN, not a reset) right after the plain command points to TLS too."""
+    config_endpoint.set_raw(b"", close=True)
+
+    with pytest.raises(SourceError, match=r"closed before a complete reply line.*add \?tls=true"):
+        endpoint(config_endpoint).resolve(timeout=2)
+
+
 def test_config_endpoint__a_tls_alert_to_a_plain_command_says_add_tls(config_endpoint):
     config_endpoint.set_raw(b"\x15\x03\x03\x00\x02\x02\x32", close=True)  # alert: decode_error
 

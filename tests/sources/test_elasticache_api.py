@@ -26,6 +26,7 @@ from cache_settings.sources.elasticache_api import (
 )
 from tests.helpers import LATE, without_host_aws
 from tests.servers.elasticache_api import CacheNode, ElastiCacheAPIServer
+from tests.servers.faults import Faults
 
 # tests/conftest.py clears AWS_* for every test, so the opt-in real-AWS settings are
 # captured when this module is imported.
@@ -202,6 +203,38 @@ def test_elasticache_api__a_serverless_reply_naming_another_cache_is_a_source_er
 
     with pytest.raises(SourceError, match="lists serverless cache 'other', not sl"):
         _source(aws_env, "sl").resolve(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "metadata_disabled"),
+    [
+        pytest.param("AWS_CONTAINER_CREDENTIALS_FULL_URI", "true", id="container"),
+        pytest.param("AWS_EC2_METADATA_SERVICE_ENDPOINT", "false", id="instance-metadata"),
+    ],
+)
+def test_elasticache_api__hung_credential_lookup__timeout_names_the_lookup(
+    variable: str,
+    metadata_disabled: str,
+    faults: Faults,
+    elasticache_api: ElastiCacheAPIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A credentials endpoint that accepts and never answers: the API was never asked."""
+    without_host_aws(monkeypatch, tmp_path)
+    monkeypatch.setenv(variable, f"http://{faults.blackhole()}/")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", metadata_disabled)
+    monkeypatch.setenv("AWS_METADATA_SERVICE_TIMEOUT", "30")
+    monkeypatch.setenv("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "1")
+    elasticache_api.add_cluster("mc", [("10.0.0.1", 11211)])
+
+    with pytest.raises(SourceError) as caught:
+        _source(elasticache_api).resolve(timeout=1)
+
+    assert caught.value.reason.startswith(
+        "no complete answer within 1.00 s (waiting on boto3's credential lookup:"
+    )
+    assert elasticache_api.requests == []
 
 
 # --- serverless caches ----------------------------------------------------------------------
