@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 #: Aggregated instance statuses, as Consul's own API client computes them from the checks.
 STATUSES = ("passing", "warning", "critical", "maintenance")
 _ADDRESSES = ("node", "service")
+_STATUS_FIX = "list some of passing, warning, critical, maintenance, joined by ','"
 _OPTIONS = (
     "address", "ca", "cached", "cert", "consistency", "dc", "filter", "key", "near", "node-meta",
     "max_stale", "ns", "passing", "status", "tag", "tls", "token", "verify", "wait",
@@ -185,6 +186,8 @@ class Consul:
                 raise ConfigurationError(f"{where}: option node-meta={pair!r} must be key:value")
             meta.append((key, value))
         status = tuple(s.strip() for s in (query.get("status") or "").split(",") if s.strip())
+        if query.get("status") is not None and not status:
+            raise ConfigurationError(f"{where}: option status= names no status; {_STATUS_FIX}")
         if status and query.get("passing") is not None:
             raise ConfigurationError(f"{where}: give status= or passing=, not both")
         if ":" in userinfo:  # the agent takes an ACL token, never a user name and password
