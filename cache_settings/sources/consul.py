@@ -126,8 +126,7 @@ class Consul:
         kept = tuple(s for s in STATUSES if s in self.status)
         object.__setattr__(self, "status", kept or (("passing",) if self.passing else STATUSES))
         object.__setattr__(self, "passing", self.status == ("passing",))
-        if self.agent is not None:
-            _agent.parse_agent(self.agent, where="consul agent")
+        self._check_agent_tls()
         if self.address not in _ADDRESSES:
             raise ConfigurationError(
                 f"consul: address={brief(self.address)} must be one of {', '.join(_ADDRESSES)}"
@@ -139,6 +138,34 @@ class Consul:
         )
         object.__setattr__(self, "max_stale", bound)
         _agent.check_token(self.token, f"{self.url}: the token")
+
+    def _check_agent_tls(self) -> None:
+        """Refuse agent TLS options that a plain-HTTP agent would ignore, or a conflict.
+
+        ``tls=false&ca=…`` or an ``http://`` agent with ``ca=``/``cert=``/``key=``/
+        ``verify=false`` spoke plain HTTP without a word; ``https://`` with
+        ``agent_tls=False`` spoke HTTPS.
+        """
+        scheme = None
+        if self.agent is not None:
+            scheme = _agent.parse_agent(self.agent, where="consul agent")[0]
+        if scheme == "https" and self.agent_tls is False:
+            raise ConfigurationError(
+                f"consul: the agent {brief(self.agent)} is https:// but agent_tls=False (tls="
+                "false in a URL); drop one of them"
+            )
+        given = [
+            name
+            for name, value in (("ca", self.ca), ("cert", self.cert), ("key", self.key))
+            if value is not None
+        ] + ([] if self.verify else ["verify=false"])
+        if given and (scheme == "http" or (scheme is None and self.agent_tls is False)):
+            why = "the agent is http://" if scheme == "http" else "tls=false"
+            raise ConfigurationError(
+                f"consul: {', '.join(given)} would be ignored: they set HTTPS to the agent, "
+                f"but {why}; drop them, or ask the agent over HTTPS (tls=true or an https:// "
+                "agent). For TLS to the memcached nodes write node_tls=true&node_ca=…"
+            )
 
     def _check_kinds(self) -> None:
         """Refuse an argument of the wrong kind, which would be read as something else.

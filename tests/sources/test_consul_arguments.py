@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from cache_settings import ConfigurationError
+from cache_settings import ConfigurationError, parse_source
 from cache_settings.sources import Consul
 
 
@@ -60,3 +61,36 @@ def test_consul_arguments__node_meta_with_empty_value_is_kept() -> None:
     assert source.node_meta == (("canary", ""),)
     assert source.tags == ("prod",)
     assert source.url == "consul:///memcached?tag=prod&node-meta=canary%3A"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: parse_source("consul:///mc?tls=false&ca=/etc/ca.pem"), r"ca would be ignored"),
+        (lambda: parse_source("consul:///mc?tls=false&verify=false"), r"verify=false would be"),
+        (
+            lambda: parse_source("consul://10.0.0.10:8500/mc?tls=false&cert=/c.pem&key=/k.pem"),
+            r"cert, key would be ignored: they set HTTPS to the agent, but tls=false",
+        ),
+        (
+            lambda: Consul("mc", agent="http://10.0.0.10:8500", ca="/etc/ca.pem"),
+            r"ca would be ignored: they set HTTPS to the agent, but the agent is http://",
+        ),
+        (
+            lambda: Consul("mc", agent="https://10.0.0.10", agent_tls=False),
+            r"is https:// but agent_tls=False",
+        ),
+    ],
+)
+def test_consul_agent_tls__options_a_plain_agent_ignores_are_refused(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make()
+
+
+def test_consul_agent_tls__options_with_tls_or_unset_are_kept() -> None:
+    # Without tls= the scheme follows CONSUL_HTTP_SSL when the source resolves.
+    assert parse_source("consul:///mc?ca=/etc/ca.pem").url == "consul:///mc?ca=%2Fetc%2Fca.pem"
+    source = Consul("mc", agent="https://10.0.0.10", ca="/etc/ca.pem", verify=False)
+    assert source.url == "consul://10.0.0.10:8501/mc?tls=true&ca=%2Fetc%2Fca.pem&verify=false"
