@@ -37,6 +37,24 @@ def decoded(text: str, where: str, what: str) -> str:
         raise ConfigurationError(f"{where}: {what} {_NOT_UTF8.format(reason=exc.reason)}") from None
 
 
+def _check_blank(where: str, key: str, value: str) -> None:
+    """Refuse an empty *value* of option *key*, or one with white space at either end.
+
+    ``?dc=`` read as "no datacenter" and ``?tag=`` as a tag no instance carries; ``?dc=+eu1``
+    (a space, as '+' or %20) named a datacenter Consul does not know. The value is never
+    quoted: the option may be a secret.
+    """
+    if not value:
+        raise ConfigurationError(
+            f"{where}: option {key}= is empty; give it a value or leave the option out"
+        )
+    if value != value.strip():
+        raise ConfigurationError(
+            f"{where}: option {key} has white space at either end (a '+' or %20 in the URL); "
+            "remove it"
+        )
+
+
 class Query:
     """The query string of a source URL, checked against the keys a scheme accepts."""
 
@@ -85,6 +103,7 @@ class Query:
                     f"{self.where}: option {key} holds a character that is not printable (a "
                     "control character such as %0A or %00 once percent-decoded); remove it"
                 )
+            _check_blank(self.where, key, value)
             self._values.setdefault(key, []).append(value)
 
     def all(self, key: str) -> tuple[str, ...]:

@@ -30,8 +30,8 @@ from typing import ClassVar
 from urllib.parse import SplitResult, quote, urlencode
 
 from ..attempt import Attempt
-from ..exceptions import ConfigurationError, SourceError
-from ..nodes import DEFAULT_PORT, Node, parse_node, unique_sorted
+from ..exceptions import ConfigurationError, SourceError, brief
+from ..nodes import DEFAULT_PORT, Node, is_host, parse_node, unique_sorted
 from ..tls import TLSConfig
 from . import Traits
 from ._cluster_config import CONFIG_GET, LEGACY_GET, NotAnEndpoint, Reader, parse_cluster_config
@@ -91,6 +91,13 @@ class ConfigEndpoint:
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigurationError("ConfigEndpoint needs the configuration endpoint's host")
+        if not (isinstance(self.host, str) and is_host(self.host)):
+            # A URL, host:port or a padded name went into the URL and the snapshot key as
+            # elasticache://[elasticache://…]:11211 and failed only when asked.
+            raise ConfigurationError(
+                f"ConfigEndpoint host {brief(self.host)} is not a host name or IP address; give "
+                "the host alone and the port as port= (or parse_source('elasticache://HOST:PORT'))"
+            )
         if (
             isinstance(self.port, bool)
             or not isinstance(self.port, int)

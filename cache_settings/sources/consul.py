@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from math import inf
 from typing import ClassVar
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: Aggregated instance statuses, as Consul's own API client computes them from the checks.
 STATUSES = ("passing", "warning", "critical", "maintenance")
 _ADDRESSES = ("node", "service")
+_STATUS_FIX = "list some of passing, warning, critical, maintenance, joined by ','"
 _OPTIONS = (
     "address", "ca", "cached", "cert", "consistency", "dc", "filter", "key", "near", "node-meta",
     "max_stale", "ns", "passing", "status", "tag", "tls", "token", "verify", "wait",
@@ -114,6 +116,7 @@ class Consul:
     def __post_init__(self) -> None:
         if not self.service or "/" in self.service:
             raise ConfigurationError(f"consul: invalid service name {brief(self.service)}")
+        self._check_kinds()
         object.__setattr__(self, "tags", tuple(self.tags))
         object.__setattr__(self, "node_meta", tuple((k, v) for k, v in self.node_meta))
         self._check_texts()
@@ -123,8 +126,7 @@ class Consul:
         kept = tuple(s for s in STATUSES if s in self.status)
         object.__setattr__(self, "status", kept or (("passing",) if self.passing else STATUSES))
         object.__setattr__(self, "passing", self.status == ("passing",))
-        if self.agent is not None:
-            _agent.parse_agent(self.agent, where="consul agent")
+        self._check_agent_tls()
         if self.address not in _ADDRESSES:
             raise ConfigurationError(
                 f"consul: address={brief(self.address)} must be one of {', '.join(_ADDRESSES)}"
@@ -137,19 +139,84 @@ class Consul:
         object.__setattr__(self, "max_stale", bound)
         _agent.check_token(self.token, f"{self.url}: the token")
 
+    def _check_agent_tls(self) -> None:
+        """Refuse agent TLS options that a plain-HTTP agent would ignore, or a conflict.
+
+        ``tls=false&ca=…`` or an ``http://`` agent with ``ca=``/``cert=``/``key=``/
+        ``verify=false`` spoke plain HTTP without a word; ``https://`` with
+        ``agent_tls=False`` spoke HTTPS.
+        """
+        scheme = None
+        if self.agent is not None:
+            scheme = _agent.parse_agent(self.agent, where="consul agent")[0]
+        if scheme == "https" and self.agent_tls is False:
+            raise ConfigurationError(
+                f"consul: the agent {brief(self.agent)} is https:// but agent_tls=False (tls="
+                "false in a URL); drop one of them"
+            )
+        given = [
+            name
+            for name, value in (("ca", self.ca), ("cert", self.cert), ("key", self.key))
+            if value is not None
+        ] + ([] if self.verify else ["verify=false"])
+        if given and (scheme == "http" or (scheme is None and self.agent_tls is False)):
+            why = "the agent is http://" if scheme == "http" else "tls=false"
+            raise ConfigurationError(
+                f"consul: {', '.join(given)} would be ignored: they set HTTPS to the agent, "
+                f"but {why}; drop them, or ask the agent over HTTPS (tls=true or an https:// "
+                "agent). For TLS to the memcached nodes write node_tls=true&node_ca=…"
+            )
+
+    def _check_kinds(self) -> None:
+        """Refuse an argument of the wrong kind, which would be read as something else.
+
+        ``tags="prod"`` would be the tags p, r, o, d; ``node_meta={"az": "a"}`` its keys cut
+        into pairs; ``passing="false"``, ``verify="false"`` or ``agent_tls="false"`` true.
+        """
+        for name in ("tags", "node_meta"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+                example = "('prod',)" if name == "tags" else "(('az', 'eu1a'),)"
+                raise ConfigurationError(
+                    f"consul: {name}={brief(value)} must be a tuple, as in {name}={example}"
+                )
+        for pair in self.node_meta:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise ConfigurationError(
+                    f"consul: node_meta holds {brief(pair)}; each item is a (key, value) tuple"
+                )
+        flags = (("passing", False), ("verify", False), ("agent_tls", True))
+        for name, may_be_none in flags:
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (may_be_none and value is None)):
+                allowed = "True, False or None" if may_be_none else "True or False"
+                raise ConfigurationError(f"consul: {name}={brief(value)} must be {allowed}")
+
     def _check_texts(self) -> None:
-        """Refuse a name, tag, filter or meta that is not printable text: never meant."""
+        """Refuse a name, tag, filter, meta or TLS file that is not printable text, is empty
+        or has white space at either end: never meant."""
         texts = [
             ("service", self.service), ("dc", self.dc), ("near", self.near),
             ("namespace", self.namespace), ("filter_expr", self.filter_expr),
             *(("tags", tag) for tag in self.tags),
-            *(("node_meta", part) for pair in self.node_meta for part in pair),
+            *(("node_meta", key) for key, _ in self.node_meta),
+            *(("node_meta value", value) for _, value in self.node_meta),
         ]  # fmt: skip
+        texts += [("ca", self.ca), ("cert", self.cert), ("key", self.key)]
         for name, text in texts:
             if text is not None and not (isinstance(text, str) and text.isprintable()):
                 raise ConfigurationError(
                     f"consul: {name} holds {brief(text)}, which is not printable text (a "
                     "control character, or not a string)"
+                )
+            if text is None or (not text and name == "node_meta value"):  # Consul takes k:
+                continue
+            if not text or text != text.strip():
+                # An empty dc, namespace or CA reads as none given; " eu1" is no datacenter.
+                fix = "give None for none" if name != "node_meta" else "give the key"
+                raise ConfigurationError(
+                    f"consul: {name} holds {brief(text)}, empty or with white space at either "
+                    f"end; {fix}, or the text without the spaces"
                 )
 
     @classmethod
@@ -185,6 +252,8 @@ class Consul:
                 raise ConfigurationError(f"{where}: option node-meta={pair!r} must be key:value")
             meta.append((key, value))
         status = tuple(s.strip() for s in (query.get("status") or "").split(",") if s.strip())
+        if query.get("status") is not None and not status:
+            raise ConfigurationError(f"{where}: option status= names no status; {_STATUS_FIX}")
         if status and query.get("passing") is not None:
             raise ConfigurationError(f"{where}: give status= or passing=, not both")
         if ":" in userinfo:  # the agent takes an ACL token, never a user name and password

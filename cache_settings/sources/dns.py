@@ -98,17 +98,19 @@ class DNS:
                 "memcached://HOST:PORT"
             )
         port = DEFAULT_PORT if self.port is None and self.scheme == "dns" else self.port
-        if port is not None and (
-            isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
-        ):
+        if port is not None and (type(port) is not int or not 0 < port < 65536):  # not True
             raise ConfigurationError(f"{where}: port must be 1..65535, not {port!r}")
         object.__setattr__(self, "name", node.host)
         object.__setattr__(self, "port", port)
         if self.nameserver is not None:
-            ip, ns_port = self.nameserver
-            if not is_ip(ip) or not 0 < ns_port < 65536:
+            given = self.nameserver
+            ip, ns_port = given if isinstance(given, tuple) and len(given) == 2 else ("", 0)
+            if not (
+                isinstance(ip, str) and is_ip(ip) and type(ns_port) is int and 0 < ns_port < 65536
+            ):
                 raise ConfigurationError(
-                    f"{where}: nameserver must be an IP address and a port, not {ip!r}:{ns_port!r}"
+                    f"{where}: nameserver must be an (IP address, port) tuple, as in "
+                    f"('10.0.0.2', 53), not {excerpt(repr(given), 60)}"
                 )
             object.__setattr__(self, "nameserver", (str(ipaddress.ip_address(ip)), ns_port))
 

@@ -34,6 +34,19 @@ class Static:
     }
 
     def __post_init__(self) -> None:
+        if not isinstance(self.nodes, (str, Node)):
+            object.__setattr__(self, "nodes", tuple(self.nodes))  # a generator is read once
+        if isinstance(self.nodes, (str, Node)) or not all(
+            isinstance(node, Node) for node in self.nodes
+        ):
+            raise ConfigurationError(
+                "Static(nodes=…) takes a tuple of Node objects; for text such as "
+                "'10.0.0.1:11211' write parse_source('memcached://10.0.0.1:11211')"
+            )
+        if self.backend not in (None, "pylibmc", "pymemcache"):
+            raise ConfigurationError(
+                f"Static backend={self.backend!r} must be None, 'pylibmc' or 'pymemcache'"
+            )
         if not self.nodes:
             raise ConfigurationError("A static cache source needs at least one node")
         nodes = unique_sorted(
