@@ -170,13 +170,18 @@ class Consul:
     def _check_kinds(self) -> None:
         """Refuse an argument of the wrong kind, which would be read as something else.
 
-        ``tags="prod"`` would be the tags p, r, o, d; ``node_meta={"az": "a"}`` its keys cut
-        into pairs; ``passing="false"``, ``verify="false"`` or ``agent_tls="false"`` true.
+        ``tags="prod"`` would be the tags p, r, o, d (and ``status="passing"`` its letters);
+        ``node_meta={"az": "a"}`` its keys cut into pairs; ``passing="false"``,
+        ``verify="false"`` or ``agent_tls="false"`` true.
         """
-        for name in ("tags", "node_meta"):
+        examples = {
+            "tags": "('prod',)",
+            "node_meta": "(('az', 'eu1a'),)",
+            "status": "('passing',)",
+        }
+        for name, example in examples.items():
             value = getattr(self, name)
             if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-                example = "('prod',)" if name == "tags" else "(('az', 'eu1a'),)"
                 raise ConfigurationError(
                     f"consul: {name}={brief(value)} must be a tuple, as in {name}={example}"
                 )

@@ -84,6 +84,18 @@ class ElastiCacheAPI:
                 f"elasticache-api://{self.name}: region={brief(self.region)} is not an AWS "
                 "region name, such as us-east-1"
             )
+        for name in ("profile", "ca"):  # its URL would hold ?profile= that no URL may hold
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(
+                    f"elasticache-api://{self.name}: {name}={brief(value)} must be a non-empty "
+                    f"string, or None for boto3's default"
+                )
+            if value is not None and value != value.strip():
+                raise ConfigurationError(
+                    f"elasticache-api://{self.name}: {name}={brief(value)} has white space at "
+                    "either end; remove it"
+                )
         if self.endpoint_url is not None and not _is_endpoint(self.endpoint_url):
             raise ConfigurationError(
                 f"elasticache-api://{self.name}: endpoint_url must be an http(s)://host[:port] "

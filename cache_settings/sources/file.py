@@ -91,6 +91,11 @@ class File:
             raise ConfigurationError(
                 f"file://{self.path}: the path must be absolute, as in file:///etc/memcached-nodes"
             )
+        if self.source is not None and (not isinstance(self.source, str) or not self.source):
+            raise ConfigurationError(
+                f"file://{self.path}: source={brief(self.source)} must name one source's URL "
+                "in the snapshot file, or be None"
+            )
         if not self.path.isprintable():  # a NUL failed each read as 'unexpected ValueError'
             raise ConfigurationError(
                 f"file://{quote(self.path, errors='surrogateescape')}: the path holds a "

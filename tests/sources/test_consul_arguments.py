@@ -22,6 +22,7 @@ from cache_settings.sources import Consul
         ({"verify": "false"}, r"verify='false' must be True or False"),
         ({"verify": 0}, r"verify=0 must be True or False"),
         ({"agent_tls": "false"}, r"agent_tls='false' must be True, False or None"),
+        ({"status": "passing"}, r"status='passing' must be a tuple, as in status=\('passing',\)"),
     ],
 )  # fmt: skip
 def test_consul_arguments__wrong_kind_is_refused_naming_it(
