@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -68,17 +68,25 @@ class Flap:
         return [key for key in KEYS if self.read[key] is None]
 
 
-def leave(cluster: Cluster, cache: Any) -> tuple[list[str], Watcher]:
+class Fleet(Protocol):
+    """Three daemons, each listed by one instance of a Consul service."""
+
+    agent: ConsulAgent
+    servers: list[MemcachedServer]
+    instances: list[Instance]
+
+
+def leave(cluster: Fleet, cache: Any, keys: list[str] = KEYS) -> tuple[list[str], Watcher]:
     """Write every key, drop C in Consul, rewrite every key; return C's keys and the watcher."""
     c = cluster.servers[2]
-    for key in KEYS:
+    for key in keys:
         cache.set(key, "old")
-    on_c = [key for key in KEYS if cache.make_key(key) in c.keys()]
+    on_c = [key for key in keys if cache.make_key(key) in c.keys()]
     watcher: Watcher = cache._watcher
     cluster.agent.set_status(cluster.instances[2], "critical")
     assert wait_until(lambda: c.location not in listed(watcher), CHANGE)
-    for key in KEYS:
-        cache.set(key, "new")
+    for key in keys:
+        cache.set(key, "new")  # C's keys now live on A and B
     return on_c, watcher
 
 

@@ -24,6 +24,7 @@ from cache_settings.watch import Watcher
 from tests.helpers import django_cache, wait_until
 from tests.servers.consul import ConsulAgent, Instance
 from tests.servers.memcached import MemcachedServer
+from tests.test_rejoin_flap import leave, listed
 
 CLIENTS = ["pylibmc", "pymemcache"]
 KEYS = [f"key-{n}" for n in range(90)]
@@ -76,24 +77,13 @@ def chain(
     return Chain(consul_agent, fresh_memcached_nodes, instances, entry)
 
 
-def listed(watcher: Watcher) -> list[str]:
-    return sorted(node.location for node in watcher.nodes)
-
-
 def test_backend__a_node_that_returns_under_another_name_serves_no_value_from_before_it_left(
     chain: Chain,
 ) -> None:
     """C leaves Consul's list, Consul fails, the file lists C (by name) again: C is flushed."""
     c = chain.servers[2]
     with chain.cache() as cache:
-        for key in KEYS:
-            cache.set(key, "old")
-        on_c = [key for key in KEYS if cache.make_key(key) in c.keys()]
-        watcher: Watcher = cache._watcher
-        chain.agent.set_status(chain.instances[2], "critical")
-        assert wait_until(lambda: c.location not in listed(watcher), CHANGE)
-        for key in KEYS:
-            cache.set(key, "new")  # C's keys now live on A and B
+        on_c, watcher = leave(chain, cache, KEYS)
         for instance in chain.instances[:2]:
             chain.agent.set_status(instance, "critical")  # Consul: no node, the file answers
 
